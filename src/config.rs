@@ -1,0 +1,673 @@
+//! Configuration in three stages: [`RawConfig`] (serde, unknown keys
+//! rejected) → [`RawConfig::validate`] (every problem, with its field path)
+//! → [`Config`] (what the request path reads, immutable).
+//!
+//! Every key is documented in `portcullis.example.yaml` at the repository root.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::{Host, Url};
+
+use crate::headers::HeaderPolicy;
+use crate::policy::{Policy, Rule};
+
+/// Environment variable naming the config file (same as `--config`).
+pub const ENV_CONFIG: &str = "PORTCULLIS_CONFIG";
+/// Overrides `headers.user`; the name Tenure and oauth2-proxy users know.
+pub const ENV_USER_HEADER: &str = "OIDC_PROXY_HEADER";
+/// Overrides `listen`.
+pub const ENV_LISTEN: &str = "PORTCULLIS_LISTEN";
+/// Overrides `admin_listen`.
+pub const ENV_ADMIN_LISTEN: &str = "PORTCULLIS_ADMIN_LISTEN";
+
+/// Where environment overrides come from; a map in tests, the process
+/// environment in production.
+pub trait Strings {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Env;
+
+impl Strings for Env {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Strings for std::collections::HashMap<&str, &str> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::HashMap::get(self, name).map(|v| v.to_string())
+    }
+}
+
+/// A configuration problem, with the path of the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<FieldError>),
+}
+
+// === raw (serde) ===
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    #[serde(default)]
+    pub debug: bool,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(default = "default_shutdown_delay")]
+    pub shutdown_delay_seconds: u64,
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u64,
+    #[serde(default)]
+    pub headers: RawHeaders,
+    #[serde(default)]
+    pub oidc: RawOidc,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    #[serde(default = "default_user_header")]
+    pub user: String,
+    #[serde(default = "default_email_header")]
+    pub email: String,
+    #[serde(default = "default_groups_header")]
+    pub groups: String,
+    #[serde(default)]
+    pub strip: Vec<String>,
+}
+
+impl Default for RawHeaders {
+    fn default() -> Self {
+        Self {
+            user: default_user_header(),
+            email: default_email_header(),
+            groups: default_groups_header(),
+            strip: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_seconds: u64,
+    #[serde(default = "default_jwks_min_refetch")]
+    pub jwks_min_refetch_seconds: u64,
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_seconds: u64,
+    #[serde(default)]
+    pub providers: Vec<RawProvider>,
+}
+
+impl Default for RawOidc {
+    fn default() -> Self {
+        Self {
+            clock_skew_seconds: default_skew(),
+            max_token_bytes: default_max_token_bytes(),
+            jwks_refresh_seconds: default_jwks_refresh(),
+            jwks_min_refetch_seconds: default_jwks_min_refetch(),
+            fetch_timeout_seconds: default_fetch_timeout(),
+            providers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub issuer: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    #[serde(default = "default_email_claim")]
+    pub email_claim: String,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    #[serde(default)]
+    pub require_groups: bool,
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub client_credentials: RawClientCredentials,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientCredentials {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub path_prefix: String,
+    #[serde(default)]
+    pub allowed_users: Vec<String>,
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u64,
+    #[serde(default = "default_cache_ttl")]
+    pub max_ttl_seconds: u64,
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl_seconds: u64,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            max_entries: default_cache_entries(),
+            max_ttl_seconds: default_cache_ttl(),
+            negative_ttl_seconds: default_negative_ttl(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:9090".into()
+}
+fn default_admin_listen() -> String {
+    "0.0.0.0:9091".into()
+}
+fn default_realm() -> String {
+    "portcullis".into()
+}
+fn default_shutdown_delay() -> u64 {
+    0
+}
+fn default_shutdown_grace() -> u64 {
+    10
+}
+fn default_user_header() -> String {
+    "x-user-id".into()
+}
+fn default_email_header() -> String {
+    "x-auth-request-email".into()
+}
+fn default_groups_header() -> String {
+    "x-auth-request-groups".into()
+}
+fn default_skew() -> u64 {
+    60
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+fn default_jwks_refresh() -> u64 {
+    300
+}
+fn default_jwks_min_refetch() -> u64 {
+    5
+}
+fn default_fetch_timeout() -> u64 {
+    5
+}
+fn default_user_claim() -> String {
+    "sub".into()
+}
+fn default_email_claim() -> String {
+    "email".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_cache_entries() -> u64 {
+    100_000
+}
+fn default_cache_ttl() -> u64 {
+    60
+}
+fn default_negative_ttl() -> u64 {
+    10
+}
+
+// === compiled ===
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub debug: bool,
+    pub realm: String,
+    pub shutdown_delay: Duration,
+    pub shutdown_grace: Duration,
+    pub headers: HeaderPolicy,
+    pub oidc: OidcConfig,
+    pub policy: Policy,
+    pub cache: CacheConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub clock_skew: Duration,
+    pub max_token_bytes: usize,
+    pub jwks_refresh: Duration,
+    pub jwks_min_refetch: Duration,
+    pub fetch_timeout: Duration,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks_uri: Option<Url>,
+    pub user_claim: String,
+    pub email_claim: String,
+    pub groups_claim: String,
+    pub require_groups: bool,
+    /// Empty means: any asymmetric algorithm the key itself allows.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub client_credentials: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    pub max_ttl: Duration,
+    pub negative_ttl: Duration,
+}
+
+// === impl RawConfig ===
+
+impl RawConfig {
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        serde_norway::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Applies the documented environment overrides.
+    pub fn apply_env(&mut self, env: &impl Strings) {
+        if let Some(v) = env.get(ENV_USER_HEADER) {
+            self.headers.user = v;
+        }
+        if let Some(v) = env.get(ENV_LISTEN) {
+            self.listen = v;
+        }
+        if let Some(v) = env.get(ENV_ADMIN_LISTEN) {
+            self.admin_listen = v;
+        }
+    }
+
+    /// Checks everything and reports every problem at once.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let mut errs = Errors::default();
+        let listen = errs.addr("listen", &self.listen);
+        let admin_listen = errs.addr("admin_listen", &self.admin_listen);
+        if self.realm.is_empty()
+            || !self
+                .realm
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+        {
+            errs.push(
+                "realm",
+                "must be non-empty printable ASCII without quotes or backslashes",
+            );
+        }
+        let headers = self.validate_headers(&mut errs);
+        let oidc = self.validate_oidc(&mut errs);
+        let policy = self.validate_rules(&mut errs);
+        if self.cache.max_entries == 0 {
+            errs.push("cache.max_entries", "must be at least 1");
+        }
+        if self.cache.max_ttl_seconds == 0 {
+            errs.push(
+                "cache.max_ttl_seconds",
+                "must be at least 1 (the cache is what makes repeats fast)",
+            );
+        }
+        if self.cache.negative_ttl_seconds > self.cache.max_ttl_seconds {
+            errs.push("cache.negative_ttl_seconds", "must not exceed cache.max_ttl_seconds");
+        }
+        if self.oidc.providers.is_empty() {
+            errs.push("oidc.providers", "at least one provider is required");
+        }
+        errs.finish()?;
+        // finish() returned Ok only if every Option above is Some.
+        match (listen, admin_listen) {
+            (Some(listen), Some(admin_listen)) => Ok(Config {
+                listen,
+                admin_listen,
+                debug: self.debug,
+                realm: self.realm.clone(),
+                shutdown_delay: Duration::from_secs(self.shutdown_delay_seconds),
+                shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+                headers,
+                oidc,
+                policy,
+                cache: CacheConfig {
+                    max_entries: self.cache.max_entries,
+                    max_ttl: Duration::from_secs(self.cache.max_ttl_seconds),
+                    negative_ttl: Duration::from_secs(self.cache.negative_ttl_seconds),
+                },
+            }),
+            _ => Err(ConfigError::Invalid(vec![FieldError {
+                path: "listen".into(),
+                message: "invalid address".into(),
+            }])),
+        }
+    }
+
+    fn validate_headers(&self, errs: &mut Errors) -> HeaderPolicy {
+        let h = &self.headers;
+        for (path, name) in [
+            ("headers.user", &h.user),
+            ("headers.email", &h.email),
+            ("headers.groups", &h.groups),
+        ] {
+            if !is_header_name(name) {
+                errs.push(path, "must be a lower-case HTTP header name, e.g. x-user-id");
+            } else if is_reserved_header(name) {
+                errs.push(
+                    path,
+                    "must not be a pseudo-header, hop-by-hop, host or authorization header",
+                );
+            }
+        }
+        if h.user == h.email || h.user == h.groups || h.email == h.groups {
+            errs.push("headers", "user, email and groups must be distinct headers");
+        }
+        for (i, name) in h.strip.iter().enumerate() {
+            let bare = name.strip_suffix('*').unwrap_or(name);
+            if !is_header_name(bare) {
+                errs.push(
+                    format!("headers.strip[{i}]"),
+                    "must be a lower-case header name, optionally ending in '*'",
+                );
+            } else if is_reserved_header(bare) || bare.len() < 3 {
+                errs.push(
+                    format!("headers.strip[{i}]"),
+                    "would strip a header Envoy needs (or far too broad a prefix)",
+                );
+            }
+        }
+        HeaderPolicy::new(&h.user, &h.email, &h.groups, &h.strip)
+    }
+
+    fn validate_oidc(&self, errs: &mut Errors) -> OidcConfig {
+        let o = &self.oidc;
+        if o.max_token_bytes < 256 || o.max_token_bytes > 64 * 1024 {
+            errs.push("oidc.max_token_bytes", "must be between 256 and 65536");
+        }
+        if o.jwks_refresh_seconds < 10 {
+            errs.push("oidc.jwks_refresh_seconds", "must be at least 10");
+        }
+        if o.jwks_min_refetch_seconds == 0 {
+            errs.push(
+                "oidc.jwks_min_refetch_seconds",
+                "must be at least 1 (it bounds fetches caused by forged kids)",
+            );
+        }
+        if o.fetch_timeout_seconds == 0 || o.fetch_timeout_seconds > 60 {
+            errs.push("oidc.fetch_timeout_seconds", "must be between 1 and 60");
+        }
+        if o.clock_skew_seconds > 600 {
+            errs.push("oidc.clock_skew_seconds", "must be at most 600");
+        }
+        let mut seen = HashSet::new();
+        let providers = o
+            .providers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let path = format!("oidc.providers[{i}]");
+                if !seen.insert(p.issuer.clone()) {
+                    errs.push(format!("{path}.issuer"), "duplicate issuer");
+                }
+                validate_provider(&path, p, errs)
+            })
+            .collect();
+        OidcConfig {
+            clock_skew: Duration::from_secs(o.clock_skew_seconds),
+            max_token_bytes: o.max_token_bytes,
+            jwks_refresh: Duration::from_secs(o.jwks_refresh_seconds),
+            jwks_min_refetch: Duration::from_secs(o.jwks_min_refetch_seconds),
+            fetch_timeout: Duration::from_secs(o.fetch_timeout_seconds),
+            providers,
+        }
+    }
+
+    fn validate_rules(&self, errs: &mut Errors) -> Policy {
+        let rules = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if !r.path_prefix.starts_with('/') {
+                    errs.push(format!("rules[{i}].path_prefix"), "must start with '/'");
+                }
+                for (j, g) in r.allowed_groups.iter().enumerate() {
+                    if g.is_empty() {
+                        errs.push(format!("rules[{i}].allowed_groups[{j}]"), "must not be empty");
+                    }
+                }
+                for (j, u) in r.allowed_users.iter().enumerate() {
+                    if u.is_empty() {
+                        errs.push(format!("rules[{i}].allowed_users[{j}]"), "must not be empty");
+                    }
+                }
+                Rule::new(&r.path_prefix, &r.allowed_users, &r.allowed_groups)
+            })
+            .collect();
+        Policy::new(rules)
+    }
+}
+
+fn validate_provider(path: &str, p: &RawProvider, errs: &mut Errors) -> Option<ProviderConfig> {
+    let issuer_ok = match Url::parse(&p.issuer) {
+        Ok(url) => check_fetch_url(&format!("{path}.issuer"), &url, errs),
+        Err(e) => {
+            errs.push(format!("{path}.issuer"), format!("not a URL: {e}"));
+            false
+        }
+    };
+    let jwks_uri = match &p.jwks_uri {
+        None => None,
+        Some(raw) => match Url::parse(raw) {
+            Ok(url) => check_fetch_url(&format!("{path}.jwks_uri"), &url, errs).then_some(url),
+            Err(e) => {
+                errs.push(format!("{path}.jwks_uri"), format!("not a URL: {e}"));
+                None
+            }
+        },
+    };
+    if p.audiences.is_empty() || p.audiences.iter().any(String::is_empty) {
+        errs.push(
+            format!("{path}.audiences"),
+            "list at least one non-empty audience (the token `aud` this service accepts)",
+        );
+    }
+    for (field, claim) in [
+        ("user_claim", &p.user_claim),
+        ("email_claim", &p.email_claim),
+        ("groups_claim", &p.groups_claim),
+    ] {
+        if claim.is_empty() {
+            errs.push(format!("{path}.{field}"), "must not be empty");
+        }
+    }
+    let mut algorithms = Vec::new();
+    for (i, name) in p.algorithms.iter().enumerate() {
+        match name.parse::<jsonwebtoken::Algorithm>() {
+            Ok(alg) if crate::verify::oidc::jwks::is_asymmetric(alg) => algorithms.push(alg),
+            Ok(_) => errs.push(
+                format!("{path}.algorithms[{i}]"),
+                "HMAC algorithms are never accepted for OIDC tokens",
+            ),
+            Err(_) => errs.push(
+                format!("{path}.algorithms[{i}]"),
+                "unknown algorithm (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)",
+            ),
+        }
+    }
+    let cc = &p.client_credentials;
+    if cc.enabled && cc.allowed_clients.is_empty() {
+        errs.push(
+            format!("{path}.client_credentials.allowed_clients"),
+            "list the client ids allowed when enabled is true",
+        );
+    }
+    if !cc.enabled && !cc.allowed_clients.is_empty() {
+        errs.push(
+            format!("{path}.client_credentials.enabled"),
+            "allowed_clients is set but enabled is false",
+        );
+    }
+    if let Some(c) = cc.allowed_clients.iter().find(|c| p.audiences.contains(c)) {
+        errs.push(
+            format!("{path}.client_credentials.allowed_clients"),
+            format!("{c:?} is also an audience; a client id must differ from this service's audiences"),
+        );
+    }
+    issuer_ok.then(|| ProviderConfig {
+        issuer: p.issuer.clone(),
+        audiences: p.audiences.clone(),
+        jwks_uri,
+        user_claim: p.user_claim.clone(),
+        email_claim: p.email_claim.clone(),
+        groups_claim: p.groups_claim.clone(),
+        require_groups: p.require_groups,
+        algorithms,
+        client_credentials: cc.enabled.then(|| cc.allowed_clients.clone()),
+    })
+}
+
+/// Keys are fetched from here, so it must be HTTPS unless the host cannot be
+/// reached from outside this machine or cluster.
+fn check_fetch_url(path: &str, url: &Url, errs: &mut Errors) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" if is_local_host(url) => true,
+        "http" => {
+            errs.push(
+                path,
+                "must use https (http is allowed only for loopback and in-cluster hosts)",
+            );
+            false
+        }
+        other => {
+            errs.push(path, format!("unsupported scheme {other:?}"));
+            false
+        }
+    }
+}
+
+/// Loopback addresses, `localhost`, and Kubernetes in-cluster service names.
+pub fn is_local_host(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(d)) => {
+            let d = d.trim_end_matches('.');
+            d == "localhost"
+                || d.ends_with(".localhost")
+                || d.ends_with(".svc")
+                || d.ends_with(".svc.cluster.local")
+                || d.ends_with(".cluster.local")
+        }
+        None => false,
+    }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn is_reserved_header(name: &str) -> bool {
+    matches!(
+        name,
+        "host" | "authorization" | "connection" | "te" | "transfer-encoding" | "upgrade" | "content-length" | "cookie"
+    ) || name.starts_with(':')
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.push(path, format!("{value:?} is not an address like 0.0.0.0:9090"));
+                None
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(self.0))
+        }
+    }
+}
+
+/// Reads, applies env overrides and validates a config file.
+pub fn load(path: &Path, env: &impl Strings) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut raw = RawConfig::from_yaml(&text)?;
+    raw.apply_env(env);
+    raw.validate()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+use super::*;
+use std::collections::HashMap;
+
+const MINIMAL: &str = "
+oidc:
+  providers:
+    - issuer: https://dex.example.com/dex
+      audiences: [portcullis]
+";
+
+fn errors(yaml: &str) -> Vec<FieldError> {
+    match RawConfig::from_yaml(yaml).and_then(|r| r.validate()) {
+        Err(ConfigError::Invalid(e)) => e,
+        other => panic!("expected field errors, got {other:?}"),
+    }
+}
+
+fn paths(yaml: &str) -> Vec<String> {
+    errors(yaml).into_iter().map(|e| e.path).collect()
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = RawConfig::from_yaml(MINIMAL).unwrap().validate().unwrap();
+    assert_eq!(c.listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(c.admin_listen.to_string(), "0.0.0.0:9091");
+    assert_eq!(c.headers.user, "x-user-id");
+    assert_eq!(c.oidc.clock_skew, Duration::from_secs(60));
+    assert_eq!(c.cache.max_entries, 100_000);
+    assert_eq!(c.oidc.providers[0].user_claim, "sub");
+    assert!(c.oidc.providers[0].client_credentials.is_none());
+}
+
+#[test]
+fn example_config_in_the_repository_is_valid() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/portcullis.example.yaml")).unwrap();
+    RawConfig::from_yaml(&text).unwrap().validate().unwrap();
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_name() {
+    let err = RawConfig::from_yaml(&format!("{MINIMAL}\nlisten_addr: x\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("listen_addr"), "{err}");
+    let nested = "oidc:\n  providers:\n    - issuer: https://a.example\n      audiences: [x]\n      audience: y\n";
+    assert!(RawConfig::from_yaml(nested)
+        .unwrap_err()
+        .to_string()
+        .contains("audience"));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let yaml = "
+listen: nope
+headers:
+  user: X-User
+  strip: ['host']
+oidc:
+  providers:
+    - issuer: http://dex.example.com
+      audiences: []
+      algorithms: [HS256, XX1]
+      client_credentials: { enabled: true }
+rules:
+  - path_prefix: admin
+";
+    let p = paths(yaml);
+    for want in [
+        "listen",
+        "headers.user",
+        "headers.strip[0]",
+        "oidc.providers[0].issuer",
+        "oidc.providers[0].audiences",
+        "oidc.providers[0].algorithms[0]",
+        "oidc.providers[0].algorithms[1]",
+        "oidc.providers[0].client_credentials.allowed_clients",
+        "rules[0].path_prefix",
+    ] {
+        assert!(p.iter().any(|x| x == want), "missing {want} in {p:?}");
+    }
+}
+
+#[test]
+fn http_issuers_only_for_loopback_and_in_cluster_hosts() {
+    for ok in [
+        "http://127.0.0.1:5556/dex",
+        "http://localhost:8080",
+        "http://[::1]:1",
+        "http://dex.auth.svc.cluster.local:5556",
+        "http://dex.auth.svc",
+    ] {
+        let y = MINIMAL.replace("https://dex.example.com/dex", ok);
+        assert!(RawConfig::from_yaml(&y).unwrap().validate().is_ok(), "{ok}");
+    }
+    for bad in ["http://dex.example.com", "http://10.0.0.1", "ftp://127.0.0.1"] {
+        let y = MINIMAL.replace("https://dex.example.com/dex", bad);
+        assert_eq!(paths(&y), vec!["oidc.providers[0].issuer"], "{bad}");
+    }
+}
+
+#[test]
+fn env_overrides_the_user_header() {
+    let mut raw = RawConfig::from_yaml(MINIMAL).unwrap();
+    raw.apply_env(&HashMap::from([(ENV_USER_HEADER, "x-auth-request-user")]));
+    assert_eq!(raw.validate().unwrap().headers.user, "x-auth-request-user");
+}
+
+#[test]
+fn client_ids_must_differ_from_audiences() {
+    let y = "oidc:\n  providers:\n    - issuer: https://a.example\n      audiences: [portcullis]\n      client_credentials: {enabled: true, allowed_clients: [portcullis]}\n";
+    assert_eq!(paths(y), vec!["oidc.providers[0].client_credentials.allowed_clients"]);
+}

@@ -1,0 +1,201 @@
+//! Header hygiene: which request headers a client must never be able to set
+//! for the upstream, and the identity headers portcullis injects instead.
+//!
+//! Envoy lower-cases header names, and `headers_to_remove` removes every
+//! occurrence of a name. Some upstream frameworks (CGI/WSGI style) read
+//! `x_user_id` and `x-user-id` as the same variable, so a request header
+//! whose name equals a stripped name once `_` is read as `-` is removed too.
+
+use crate::identity::Identity;
+
+/// Spoofable names every deployment strips, whatever its config says.
+pub const BUILTIN_STRIP: &[&str] = &[
+    "x-user-id",
+    "x-auth-request-*",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+];
+
+/// Names that are always listed in `headers_to_remove`, even when the
+/// request does not carry them (Envoy may be configured to send only some
+/// headers to Check, so the request view is not the whole truth).
+const BUILTIN_EXACT: &[&str] = &[
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-preferred-username",
+    "x-auth-request-access-token",
+];
+
+#[derive(Debug, Clone)]
+pub struct HeaderPolicy {
+    pub user: String,
+    pub email: String,
+    pub groups: String,
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+/// The header edits of one allowed request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edits {
+    /// Set with overwrite semantics.
+    pub set: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+// === impl HeaderPolicy ===
+
+impl HeaderPolicy {
+    pub fn new(user: &str, email: &str, groups: &str, strip: &[String]) -> Self {
+        let mut exact: Vec<String> = Vec::new();
+        let mut prefixes: Vec<String> = Vec::new();
+        let all = BUILTIN_STRIP
+            .iter()
+            .chain(BUILTIN_EXACT)
+            .copied()
+            .chain(strip.iter().map(String::as_str))
+            .chain([user, email, groups]);
+        for name in all {
+            let name = normalize(name);
+            match name.strip_suffix('*') {
+                Some(p) if !prefixes.iter().any(|q| q == p) => prefixes.push(p.to_string()),
+                Some(_) => {}
+                None if !exact.contains(&name) => exact.push(name),
+                None => {}
+            }
+        }
+        Self {
+            user: user.to_string(),
+            email: email.to_string(),
+            groups: groups.to_string(),
+            exact,
+            prefixes,
+        }
+    }
+
+    /// Whether a request header must not reach the upstream as sent.
+    pub fn is_spoofable(&self, name: &str) -> bool {
+        let name = name.as_bytes();
+        self.exact
+            .iter()
+            .any(|e| e.len() == name.len() && same_name(e.as_bytes(), name))
+            || self
+                .prefixes
+                .iter()
+                .any(|p| name.len() >= p.len() && same_name(p.as_bytes(), &name[..p.len()]))
+    }
+
+    /// Edits for an allowed request: inject the identity (overwriting), and
+    /// remove every other spoofable header — the fixed list plus any request
+    /// header that matches by prefix or by its underscore spelling.
+    pub fn edits<'a>(&self, identity: &Identity, request_headers: impl Iterator<Item = &'a str>) -> Edits {
+        let mut set = Vec::with_capacity(3);
+        set.push((self.user.clone(), identity.user.clone()));
+        if let Some(email) = &identity.email {
+            set.push((self.email.clone(), email.clone()));
+        }
+        if !identity.groups.is_empty() {
+            set.push((self.groups.clone(), identity.groups_header()));
+        }
+        let injected = |n: &str| set.iter().any(|(s, _)| s == n);
+        let mut remove: Vec<String> = self.exact.iter().filter(|n| !injected(n)).cloned().collect();
+        for name in request_headers {
+            // An exact injected name is overwritten, so only other spellings
+            // (e.g. `x_user_id`) need removing.
+            if self.is_spoofable(name) && !injected(name) && !remove.iter().any(|r| r == name) {
+                remove.push(name.to_string());
+            }
+        }
+        Edits { set, remove }
+    }
+}
+
+fn normalize(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// `normalized` is already lower-case with `-`; compares without allocating
+/// because this runs for every request header.
+fn same_name(normalized: &[u8], other: &[u8]) -> bool {
+    normalized.iter().zip(other).all(|(&n, &o)| {
+        let o = if o == b'_' { b'-' } else { o.to_ascii_lowercase() };
+        n == o
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> HeaderPolicy {
+        HeaderPolicy::new(
+            "x-user-id",
+            "x-auth-request-email",
+            "x-auth-request-groups",
+            &["x-tenant".into(), "x-internal-*".into()],
+        )
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            user: "alice".into(),
+            email: None,
+            groups: vec!["dev".into()],
+            ..Identity::test("alice")
+        }
+    }
+
+    #[test]
+    fn spoofable_names_match_in_any_case_and_underscore_spelling() {
+        let p = policy();
+        for n in [
+            "x-user-id",
+            "X-User-Id",
+            "x_user_id",
+            "X_USER_ID",
+            "x-auth-request-anything",
+            "x-tenant",
+            "x-internal-a",
+            "x-forwarded-user",
+        ] {
+            assert!(p.is_spoofable(n), "{n} should be spoofable");
+        }
+        for n in [
+            "authorization",
+            "x-user",
+            "x-forwarded-for",
+            "cookie",
+            "x-tenants-list2",
+        ] {
+            // x-tenants-list2 is not x-tenant: exact entries match whole names.
+            assert!(!p.is_spoofable(n), "{n} should pass");
+        }
+    }
+
+    #[test]
+    fn injected_headers_are_set_and_absent_ones_removed() {
+        let e = policy().edits(&identity(), ["x_user_id", "x-auth-request-foo", "accept"].into_iter());
+        assert_eq!(
+            e.set,
+            vec![
+                ("x-user-id".to_string(), "alice".to_string()),
+                ("x-auth-request-groups".into(), "dev".into())
+            ]
+        );
+        assert!(
+            e.remove.contains(&"x-auth-request-email".to_string()),
+            "email not injected, so removed"
+        );
+        assert!(e.remove.contains(&"x_user_id".to_string()));
+        assert!(e.remove.contains(&"x-auth-request-foo".to_string()));
+        assert!(e.remove.contains(&"x-tenant".to_string()));
+        assert!(
+            !e.remove.contains(&"x-user-id".to_string()),
+            "overwritten, not removed after being set"
+        );
+        assert!(!e.remove.contains(&"accept".to_string()));
+    }
+}

@@ -1,0 +1,21 @@
+//! portcullis: an Envoy ext_authz v3 gRPC server.
+//!
+//! A `Check` goes through [`check::Checker::check`]: view the request →
+//! extract the credential → cached or verified identity → route rule →
+//! OK response (spoofable headers removed, identity injected) or 401/403.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cache;
+pub mod check;
+pub mod config;
+pub mod deny;
+pub mod headers;
+pub mod identity;
+pub mod policy;
+pub mod request;
+pub mod response;
+pub mod server;
+pub mod telemetry;
+pub mod verify;

@@ -1,0 +1,79 @@
+//! `portcullis serve | check-config | --version`.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use portcullis::config::{self, Env, ENV_CONFIG};
+use portcullis::{server, telemetry};
+
+/// sysexits EX_USAGE: the configuration is wrong, retrying will not help.
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "External authorization for Envoy and Istio (ext_authz v3 gRPC)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve ext_authz on `listen` and admin HTTP on `admin_listen`.
+    Serve {
+        #[arg(long, short, env = ENV_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0, or print every problem with its field path and exit 64.
+    CheckConfig {
+        #[arg(long, short, env = ENV_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match config::load(&config, &Env) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        Command::Serve { config } => {
+            telemetry::init_logging();
+            let cfg = match config::load(&config, &Env) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(event = "config_invalid", path = %config.display(), error = %e);
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(server::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(event = "serve_failed", error = %e);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

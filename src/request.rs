@@ -1,0 +1,211 @@
+//! A cheap, read-only view over the HTTP request inside a `CheckRequest`.
+//!
+//! Envoy fills either `headers` (names lower-cased, repeated headers merged
+//! with `,`) or, with `encode_raw_headers`, `header_map` (one entry per
+//! occurrence, value possibly in `raw_value`). Both are read here so nothing
+//! downstream has to care which one Envoy used.
+
+use std::collections::HashMap;
+
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+
+use crate::deny::Deny;
+
+#[derive(Debug)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    /// The normalized path used for rule matching (no query, dot-segments
+    /// resolved, slashes merged, `;params` dropped).
+    pub path: String,
+    headers: Headers<'a>,
+}
+
+#[derive(Debug)]
+enum Headers<'a> {
+    Merged(&'a HashMap<String, String>),
+    Raw(&'a [HeaderValue]),
+}
+
+/// What the `authorization` header(s) hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authorization<'a> {
+    Absent,
+    One(&'a str),
+    /// Several headers, or one that is not valid UTF-8.
+    Unusable,
+}
+
+// === impl RequestView ===
+
+impl<'a> RequestView<'a> {
+    pub fn new(req: &'a CheckRequest) -> Result<Self, Deny> {
+        let http = http(req).ok_or(Deny::NotHttp)?;
+        let headers = match &http.header_map {
+            Some(map) if !map.headers.is_empty() => Headers::Raw(&map.headers),
+            _ => Headers::Merged(&http.headers),
+        };
+        Ok(Self {
+            method: &http.method,
+            path: normalize_path(&http.path)?,
+            headers,
+        })
+    }
+
+    /// Lower-cased names of every header the client sent (repeats possible).
+    pub fn header_names(&self) -> impl Iterator<Item = &'a str> + '_ {
+        let (merged, raw) = match self.headers {
+            Headers::Merged(m) => (Some(m.keys()), None),
+            Headers::Raw(r) => (None, Some(r.iter())),
+        };
+        merged
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(raw.into_iter().flatten().map(|h| h.key.as_str()))
+    }
+
+    pub fn authorization(&self) -> Authorization<'a> {
+        match self.headers {
+            Headers::Merged(m) => match m.get("authorization") {
+                None => Authorization::Absent,
+                // Envoy joins repeated headers with ','; a bearer token never has one.
+                Some(v) if v.contains(',') => Authorization::Unusable,
+                Some(v) => Authorization::One(v),
+            },
+            Headers::Raw(r) => {
+                let mut found = r.iter().filter(|h| h.key.eq_ignore_ascii_case("authorization"));
+                match (found.next(), found.next()) {
+                    (None, _) => Authorization::Absent,
+                    (Some(h), None) => raw_value(h).map_or(Authorization::Unusable, Authorization::One),
+                    (Some(_), Some(_)) => Authorization::Unusable,
+                }
+            }
+        }
+    }
+}
+
+fn http(req: &CheckRequest) -> Option<&HttpRequest> {
+    req.attributes.as_ref()?.request.as_ref()?.http.as_ref()
+}
+
+fn raw_value(h: &HeaderValue) -> Option<&str> {
+    if h.raw_value.is_empty() {
+        Some(&h.value)
+    } else {
+        std::str::from_utf8(&h.raw_value).ok()
+    }
+}
+
+/// Normalizes a request target for rule matching, so that `/public/../admin`,
+/// `//admin`, `/%61dmin` and `/public/..;/admin` are all seen as `/admin`.
+/// Encoded `/`, `\`, control bytes and bad escapes are refused outright:
+/// upstreams disagree on what they mean.
+pub fn normalize_path(raw: &str) -> Result<String, Deny> {
+    let target = raw.split(['?', '#']).next().unwrap_or_default();
+    if !target.starts_with('/') || target.contains('\\') {
+        return Err(Deny::InvalidPath);
+    }
+    let decoded = percent_decode(target)?;
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        // Servlet containers drop `;params` from each segment, so `..;` means `..`.
+        let seg = seg.split(';').next().unwrap_or_default();
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || (decoded.ends_with('/') && !segments.is_empty()) {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, Deny> {
+    if !s.contains('%') {
+        return check_bytes(s.as_bytes()).map(|()| s.to_string());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(Deny::InvalidPath)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| Deny::InvalidPath)?;
+            let b = u8::from_str_radix(hex, 16).map_err(|_| Deny::InvalidPath)?;
+            if b == b'/' || b == b'\\' || b == b'%' {
+                return Err(Deny::InvalidPath);
+            }
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    check_bytes(&out)?;
+    String::from_utf8(out).map_err(|_| Deny::InvalidPath)
+}
+
+fn check_bytes(b: &[u8]) -> Result<(), Deny> {
+    if b.iter().any(|&c| c < 0x20 || c == 0x7f) {
+        Err(Deny::InvalidPath)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_tricks_normalize_to_the_real_target() {
+        for (raw, want) in [
+            ("/admin", "/admin"),
+            ("/admin/", "/admin/"),
+            ("/admin?x=/public", "/admin"),
+            ("/public/../admin", "/admin"),
+            ("//admin", "/admin"),
+            ("/./admin", "/admin"),
+            ("/%61dmin", "/admin"),
+            ("/public/..;/admin", "/admin"),
+            ("/admin;jsessionid=1/x", "/admin/x"),
+            ("/../../admin", "/admin"),
+            ("/", "/"),
+            ("/a/b/..", "/a"),
+            ("/%2e%2e/admin", "/admin"),
+        ] {
+            assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for raw in [
+            "/admin%2fx",
+            "/admin%5cx",
+            "/a\\b",
+            "/%zz",
+            "/%",
+            "/%0a",
+            "*",
+            "http://x/admin",
+            "",
+            "/%25",
+            "/a%ff",
+        ] {
+            assert_eq!(normalize_path(raw), Err(Deny::InvalidPath), "{raw}");
+        }
+    }
+}

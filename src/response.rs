@@ -1,0 +1,143 @@
+//! The only place a decision becomes a `CheckResponse`: OK with header
+//! edits, or a denied HTTP response (RFC 6750 `WWW-Authenticate`, a small
+//! JSON body). Denials are data, never gRPC errors: Envoy treats those as
+//! an outage of portcullis.
+
+use envoy_types::ext_authz::v3::pb::{
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus,
+    HttpStatusCode, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+
+use crate::deny::{Deny, Status};
+use crate::headers::Edits;
+
+/// Header that carries the deny reason when `debug: true`.
+pub const DEBUG_REASON_HEADER: &str = "x-portcullis-deny-reason";
+
+const GRPC_OK: i32 = 0;
+const GRPC_INVALID_ARGUMENT: i32 = 3;
+const GRPC_PERMISSION_DENIED: i32 = 7;
+const GRPC_UNAUTHENTICATED: i32 = 16;
+
+pub fn allowed(edits: Edits) -> CheckResponse {
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: GRPC_OK,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: edits.set.into_iter().map(|(k, v)| overwrite(k, v)).collect(),
+            headers_to_remove: edits.remove,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+pub fn denied(deny: &Deny, realm: &str, debug: bool) -> CheckResponse {
+    let (http, grpc, error) = match deny.status() {
+        Status::BadRequest => (HttpStatusCode::BadRequest, GRPC_INVALID_ARGUMENT, "invalid_request"),
+        Status::Unauthenticated => (HttpStatusCode::Unauthorized, GRPC_UNAUTHENTICATED, "invalid_token"),
+        Status::Forbidden => (HttpStatusCode::Forbidden, GRPC_PERMISSION_DENIED, "insufficient_scope"),
+    };
+    let mut headers = vec![
+        overwrite("content-type", "application/json"),
+        overwrite("cache-control", "no-store"),
+    ];
+    match deny {
+        // RFC 6750 §3.1: no error code when the request had no credential.
+        Deny::MissingCredential => headers.push(overwrite("www-authenticate", format!("Bearer realm=\"{realm}\""))),
+        _ if deny.status() != Status::BadRequest => headers.push(overwrite(
+            "www-authenticate",
+            format!("Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{deny}\""),
+        )),
+        _ => {}
+    }
+    if debug {
+        headers.push(overwrite(DEBUG_REASON_HEADER, deny.reason()));
+    }
+    let body = serde_json::json!({
+        "error": error,
+        "reason": deny.reason(),
+        "status": http as i32,
+    });
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: grpc,
+            message: deny.reason().to_string(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: http as i32 }),
+            headers,
+            body: body.to_string(),
+        })),
+        ..Default::default()
+    }
+}
+
+fn overwrite(key: impl Into<String>, value: impl Into<String>) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        }),
+        // `append` is deprecated: leave it unset and say what we mean.
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denied_parts(d: &Deny, debug: bool) -> (i32, i32, Vec<(String, String)>, String) {
+        let r = denied(d, "portcullis", debug);
+        let Some(HttpResponse::DeniedResponse(dr)) = r.http_response else {
+            panic!("not a denial")
+        };
+        let headers = dr
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref().map(|h| (h.key.clone(), h.value.clone())))
+            .collect();
+        (
+            r.status.map(|s| s.code).unwrap_or(-1),
+            dr.status.map(|s| s.code).unwrap_or(-1),
+            headers,
+            dr.body,
+        )
+    }
+
+    fn header<'a>(h: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn missing_credential_is_401_with_bare_challenge() {
+        let (grpc, http, h, body) = denied_parts(&Deny::MissingCredential, false);
+        assert_eq!((grpc, http), (GRPC_UNAUTHENTICATED, 401));
+        assert_eq!(header(&h, "www-authenticate"), Some("Bearer realm=\"portcullis\""));
+        assert_eq!(header(&h, DEBUG_REASON_HEADER), None);
+        assert!(body.contains("\"reason\":\"missing_credential\""));
+    }
+
+    #[test]
+    fn invalid_token_is_401_with_error_and_forbidden_is_403() {
+        let (_, http, h, _) = denied_parts(&Deny::TokenExpired, true);
+        assert_eq!(http, 401);
+        let challenge = header(&h, "www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.contains("error=\"invalid_token\"")
+                && challenge.contains("error_description=\"the token has expired\"")
+        );
+        assert_eq!(header(&h, DEBUG_REASON_HEADER), Some("token_expired"));
+        let (grpc, http, _, _) = denied_parts(&Deny::GroupNotAllowed, false);
+        assert_eq!((grpc, http), (GRPC_PERMISSION_DENIED, 403));
+        let (_, http, h, _) = denied_parts(&Deny::InvalidPath, false);
+        assert_eq!((http, header(&h, "www-authenticate")), (400, None));
+    }
+}

@@ -1,0 +1,148 @@
+//! Start-up and shutdown: bind both listeners, serve ext_authz v3 and
+//! grpc.health.v1 on `listen` and admin HTTP on `admin_listen`, load keys in
+//! the background (readiness follows), and on SIGTERM/SIGINT go unready
+//! first, then drain in-flight Checks within the grace period.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+
+use crate::admin::{self, AdminState};
+use crate::check::Checker;
+use crate::config::Config;
+use crate::telemetry::Metrics;
+use crate::verify::oidc::OidcVerifier;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("admin server failed: {0}")]
+    Admin(std::io::Error),
+}
+
+pub struct AuthzService {
+    checker: Arc<Checker>,
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(self.checker.check(request.get_ref()).await))
+    }
+}
+
+/// Builds the checker for a config (no I/O, keys not loaded yet).
+pub fn build_checker(config: Config) -> Result<Arc<Checker>, reqwest::Error> {
+    let metrics = Arc::new(Metrics::new());
+    let oidc = OidcVerifier::new(&config.oidc, metrics.clone())?;
+    Ok(Arc::new(Checker::new(config, oidc, metrics)))
+}
+
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let (listen, admin_listen) = (config.listen, config.admin_listen);
+    let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
+    let checker = build_checker(config)?;
+    let grpc = bind(listen).await?;
+    let admin = bind(admin_listen).await?;
+    tracing::info!(event = "listening", grpc = %grpc.local_addr().map_err(|e| bind_err(listen, e))?, admin = %admin.local_addr().map_err(|e| bind_err(admin_listen, e))?, version = env!("CARGO_PKG_VERSION"));
+
+    checker.oidc().spawn_refreshers();
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let state = AdminState {
+        checker: checker.clone(),
+        shutting_down: shutting_down.clone(),
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(report_ready(health.clone(), state.clone()));
+
+    let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
+    let grpc_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(AuthorizationServer::new(AuthzService { checker }))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async {
+                let _ = grpc_stopped.await;
+            }),
+    );
+    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+    let admin_serve = axum::serve(admin, admin::router(state)).with_graceful_shutdown(async {
+        let _ = admin_stopped.await;
+    });
+    let admin_server = tokio::spawn(async move { admin_serve.await });
+
+    let signal = shutdown_signal().await;
+    tracing::info!(
+        event = "shutdown_started",
+        signal,
+        delay_seconds = delay.as_secs(),
+        grace_seconds = grace.as_secs()
+    );
+    shutting_down.store(true, Ordering::Release);
+    health.set_service_status("", ServingStatus::NotServing).await;
+    health.set_not_serving::<AuthorizationServer<AuthzService>>().await;
+    tokio::time::sleep(delay).await;
+    let _ = stop_grpc.send(());
+    let drained = tokio::time::timeout(grace, grpc_server).await;
+    let _ = stop_admin.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
+    match drained {
+        Ok(Ok(result)) => result?,
+        Ok(Err(join)) => tracing::error!(event = "shutdown", error = %join, "gRPC server task failed"),
+        Err(_) => tracing::warn!(event = "shutdown", "grace period over; in-flight Checks dropped"),
+    }
+    tracing::info!(event = "shutdown_complete");
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|e| bind_err(addr, e))
+}
+
+fn bind_err(addr: std::net::SocketAddr, source: std::io::Error) -> ServeError {
+    ServeError::Bind {
+        addr: addr.to_string(),
+        source,
+    }
+}
+
+/// Flips gRPC health to SERVING once every issuer's keys are loaded.
+async fn report_ready(health: tonic_health::server::HealthReporter, state: AdminState) {
+    health.set_service_status("", ServingStatus::NotServing).await;
+    health.set_not_serving::<AuthorizationServer<AuthzService>>().await;
+    while !state.is_ready() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !state.shutting_down.load(Ordering::Acquire) {
+        health.set_service_status("", ServingStatus::Serving).await;
+        health.set_serving::<AuthorizationServer<AuthzService>>().await;
+        tracing::info!(event = "ready");
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}

@@ -1,0 +1,73 @@
+//! Which credential a request presents. Exactly one is accepted: two
+//! `Authorization` headers are refused rather than guessed between.
+
+use crate::deny::Deny;
+use crate::request::{Authorization, RequestView};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// An RFC 6750 bearer token (expected to be a JWT).
+    Bearer(&'a str),
+}
+
+impl<'a> Credential<'a> {
+    /// The bytes a cached decision is keyed on.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match self {
+            Credential::Bearer(t) => t.as_bytes(),
+        }
+    }
+}
+
+pub fn extract<'a>(view: &RequestView<'a>, max_token_bytes: usize) -> Result<Credential<'a>, Deny> {
+    match view.authorization() {
+        Authorization::Absent => Err(Deny::MissingCredential),
+        Authorization::Unusable => Err(Deny::MultipleCredentials),
+        Authorization::One(value) => bearer(value, max_token_bytes),
+    }
+}
+
+/// `Bearer` (any case), one or more spaces, then a b64token (RFC 6750 §2.1).
+fn bearer(value: &str, max_token_bytes: usize) -> Result<Credential<'_>, Deny> {
+    let value = value.trim_matches([' ', '\t']);
+    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Basic, Digest, …: not a credential portcullis understands.
+        return Err(Deny::MissingCredential);
+    }
+    let token = rest.trim_start_matches([' ', '\t']);
+    if token.len() > max_token_bytes {
+        return Err(Deny::TokenTooLarge);
+    }
+    let body = token.trim_end_matches('=');
+    let valid = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'));
+    if valid {
+        Ok(Credential::Bearer(token))
+    } else {
+        Err(Deny::MalformedToken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_token_charset_enforced() {
+        assert_eq!(bearer("Bearer a.b.c", 100), Ok(Credential::Bearer("a.b.c")));
+        assert_eq!(bearer("bEaReR   a.b.c", 100), Ok(Credential::Bearer("a.b.c")));
+        assert_eq!(bearer("Bearer", 100), Err(Deny::MalformedToken));
+        assert_eq!(bearer("Bearer ", 100), Err(Deny::MalformedToken));
+        assert_eq!(bearer("Bearer a b", 100), Err(Deny::MalformedToken));
+        assert_eq!(bearer("Bearer a\"b", 100), Err(Deny::MalformedToken));
+        assert_eq!(bearer("Basic dXNlcjpwYXNz", 100), Err(Deny::MissingCredential));
+        assert_eq!(bearer("Bearerx a.b.c", 100), Err(Deny::MissingCredential));
+        assert_eq!(
+            bearer(&format!("Bearer {}", "a".repeat(101)), 100),
+            Err(Deny::TokenTooLarge)
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! OIDC bearer JWTs, verified locally against each issuer's cached JWKS.
+//!
+//! Order of checks: size → shape and header → issuer (selects the provider)
+//! → key by `kid` (one rate-limited refetch on a miss) → algorithm allowed
+//! by that key → signature, `exp`/`nbf` with skew, exact `iss` → audience
+//! and identity claims.
+
+pub mod claims;
+pub mod jwks;
+pub mod provider;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::OidcConfig;
+use crate::deny::Deny;
+use crate::identity::Identity;
+use crate::telemetry::Metrics;
+use provider::Provider;
+
+pub struct OidcVerifier {
+    providers: Vec<Arc<Provider>>,
+    by_issuer: HashMap<String, usize>,
+    skew: Duration,
+    max_token_bytes: usize,
+    refresh_every: Duration,
+    generation: Arc<AtomicU64>,
+}
+
+#[derive(Deserialize)]
+struct UnverifiedIssuer {
+    iss: Option<String>,
+}
+
+// === impl OidcVerifier ===
+
+impl OidcVerifier {
+    pub fn new(cfg: &OidcConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.fetch_timeout)
+            .connect_timeout(cfg.fetch_timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let generation = Arc::new(AtomicU64::new(0));
+        let providers: Vec<Arc<Provider>> = cfg
+            .providers
+            .iter()
+            .map(|p| {
+                Arc::new(Provider::new(
+                    p.clone(),
+                    cfg,
+                    generation.clone(),
+                    http.clone(),
+                    metrics.clone(),
+                ))
+            })
+            .collect();
+        let by_issuer = providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.config.issuer.clone(), i))
+            .collect();
+        Ok(Self {
+            providers,
+            by_issuer,
+            skew: cfg.clock_skew,
+            max_token_bytes: cfg.max_token_bytes,
+            refresh_every: cfg.jwks_refresh,
+            generation,
+        })
+    }
+
+    /// Starts one key-refresh task per provider.
+    pub fn spawn_refreshers(&self) {
+        for p in &self.providers {
+            tokio::spawn(Arc::clone(p).run_refresher(self.refresh_every));
+        }
+    }
+
+    /// Every provider has keys (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.providers.iter().all(|p| p.is_loaded())
+    }
+
+    /// Changes whenever a published key disappears or changes; part of every
+    /// cache key so such a change invalidates cached decisions.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Loads every provider's keys once (used by tests and benchmarks; the
+    /// server relies on the refreshers instead).
+    pub async fn load_all(&self) -> Result<(), provider::FetchError> {
+        for p in &self.providers {
+            p.refresh().await?;
+        }
+        Ok(())
+    }
+
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Identity, Deny> {
+        if token.len() > self.max_token_bytes {
+            return Err(Deny::TokenTooLarge);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Deny::MalformedToken)?;
+        let provider = self.provider_for(token)?;
+        let cfg = &provider.config;
+        if !cfg.algorithms.is_empty() && !cfg.algorithms.contains(&header.alg) {
+            return Err(Deny::DisallowedAlgorithm);
+        }
+        let kid = header.kid.as_deref();
+        let mut keys = provider.keys();
+        if keys.find(kid, header.alg).is_none() {
+            if keys.is_empty() {
+                return Err(Deny::KeysUnavailable);
+            }
+            provider.refetch_for_unknown_kid().await;
+            keys = provider.keys();
+        }
+        let key = keys.find(kid, header.alg).ok_or(Deny::UnknownKey)?;
+        if !key.algorithms.contains(&header.alg) {
+            return Err(Deny::DisallowedAlgorithm);
+        }
+        let claims =
+            jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &self.validation(header.alg, &cfg.issuer))
+                .map_err(|e| deny_for(e.kind()))?
+                .claims;
+        claims::to_identity(cfg, &claims)
+    }
+
+    /// The token's own `iss` picks the provider; it is verified again (with
+    /// the signature) by `jsonwebtoken` afterwards.
+    fn provider_for(&self, token: &str) -> Result<&Provider, Deny> {
+        let payload = token.split('.').nth(1).ok_or(Deny::MalformedToken)?;
+        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| Deny::MalformedToken)?;
+        let peek: UnverifiedIssuer = serde_json::from_slice(&json).map_err(|_| Deny::MalformedToken)?;
+        let iss = peek.iss.ok_or(Deny::InvalidClaims)?;
+        self.by_issuer
+            .get(&iss)
+            .map(|&i| &*self.providers[i])
+            .ok_or(Deny::UnknownIssuer)
+    }
+
+    fn validation(&self, alg: Algorithm, issuer: &str) -> Validation {
+        let mut v = Validation::new(alg);
+        v.leeway = self.skew.as_secs();
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        // The audience decides user vs client token, so it is checked in `claims`.
+        v.validate_aud = false;
+        v.set_issuer(&[issuer]);
+        v.set_required_spec_claims(&["exp", "iss", "sub"]);
+        v
+    }
+}
+
+fn deny_for(kind: &ErrorKind) -> Deny {
+    match kind {
+        ErrorKind::InvalidSignature => Deny::InvalidSignature,
+        ErrorKind::ExpiredSignature => Deny::TokenExpired,
+        ErrorKind::ImmatureSignature => Deny::TokenNotYetValid,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
+            Deny::DisallowedAlgorithm
+        }
+        ErrorKind::InvalidIssuer => Deny::UnknownIssuer,
+        ErrorKind::InvalidAudience => Deny::WrongAudience,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) | ErrorKind::InvalidSubject => {
+            Deny::InvalidClaims
+        }
+        // Shape, base64, JSON, and key-format problems: the token is not usable.
+        _ => Deny::MalformedToken,
+    }
+}
