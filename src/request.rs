@@ -107,6 +107,9 @@ pub fn normalize_path(raw: &str) -> Result<String, Deny> {
     if !target.starts_with('/') || target.contains('\\') {
         return Err(Deny::InvalidPath);
     }
+    if is_plain(target) {
+        return Ok(target.to_string());
+    }
     let decoded = percent_decode(target)?;
     let mut segments: Vec<&str> = Vec::new();
     for seg in decoded.split('/') {
@@ -129,6 +132,15 @@ pub fn normalize_path(raw: &str) -> Result<String, Deny> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// Already normal (the common case, since Envoy normalizes first): nothing
+/// to decode, no empty, `.` or `..` segment, no `;params`.
+fn is_plain(target: &str) -> bool {
+    let b = target.as_bytes();
+    !b.iter().any(|&c| matches!(c, b'%' | b';') || c < 0x20 || c == 0x7f)
+        && !target.contains("//")
+        && !target.split('/').any(|s| s == "." || s == "..")
 }
 
 fn percent_decode(s: &str) -> Result<String, Deny> {

