@@ -63,7 +63,7 @@ show() {
   out=$(curl -s -w '\n%{http_code}' "$@")
   status=${out##*$'\n'}
   LAST_BODY=${out%$'\n'*}
-  printf '%s\n' "$LAST_BODY" | grep -v '^\s*$' | sed 's/^/  /' | cut -c1-160 | head -30
+  printf '%s\n' "$LAST_BODY" | { grep -v '^\s*$' || true; } | sed 's/^/  /' | cut -c1-160 | head -30
   printf '  -> HTTP %s\n' "$status"
   if [ "$status" != "$want" ]; then echo "  !! expected HTTP $want"; FAILED=1; fi
 }
@@ -96,7 +96,7 @@ show "A forged token: 401 invalid_signature" 401 -i -H "Authorization: Bearer $F
 printf '%s' "$LAST_BODY" | grep -q 'invalid_signature' || { echo "  !! expected reason invalid_signature"; FAILED=1; }
 
 if [ "$FAILED" != 0 ]; then die "an answer was not what the quickstart promises"; fi
-step "All answers as expected. Logs: $WORK"
+step "All answers as expected. Logs (while it runs): $WORK"
 if [ "$ONCE" = true ]; then exit 0; fi
 echo "Everything keeps running; try the curl commands above. Ctrl-C stops."
 wait
