@@ -19,7 +19,10 @@ fn benches(c: &mut Criterion) {
     let token = issuer.mint(jsonwebtoken::Algorithm::RS256, "alice", json!({}));
     let req = check_request(&token);
     let first = ready(checker.check(&req));
-    assert!(matches!(first.http_response, Some(HttpResponse::OkResponse(_))), "bench token must be allowed");
+    assert!(
+        matches!(first.http_response, Some(HttpResponse::OkResponse(_))),
+        "bench token must be allowed"
+    );
     c.bench_function("check/cache_hit", |b| b.iter(|| ready(checker.check(&req))));
 
     let mut cold = c.benchmark_group("verify_cold");

@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo run --release --example rss`
 
-#[path = "../benches/support.rs"]
+#[path = "../benches/support/mod.rs"]
 mod support;
 
 use envoy_types::ext_authz::v3::pb::HttpResponse;
@@ -32,7 +32,10 @@ fn main() {
     for i in 0..N {
         let token = issuer.mint(Algorithm::EdDSA, &format!("user-{i:06}"), json!({ "jti": i }));
         let resp = ready(checker.check(&check_request(&token)));
-        assert!(matches!(resp.http_response, Some(HttpResponse::OkResponse(_))), "token {i} denied");
+        assert!(
+            matches!(resp.http_response, Some(HttpResponse::OkResponse(_))),
+            "token {i} denied"
+        );
     }
     checker.cache().sync();
     println!(

@@ -25,10 +25,8 @@ impl Policy {
         Self { rules }
     }
 
-    /// Plain string prefix on the normalized path: `/admin` also covers
-    /// `/admin.json` and `/administrator`, which errs on the strict side.
     pub fn rule_for(&self, path: &str) -> Option<&Rule> {
-        self.rules.iter().find(|r| path.starts_with(r.path_prefix.as_str()))
+        self.rules.iter().find(|r| r.matches(path))
     }
 
     pub fn authorize(&self, path: &str, identity: &Identity) -> Result<(), Deny> {
@@ -47,6 +45,17 @@ impl Rule {
             path_prefix: path_prefix.to_string(),
             allowed_users: allowed_users.to_vec(),
             allowed_groups: allowed_groups.to_vec(),
+        }
+    }
+
+    /// Prefixes match whole path segments: `/admin` covers `/admin` and
+    /// `/admin/x`, not `/administrator`; so an open `/admin/public` rule
+    /// cannot open `/admin/publicity`.
+    fn matches(&self, path: &str) -> bool {
+        let prefix = self.path_prefix.as_str();
+        match path.strip_prefix(prefix) {
+            Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+            None => false,
         }
     }
 
@@ -94,16 +103,28 @@ mod tests {
             p.authorize("/admin/x", &who("alice", &["dev"])),
             Err(Deny::GroupNotAllowed)
         );
-        assert_eq!(
-            p.authorize("/administrator", &who("alice", &[])),
-            Err(Deny::GroupNotAllowed)
-        );
+        assert_eq!(p.authorize("/admin", &who("alice", &[])), Err(Deny::GroupNotAllowed));
+        // Segment boundary: not the /admin rule, so the open / rule decides.
+        assert_eq!(p.authorize("/administrator", &who("alice", &[])), Ok(()));
         assert_eq!(p.authorize("/ops", &who("bob", &[])), Ok(()));
         assert_eq!(
             p.authorize("/ops", &who("alice", &["admins"])),
             Err(Deny::UserNotAllowed)
         );
         assert_eq!(p.authorize("/anything", &who("eve", &[])), Ok(()));
+    }
+
+    #[test]
+    fn open_sub_prefix_does_not_open_siblings() {
+        let p = Policy::new(vec![
+            Rule::new("/admin/public", &[], &[]),
+            Rule::new("/admin", &[], &["admins".into()]),
+        ]);
+        assert_eq!(p.authorize("/admin/public/x", &who("eve", &[])), Ok(()));
+        assert_eq!(
+            p.authorize("/admin/publicity", &who("eve", &[])),
+            Err(Deny::GroupNotAllowed)
+        );
     }
 
     #[test]

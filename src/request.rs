@@ -100,7 +100,7 @@ fn raw_value(h: &HeaderValue) -> Option<&str> {
 
 /// Normalizes a request target for rule matching, so that `/public/../admin`,
 /// `//admin`, `/%61dmin` and `/public/..;/admin` are all seen as `/admin`.
-/// Encoded `/`, `\`, control bytes and bad escapes are refused outright:
+/// Encoded `/`, `\`, `?`, `#`, `%`, control bytes and bad escapes are refused outright:
 /// upstreams disagree on what they mean.
 pub fn normalize_path(raw: &str) -> Result<String, Deny> {
     let target = raw.split(['?', '#']).next().unwrap_or_default();
@@ -155,7 +155,9 @@ fn percent_decode(s: &str) -> Result<String, Deny> {
             let hex = bytes.get(i + 1..i + 3).ok_or(Deny::InvalidPath)?;
             let hex = std::str::from_utf8(hex).map_err(|_| Deny::InvalidPath)?;
             let b = u8::from_str_radix(hex, 16).map_err(|_| Deny::InvalidPath)?;
-            if b == b'/' || b == b'\\' || b == b'%' {
+            // Decoded, these change how a path splits; upstreams that decode
+            // twice (or re-parse) would see another path than our rules.
+            if matches!(b, b'/' | b'\\' | b'%' | b'?' | b'#') {
                 return Err(Deny::InvalidPath);
             }
             out.push(b);

@@ -38,9 +38,24 @@ pub fn allowed(edits: Edits) -> CheckResponse {
 pub fn denied(deny: &Deny, realm: &str, debug: bool) -> CheckResponse {
     // `error` is the RFC 6750 code of the challenge; the body names the HTTP class.
     let (http, grpc, error, class) = match deny.status() {
-        Status::BadRequest => (HttpStatusCode::BadRequest, GRPC_INVALID_ARGUMENT, "invalid_request", "bad_request"),
-        Status::Unauthenticated => (HttpStatusCode::Unauthorized, GRPC_UNAUTHENTICATED, "invalid_token", "unauthorized"),
-        Status::Forbidden => (HttpStatusCode::Forbidden, GRPC_PERMISSION_DENIED, "insufficient_scope", "forbidden"),
+        Status::BadRequest => (
+            HttpStatusCode::BadRequest,
+            GRPC_INVALID_ARGUMENT,
+            "invalid_request",
+            "bad_request",
+        ),
+        Status::Unauthenticated => (
+            HttpStatusCode::Unauthorized,
+            GRPC_UNAUTHENTICATED,
+            "invalid_token",
+            "unauthorized",
+        ),
+        Status::Forbidden => (
+            HttpStatusCode::Forbidden,
+            GRPC_PERMISSION_DENIED,
+            "insufficient_scope",
+            "forbidden",
+        ),
     };
     let mut headers = vec![
         overwrite("content-type", "application/json"),

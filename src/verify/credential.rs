@@ -29,27 +29,40 @@ pub fn extract<'a>(view: &RequestView<'a>, max_token_bytes: usize) -> Result<Cre
 
 /// `Bearer` (any case), one or more spaces, then a b64token (RFC 6750 §2.1).
 fn bearer(value: &str, max_token_bytes: usize) -> Result<Credential<'_>, Deny> {
-    let value = value.trim_matches([' ', '\t']);
-    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
+    let value = value.trim_matches(is_blank);
+    let (scheme, rest) = value.split_once(is_blank).unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         // Basic, Digest, …: not a credential portcullis understands.
         return Err(Deny::MissingCredential);
     }
-    let token = rest.trim_start_matches([' ', '\t']);
+    let token = rest.trim_start_matches(is_blank);
     if token.len() > max_token_bytes {
         return Err(Deny::TokenTooLarge);
     }
     let body = token.trim_end_matches('=');
-    let valid = !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'));
-    if valid {
+    if !body.is_empty() && body.bytes().all(|b| B64TOKEN[usize::from(b)]) {
         Ok(Credential::Bearer(token))
     } else {
         Err(Deny::MalformedToken)
     }
 }
+
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// The b64token alphabet as a table: this loop runs over every token byte
+/// on every request, cache hits included.
+static B64TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        i += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {

@@ -147,6 +147,20 @@ impl Resp {
 
     /// One-line summary for assertion messages.
     pub fn summary(&self) -> String {
+        if self.status == 200 {
+            if let Ok(v) = serde_json::from_slice::<Value>(&self.body) {
+                if v.get("headers").is_some() {
+                    let echo = Echo::from_json(&v);
+                    return format!(
+                        "status=200 (reached the upstream: {} {}, x-user-id={:?}, groups={:?})",
+                        echo.method,
+                        echo.path,
+                        echo.header_all("x-user-id"),
+                        echo.header_all("x-auth-request-groups")
+                    );
+                }
+            }
+        }
         let mut body = self.text();
         if body.len() > 300 {
             body.truncate(300);
@@ -258,9 +272,9 @@ pub fn parse_response(buf: &[u8]) -> std::io::Result<Resp> {
         headers.push((n.trim().to_string(), v.trim().to_string()));
     }
     let rest = &buf[head_end + 4..];
-    let chunked = headers.iter().any(|(n, v)| {
-        n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
-    });
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
     let body = if chunked {
         decode_chunked(rest)?
     } else if let Some(len) = headers
@@ -269,20 +283,13 @@ pub fn parse_response(buf: &[u8]) -> std::io::Result<Resp> {
         .and_then(|(_, v)| v.parse::<usize>().ok())
     {
         if rest.len() < len {
-            return Err(invalid(format!(
-                "body truncated: {} of {len} bytes",
-                rest.len()
-            )));
+            return Err(invalid(format!("body truncated: {} of {len} bytes", rest.len())));
         }
         rest[..len].to_vec()
     } else {
         rest.to_vec()
     };
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
+    Ok(Resp { status, headers, body })
 }
 
 fn decode_chunked(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -294,8 +301,7 @@ fn decode_chunked(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
             .ok_or_else(|| invalid("chunk size line missing"))?;
         let size_str = String::from_utf8_lossy(&data[..line_end]);
         let size_hex = size_str.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .map_err(|_| invalid(format!("bad chunk size {size_hex:?}")))?;
+        let size = usize::from_str_radix(size_hex, 16).map_err(|_| invalid(format!("bad chunk size {size_hex:?}")))?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(out);

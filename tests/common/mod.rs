@@ -94,12 +94,7 @@ impl EchoUpstream {
             seen: Arc<Mutex<Vec<Value>>>,
         }
 
-        async fn echo(
-            State(st): State<St>,
-            method: Method,
-            uri: Uri,
-            headers: HeaderMap,
-        ) -> axum::response::Response {
+        async fn echo(State(st): State<St>, method: Method, uri: Uri, headers: HeaderMap) -> axum::response::Response {
             let hs: Vec<Value> = headers
                 .iter()
                 .map(|(n, v)| json!([n.as_str(), String::from_utf8_lossy(v.as_bytes())]))
@@ -141,12 +136,7 @@ impl EchoUpstream {
 
     /// Every request the upstream has seen so far.
     pub fn seen(&self) -> Vec<Echo> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(Echo::from_json)
-            .collect()
+        self.seen.lock().unwrap().iter().map(Echo::from_json).collect()
     }
 }
 
@@ -172,10 +162,9 @@ impl Idp {
         );
         let mut cmd = Command::new(node_bin());
         cmd.arg(&script).current_dir(idp_dir());
-        let (guard, line) =
-            ChildGuard::spawn_with_first_line(name, cmd, logs, Duration::from_secs(20));
-        let info: Value = serde_json::from_str(line.trim())
-            .unwrap_or_else(|e| panic!("IdP announced garbage {line:?}: {e}"));
+        let (guard, line) = ChildGuard::spawn_with_first_line(name, cmd, logs, Duration::from_secs(20));
+        let info: Value =
+            serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("IdP announced garbage {line:?}: {e}"));
         let control_port = info["control_port"].as_u64().expect("control_port") as u16;
         Idp {
             guard,
@@ -193,14 +182,8 @@ impl Idp {
         } else {
             Req::post_json(path, &body)
         };
-        let resp = http::send(self.control, &req)
-            .unwrap_or_else(|e| panic!("IdP control {method} {path}: {e}"));
-        assert_eq!(
-            resp.status,
-            200,
-            "IdP control {method} {path} failed: {}",
-            resp.text()
-        );
+        let resp = http::send(self.control, &req).unwrap_or_else(|e| panic!("IdP control {method} {path}: {e}"));
+        assert_eq!(resp.status, 200, "IdP control {method} {path} failed: {}", resp.text());
         resp.json()
     }
 
@@ -237,12 +220,15 @@ impl Idp {
     /// Makes discovery + JWKS unreachable (the listener is closed).
     pub fn down(&self) {
         self.call("POST", "/jwks-down", json!({}));
-        wait_until("IdP listener to close", Duration::from_secs(5), POLL, || {
-            match std::net::TcpStream::connect(loopback(self.port)) {
+        wait_until(
+            "IdP listener to close",
+            Duration::from_secs(5),
+            POLL,
+            || match std::net::TcpStream::connect(loopback(self.port)) {
                 Ok(_) => Err("still accepting".into()),
                 Err(_) => Ok(()),
-            }
-        });
+            },
+        );
     }
 
     pub fn up(&self) {
@@ -359,10 +345,7 @@ pub fn write_config(path: &Path, config: &Value) {
 
 fn replace_once(haystack: &str, from: &str, to: &str) -> String {
     let n = haystack.matches(from).count();
-    assert_eq!(
-        n, 1,
-        "envoy/envoy.yaml must contain `{from}` exactly once (found {n})"
-    );
+    assert_eq!(n, 1, "envoy/envoy.yaml must contain `{from}` exactly once (found {n})");
     haystack.replacen(from, to, 1)
 }
 
@@ -395,24 +378,19 @@ pub fn admin_get(admin: SocketAddr, path: &str) -> Option<Resp> {
 /// Polls `GET <admin>/<path>` until it answers `want`, failing fast if the
 /// process exits.
 pub fn wait_admin_status(child: &mut ChildGuard, admin: SocketAddr, path: &str, want: u16) {
-    wait_until(
-        &format!("portcullis {path} == {want}"),
-        READY_TIMEOUT,
-        POLL,
-        || {
-            if let Some(st) = child.try_wait() {
-                panic!(
-                    "portcullis exited ({st}) before {path} answered {want}\n{}",
-                    child.logs_tail(40)
-                );
-            }
-            match admin_get(admin, path) {
-                Some(r) if r.status == want => Ok(()),
-                Some(r) => Err(format!("status {}", r.status)),
-                None => Err("no answer".into()),
-            }
-        },
-    );
+    wait_until(&format!("portcullis {path} == {want}"), READY_TIMEOUT, POLL, || {
+        if let Some(st) = child.try_wait() {
+            panic!(
+                "portcullis exited ({st}) before {path} answered {want}\n{}",
+                child.logs_tail(40)
+            );
+        }
+        match admin_get(admin, path) {
+            Some(r) if r.status == want => Ok(()),
+            Some(r) => Err(format!("status {}", r.status)),
+            None => Err("no answer".into()),
+        }
+    });
 }
 
 fn spawn_envoy(logs: &Logs, rendered: &Path) -> ChildGuard {
@@ -434,7 +412,7 @@ pub struct StackBuilder {
     edits: Vec<Edit>,
     envoy: bool,
     wait_ready: bool,
-    idp_down_at_start: bool,
+    idps_down_at_start: Vec<usize>,
 }
 
 impl StackBuilder {
@@ -467,10 +445,17 @@ impl StackBuilder {
         self
     }
 
-    /// Close the IdPs' listeners before portcullis starts; only `/healthz`
+    /// Close every IdP's listener before portcullis starts; only `/healthz`
     /// is awaited then.
-    pub fn idp_down_at_start(mut self) -> Self {
-        self.idp_down_at_start = true;
+    pub fn idp_down_at_start(self) -> Self {
+        let all = (0..self.idps).collect::<Vec<_>>();
+        self.idps_down_at_start(&all)
+    }
+
+    /// Close the listeners of the IdPs with these indexes before portcullis
+    /// starts; only `/healthz` is awaited then.
+    pub fn idps_down_at_start(mut self, which: &[usize]) -> Self {
+        self.idps_down_at_start = which.to_vec();
         self.wait_ready = false;
         self
     }
@@ -483,13 +468,9 @@ impl StackBuilder {
             .build()
             .expect("tokio runtime");
         let echo = EchoUpstream::start(&rt);
-        let idps: Vec<Idp> = (0..self.idps)
-            .map(|i| Idp::start(&logs, &format!("idp{i}")))
-            .collect();
-        if self.idp_down_at_start {
-            for idp in &idps {
-                idp.down();
-            }
+        let idps: Vec<Idp> = (0..self.idps).map(|i| Idp::start(&logs, &format!("idp{i}"))).collect();
+        for &i in &self.idps_down_at_start {
+            idps[i].down();
         }
         let issuers: Vec<&str> = idps.iter().map(|i| i.issuer.as_str()).collect();
 
@@ -509,8 +490,7 @@ impl StackBuilder {
             config["admin_listen"] = json!(admin.to_string());
             let config_path = logs.path().join(format!("portcullis-{attempt}.yaml"));
             write_config(&config_path, &config);
-            let mut child =
-                spawn_portcullis(&format!("portcullis-{attempt}"), &config_path, &logs);
+            let mut child = spawn_portcullis(&format!("portcullis-{attempt}"), &config_path, &logs);
             let want = if self.wait_ready { "/readyz" } else { "/healthz" };
             let up = wait_until("portcullis to come up", READY_TIMEOUT, POLL, || {
                 if child.try_wait().is_some() {
@@ -576,7 +556,7 @@ impl Stack {
             edits: Vec::new(),
             envoy: true,
             wait_ready: true,
-            idp_down_at_start: false,
+            idps_down_at_start: Vec::new(),
         }
     }
 
@@ -686,8 +666,7 @@ impl Stack {
     }
 
     pub fn admin(&self, path: &str) -> Resp {
-        admin_get(self.admin_addr, path)
-            .unwrap_or_else(|| panic!("portcullis admin {path} did not answer"))
+        admin_get(self.admin_addr, path).unwrap_or_else(|| panic!("portcullis admin {path} did not answer"))
     }
 
     /// Runs a future on the stack's runtime (gRPC clients etc.).

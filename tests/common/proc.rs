@@ -37,10 +37,7 @@ impl Logs {
     pub fn file(&self, name: &str) -> (File, PathBuf) {
         let path = self.path().join(name);
         let f = File::create(&path).expect("create log file");
-        self.files
-            .lock()
-            .unwrap()
-            .push((name.to_string(), path.clone()));
+        self.files.lock().unwrap().push((name.to_string(), path.clone()));
         (f, path)
     }
 
@@ -105,17 +102,10 @@ impl ChildGuard {
 
     /// Like `spawn` but stdout is a pipe returned to the caller, whose copy
     /// goes to the log by a helper thread after `first_line` is read.
-    pub fn spawn_with_first_line(
-        name: &str,
-        mut cmd: Command,
-        logs: &Logs,
-        timeout: Duration,
-    ) -> (ChildGuard, String) {
+    pub fn spawn_with_first_line(name: &str, mut cmd: Command, logs: &Logs, timeout: Duration) -> (ChildGuard, String) {
         let (mut out_log, stdout_path) = logs.file(&format!("{name}.stdout.log"));
         let (err, stderr_path) = logs.file(&format!("{name}.stderr.log"));
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(err);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(err);
         let mut guard = Self::spawn_configured(name, cmd, stdout_path, stderr_path);
         let stdout = guard
             .child
@@ -159,12 +149,7 @@ impl ChildGuard {
         }
     }
 
-    fn spawn_configured(
-        name: &str,
-        mut cmd: Command,
-        stdout_path: PathBuf,
-        stderr_path: PathBuf,
-    ) -> ChildGuard {
+    fn spawn_configured(name: &str, mut cmd: Command, stdout_path: PathBuf, stderr_path: PathBuf) -> ChildGuard {
         die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
@@ -183,9 +168,7 @@ impl ChildGuard {
 
     /// `Some(status)` if the process has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Polls for exit until `timeout`.

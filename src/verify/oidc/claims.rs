@@ -13,9 +13,11 @@ use crate::identity::{Identity, Source};
 /// Bounds on what a token may make us inject as headers.
 const MAX_VALUE_BYTES: usize = 1024;
 const MAX_GROUPS: usize = 512;
+/// Prefix of the virtual group given to client-credentials tokens.
+pub const CLIENT_GROUP_PREFIX: &str = "client:";
 
 pub fn to_identity(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Identity, Deny> {
-    let subject = str_claim(claims, "sub")?.ok_or(Deny::InvalidClaims)?;
+    let sub = str_claim(claims, "sub")?;
     let exp = claims.get("exp").and_then(Value::as_f64).ok_or(Deny::InvalidClaims)?;
     if !exp.is_finite() || exp < 0.0 {
         return Err(Deny::InvalidClaims);
@@ -24,7 +26,12 @@ pub fn to_identity(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Id
     let mut groups = groups(claims.get(&p.groups_claim))?;
     let email = str_claim(claims, &p.email_claim)?;
 
-    let (source, user) = match audience_kind(p, claims.get("aud"), subject)? {
+    // `client:` groups are minted here for machine tokens only; a user token
+    // must not be able to claim one.
+    if let Some(g) = groups.as_mut() {
+        g.retain(|g| !g.starts_with(CLIENT_GROUP_PREFIX));
+    }
+    let (source, user) = match audience_kind(p, claims.get("aud"), sub)? {
         Audience::Ours => {
             if p.require_groups && groups.is_none() {
                 return Err(Deny::MissingGroups);
@@ -33,15 +40,17 @@ pub fn to_identity(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Id
             (Source::OidcUser, user)
         }
         // A machine has no user claim; its client id is its name.
-        Audience::Client => {
-            groups.get_or_insert_with(Vec::new).push(format!("client:{subject}"));
-            (Source::OidcClient, subject)
+        Audience::Client(client) => {
+            groups
+                .get_or_insert_with(Vec::new)
+                .push(format!("{CLIENT_GROUP_PREFIX}{client}"));
+            (Source::OidcClient, client)
         }
     };
     Ok(Identity {
         source,
         issuer: p.issuer.clone(),
-        subject: subject.to_string(),
+        subject: sub.unwrap_or(user).to_string(),
         user: user.to_string(),
         email: email.map(str::to_string),
         groups: groups.unwrap_or_default(),
@@ -49,16 +58,16 @@ pub fn to_identity(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Id
     })
 }
 
-enum Audience {
+enum Audience<'a> {
     Ours,
-    Client,
+    Client(&'a str),
 }
 
 /// `aud` names us → a user token. Otherwise, only if client credentials are
 /// enabled, `aud` names an allowed client and `sub` is that same client —
 /// stricter than skipping the audience check, so a token another client
 /// obtained for a user (ROPC, code flow) is not a machine identity.
-fn audience_kind(p: &ProviderConfig, aud: Option<&Value>, sub: &str) -> Result<Audience, Deny> {
+fn audience_kind<'a>(p: &ProviderConfig, aud: Option<&Value>, sub: Option<&'a str>) -> Result<Audience<'a>, Deny> {
     let auds: Vec<&str> = match aud {
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(a)) => a
@@ -72,8 +81,10 @@ fn audience_kind(p: &ProviderConfig, aud: Option<&Value>, sub: &str) -> Result<A
     }
     match &p.client_credentials {
         None => Err(Deny::WrongAudience),
-        Some(allowed) if allowed.iter().any(|c| c == sub) && auds.contains(&sub) => Ok(Audience::Client),
-        Some(_) => Err(Deny::ClientNotAllowed),
+        Some(allowed) => match sub {
+            Some(sub) if allowed.iter().any(|c| c == sub) && auds.contains(&sub) => Ok(Audience::Client(sub)),
+            _ => Err(Deny::ClientNotAllowed),
+        },
     }
 }
 
@@ -149,6 +160,25 @@ mod tests {
         assert_eq!(id.groups, vec!["dev", "ops"]);
         let spaced = to_identity(&provider(), &claims(json!({"email": "a@x.io", "groups": "dev  ops"}))).unwrap();
         assert_eq!(spaced.groups, vec!["dev", "ops"]);
+    }
+
+    #[test]
+    fn user_tokens_cannot_claim_client_groups() {
+        let id = to_identity(
+            &provider(),
+            &claims(json!({"email": "a@x.io", "groups": ["client:ci", "dev"]})),
+        )
+        .unwrap();
+        assert_eq!(id.groups, vec!["dev"]);
+    }
+
+    #[test]
+    fn missing_sub_is_a_missing_user_claim_when_sub_is_the_user() {
+        let mut p = provider();
+        p.user_claim = "sub".into();
+        let mut c = claims(json!({}));
+        c.remove("sub");
+        assert_eq!(to_identity(&p, &c), Err(Deny::MissingUserClaim));
     }
 
     #[test]

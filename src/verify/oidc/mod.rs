@@ -162,7 +162,7 @@ impl OidcVerifier {
         // The audience decides user vs client token, so it is checked in `claims`.
         v.validate_aud = false;
         v.set_issuer(&[issuer]);
-        v.set_required_spec_claims(&["exp", "iss", "sub"]);
+        v.set_required_spec_claims(&["exp", "iss"]);
         v
     }
 }

