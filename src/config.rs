@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -294,7 +295,8 @@ pub struct OidcConfig {
 
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
-    pub issuer: String,
+    /// Shared with every identity this provider verifies.
+    pub issuer: Arc<str>,
     pub audiences: Vec<String>,
     pub jwks_uri: Option<Url>,
     pub user_claim: String,
@@ -352,6 +354,21 @@ impl RawConfig {
         let headers = self.validate_headers(&mut errs);
         let oidc = self.validate_oidc(&mut errs);
         let policy = self.validate_rules(&mut errs);
+        for (path, value, max) in [
+            ("shutdown_delay_seconds", self.shutdown_delay_seconds, 3600),
+            ("shutdown_grace_seconds", self.shutdown_grace_seconds, 3600),
+            ("oidc.jwks_refresh_seconds", self.oidc.jwks_refresh_seconds, 86_400),
+            (
+                "oidc.jwks_min_refetch_seconds",
+                self.oidc.jwks_min_refetch_seconds,
+                3600,
+            ),
+            ("cache.max_ttl_seconds", self.cache.max_ttl_seconds, 86_400),
+        ] {
+            if value > max {
+                errs.push(path, format!("must be at most {max}"));
+            }
+        }
         if self.cache.max_entries == 0 {
             errs.push("cache.max_entries", "must be at least 1");
         }
@@ -565,7 +582,7 @@ fn validate_provider(path: &str, p: &RawProvider, errs: &mut Errors) -> Option<P
         );
     }
     issuer_ok.then(|| ProviderConfig {
-        issuer: p.issuer.clone(),
+        issuer: p.issuer.as_str().into(),
         audiences: p.audiences.clone(),
         jwks_uri,
         user_claim: p.user_claim.clone(),

@@ -93,12 +93,12 @@ impl HeaderPolicy {
     /// header that matches by prefix or by its underscore spelling.
     pub fn edits<'a>(&self, identity: &Identity, request_headers: impl Iterator<Item = &'a str>) -> Edits {
         let mut set = Vec::with_capacity(3);
-        set.push((self.user.clone(), identity.user.clone()));
+        set.push((self.user.clone(), identity.user.to_string()));
         if let Some(email) = &identity.email {
-            set.push((self.email.clone(), email.clone()));
+            set.push((self.email.clone(), email.to_string()));
         }
-        if !identity.groups.is_empty() {
-            set.push((self.groups.clone(), identity.groups_header()));
+        if !identity.groups_header().is_empty() {
+            set.push((self.groups.clone(), identity.groups_header().to_string()));
         }
         let injected = |n: &str| set.iter().any(|(s, _)| s == n);
         let mut remove: Vec<String> = self.exact.iter().filter(|n| !injected(n)).cloned().collect();
@@ -140,12 +140,7 @@ mod tests {
     }
 
     fn identity() -> Identity {
-        Identity {
-            user: "alice".into(),
-            email: None,
-            groups: vec!["dev".into()],
-            ..Identity::test("alice")
-        }
+        Identity::test("alice").with_groups(&["dev"])
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The verified identity a credential proves, whatever its kind.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Which verifier produced an identity.
@@ -11,28 +12,58 @@ pub enum Source {
     OidcClient,
 }
 
+/// Strings are boxed and the issuer shared, and groups are kept as the
+/// header value itself: 100k of these sit in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub source: Source,
-    pub issuer: String,
-    pub subject: String,
+    pub issuer: Arc<str>,
+    pub subject: Box<str>,
     /// The value injected as the user header (from `user_claim`).
-    pub user: String,
-    pub email: Option<String>,
-    pub groups: Vec<String>,
+    pub user: Box<str>,
+    pub email: Option<Box<str>>,
+    /// Group names joined with `,`; verifiers reject names containing `,`,
+    /// so the list cannot be forged by a crafted group name.
+    groups: Box<str>,
     /// The credential's own expiry; a cached identity never outlives it.
     pub expires_at: SystemTime,
 }
 
 impl Identity {
-    pub fn in_group(&self, group: &str) -> bool {
-        self.groups.iter().any(|g| g == group)
+    pub fn new(source: Source, issuer: Arc<str>, subject: &str, user: &str, expires_at: SystemTime) -> Self {
+        Self {
+            source,
+            issuer,
+            subject: subject.into(),
+            user: user.into(),
+            email: None,
+            groups: "".into(),
+            expires_at,
+        }
     }
 
-    /// Groups as one header value. Verifiers reject group names containing
-    /// `,` so the list cannot be forged by a crafted group name.
-    pub fn groups_header(&self) -> String {
-        self.groups.join(",")
+    pub fn with_email(mut self, email: Option<&str>) -> Self {
+        self.email = email.map(Into::into);
+        self
+    }
+
+    /// Names must not contain `,` (checked by the verifier).
+    pub fn with_groups<S: AsRef<str>>(mut self, groups: &[S]) -> Self {
+        self.groups = groups.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(",").into();
+        self
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        self.groups.split(',').filter(|g| !g.is_empty())
+    }
+
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups().any(|g| g == group)
+    }
+
+    /// Groups as one header value (empty when there are none).
+    pub fn groups_header(&self) -> &str {
+        &self.groups
     }
 
     pub fn is_expired(&self, now: SystemTime) -> bool {
@@ -41,14 +72,7 @@ impl Identity {
 
     #[cfg(test)]
     pub fn test(user: &str) -> Self {
-        Self {
-            source: Source::OidcUser,
-            issuer: "https://issuer.test".into(),
-            subject: user.into(),
-            user: user.into(),
-            email: None,
-            groups: Vec::new(),
-            expires_at: SystemTime::now() + std::time::Duration::from_secs(3600),
-        }
+        let expires_at = SystemTime::now() + std::time::Duration::from_secs(3600);
+        Self::new(Source::OidcUser, "https://issuer.test".into(), user, user, expires_at)
     }
 }

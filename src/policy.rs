@@ -65,7 +65,9 @@ impl Rule {
         if self.allowed_users.is_empty() && self.allowed_groups.is_empty() {
             return Ok(());
         }
-        if self.allowed_users.contains(&identity.user) || self.allowed_groups.iter().any(|g| identity.in_group(g)) {
+        if self.allowed_users.iter().any(|u| **u == *identity.user)
+            || self.allowed_groups.iter().any(|g| identity.in_group(g))
+        {
             return Ok(());
         }
         Err(if self.allowed_groups.is_empty() {
@@ -89,10 +91,7 @@ mod tests {
     }
 
     fn who(user: &str, groups: &[&str]) -> Identity {
-        Identity {
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            ..Identity::test(user)
-        }
+        Identity::test(user).with_groups(groups)
     }
 
     #[test]

@@ -112,3 +112,9 @@ fn client_ids_must_differ_from_audiences() {
     let y = "oidc:\n  providers:\n    - issuer: https://a.example\n      audiences: [portcullis]\n      client_credentials: {enabled: true, allowed_clients: [portcullis]}\n";
     assert_eq!(paths(y), vec!["oidc.providers[0].client_credentials.allowed_clients"]);
 }
+
+#[test]
+fn durations_are_bounded() {
+    let y = format!("{MINIMAL}shutdown_grace_seconds: 18446744073709551615\ncache:\n  max_ttl_seconds: 100000000\n");
+    assert_eq!(paths(&y), vec!["shutdown_grace_seconds", "cache.max_ttl_seconds"]);
+}

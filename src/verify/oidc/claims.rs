@@ -47,15 +47,12 @@ pub fn to_identity(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Id
             (Source::OidcClient, client)
         }
     };
-    Ok(Identity {
-        source,
-        issuer: p.issuer.clone(),
-        subject: sub.unwrap_or(user).to_string(),
-        user: user.to_string(),
-        email: email.map(str::to_string),
-        groups: groups.unwrap_or_default(),
-        expires_at: expires_at.min(SystemTime::now() + Duration::from_secs(400 * 86400)),
-    })
+    let expires_at = expires_at.min(SystemTime::now() + Duration::from_secs(400 * 86400));
+    Ok(
+        Identity::new(source, p.issuer.clone(), sub.unwrap_or(user), user, expires_at)
+            .with_email(email)
+            .with_groups(&groups.unwrap_or_default()),
+    )
 }
 
 enum Audience<'a> {
@@ -154,12 +151,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (id.user.as_str(), id.email.as_deref(), id.source),
+            (&*id.user, id.email.as_deref(), id.source),
             ("a@x.io", Some("a@x.io"), Source::OidcUser)
         );
-        assert_eq!(id.groups, vec!["dev", "ops"]);
+        assert_eq!(id.groups().collect::<Vec<_>>(), vec!["dev", "ops"]);
         let spaced = to_identity(&provider(), &claims(json!({"email": "a@x.io", "groups": "dev  ops"}))).unwrap();
-        assert_eq!(spaced.groups, vec!["dev", "ops"]);
+        assert_eq!(spaced.groups().collect::<Vec<_>>(), vec!["dev", "ops"]);
     }
 
     #[test]
@@ -169,7 +166,7 @@ mod tests {
             &claims(json!({"email": "a@x.io", "groups": ["client:ci", "dev"]})),
         )
         .unwrap();
-        assert_eq!(id.groups, vec!["dev"]);
+        assert_eq!(id.groups().collect::<Vec<_>>(), vec!["dev"]);
     }
 
     #[test]
@@ -216,8 +213,8 @@ mod tests {
     #[test]
     fn client_credentials_only_for_listed_clients_that_are_their_own_subject() {
         let id = to_identity(&provider(), &claims(json!({"sub": "ci", "aud": "ci"}))).unwrap();
-        assert_eq!((id.user.as_str(), id.source), ("ci", Source::OidcClient));
-        assert_eq!(id.groups, vec!["client:ci"]);
+        assert_eq!((&*id.user, id.source), ("ci", Source::OidcClient));
+        assert_eq!(id.groups().collect::<Vec<_>>(), vec!["client:ci"]);
         assert_eq!(
             to_identity(&provider(), &claims(json!({"sub": "other", "aud": "other"}))),
             Err(Deny::ClientNotAllowed)

@@ -68,7 +68,7 @@ impl OidcVerifier {
         let by_issuer = providers
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.config.issuer.clone(), i))
+            .map(|(i, p)| (p.config.issuer.to_string(), i))
             .collect();
         Ok(Self {
             providers,

@@ -88,7 +88,7 @@ impl Provider {
     /// Fetches the JWKS (discovering its URL first if needed) and swaps it
     /// in. On failure the previous keys stay in use.
     pub async fn refresh(&self) -> Result<(), FetchError> {
-        let issuer = self.config.issuer.as_str();
+        let issuer = &*self.config.issuer;
         match self.fetch_keys().await {
             Ok(next) => {
                 if self.keys.load().lost_keys_in(&next) {
@@ -174,7 +174,7 @@ impl Provider {
         let body = self.get(&url).await?;
         let doc: Discovery = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
         // OIDC Discovery 1.0 §4.3: the document must name exactly our issuer.
-        if doc.issuer != self.config.issuer {
+        if *doc.issuer != *self.config.issuer {
             return Err(invalid(format!(
                 "issuer is {:?}, expected {:?}",
                 doc.issuer, self.config.issuer
