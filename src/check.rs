@@ -107,8 +107,11 @@ impl Checker {
             }
             None => self.metrics.cache_lookup(CacheResult::Miss),
         }
-        let result = match credential {
-            Credential::Bearer(token) => self.oidc.verify(token).await.map(Arc::new),
+        let result = match credential.check_syntax() {
+            Err(deny) => Err(deny),
+            Ok(()) => match credential {
+                Credential::Bearer(token) => self.oidc.verify(token).await.map(Arc::new),
+            },
         };
         self.cache.insert(key, &result);
         result

@@ -17,6 +17,21 @@ impl<'a> Credential<'a> {
             Credential::Bearer(t) => t.as_bytes(),
         }
     }
+
+    /// Full syntax check, done before verification only: a token that fails
+    /// it is never cached as valid, so a cache hit needs no second look.
+    pub fn check_syntax(&self) -> Result<(), Deny> {
+        match self {
+            Credential::Bearer(token) => {
+                let body = token.trim_end_matches('=');
+                if !body.is_empty() && body.bytes().all(|b| B64TOKEN[usize::from(b)]) {
+                    Ok(())
+                } else {
+                    Err(Deny::MalformedToken)
+                }
+            }
+        }
+    }
 }
 
 pub fn extract<'a>(view: &RequestView<'a>, max_token_bytes: usize) -> Result<Credential<'a>, Deny> {
@@ -39,20 +54,18 @@ fn bearer(value: &str, max_token_bytes: usize) -> Result<Credential<'_>, Deny> {
     if token.len() > max_token_bytes {
         return Err(Deny::TokenTooLarge);
     }
-    let body = token.trim_end_matches('=');
-    if !body.is_empty() && body.bytes().all(|b| B64TOKEN[usize::from(b)]) {
-        Ok(Credential::Bearer(token))
-    } else {
-        Err(Deny::MalformedToken)
+    if token.is_empty() {
+        return Err(Deny::MalformedToken);
     }
+    Ok(Credential::Bearer(token))
 }
 
 fn is_blank(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
-/// The b64token alphabet as a table: this loop runs over every token byte
-/// on every request, cache hits included.
+/// The b64token alphabet as a table: this loop runs over every byte of
+/// every new token.
 static B64TOKEN: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
@@ -68,16 +81,20 @@ static B64TOKEN: [bool; 256] = {
 mod tests {
     use super::*;
 
+    fn parse(value: &str, max: usize) -> Result<Credential<'_>, Deny> {
+        bearer(value, max).and_then(|c| c.check_syntax().map(|()| c))
+    }
+
     #[test]
     fn bearer_scheme_is_case_insensitive_and_token_charset_enforced() {
-        assert_eq!(bearer("Bearer a.b.c", 100), Ok(Credential::Bearer("a.b.c")));
-        assert_eq!(bearer("bEaReR   a.b.c", 100), Ok(Credential::Bearer("a.b.c")));
-        assert_eq!(bearer("Bearer", 100), Err(Deny::MalformedToken));
-        assert_eq!(bearer("Bearer ", 100), Err(Deny::MalformedToken));
-        assert_eq!(bearer("Bearer a b", 100), Err(Deny::MalformedToken));
-        assert_eq!(bearer("Bearer a\"b", 100), Err(Deny::MalformedToken));
-        assert_eq!(bearer("Basic dXNlcjpwYXNz", 100), Err(Deny::MissingCredential));
-        assert_eq!(bearer("Bearerx a.b.c", 100), Err(Deny::MissingCredential));
+        assert_eq!(parse("Bearer a.b.c", 100), Ok(Credential::Bearer("a.b.c")));
+        assert_eq!(parse("bEaReR   a.b.c", 100), Ok(Credential::Bearer("a.b.c")));
+        assert_eq!(parse("Bearer", 100), Err(Deny::MalformedToken));
+        assert_eq!(parse("Bearer ", 100), Err(Deny::MalformedToken));
+        assert_eq!(parse("Bearer a b", 100), Err(Deny::MalformedToken));
+        assert_eq!(parse("Bearer a\"b", 100), Err(Deny::MalformedToken));
+        assert_eq!(parse("Basic dXNlcjpwYXNz", 100), Err(Deny::MissingCredential));
+        assert_eq!(parse("Bearerx a.b.c", 100), Err(Deny::MissingCredential));
         assert_eq!(
             bearer(&format!("Bearer {}", "a".repeat(101)), 100),
             Err(Deny::TokenTooLarge)
