@@ -44,6 +44,12 @@ cargo clippy --all-targets -- -D warnings
 step "envoy --mode validate -c envoy/envoy.yaml"
 "$ENVOY_BIN" --mode validate -c envoy/envoy.yaml -l error
 
+step "istio/validate.sh (Kubernetes schemas, Istio cross-checks, portcullis check-config)"
+./istio/validate.sh
+
+step "quickstart/validate.sh (hadolint, compose schema, alert rules, dashboard)"
+./quickstart/validate.sh
+
 # --- Tests ----------------------------------------------------------------------------
 # Output is also collected to print one total at the end (cargo prints one
 # "test result" line per test binary; the last binaries have no tests).
@@ -56,6 +62,9 @@ cargo test --doc 2>&1 | tee -a "$test_log" || status=1
 
 step "cargo test --all-targets (unit, integration, benches in test mode)"
 cargo test --all-targets --no-fail-fast 2>&1 | tee -a "$test_log" || status=1
+
+step "quickstart/run.sh --once (the README's first command, answers asserted)"
+./quickstart/run.sh --once || status=1
 
 read -r passed failed < <(
   grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$test_log" |

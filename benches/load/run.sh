@@ -21,8 +21,12 @@
 #   BENCH_WARMUP=2      seconds of warm-up per setup (not measured)
 #   BENCH_CONNECTIONS=32, BENCH_THREADS=1   wrk -c / -t
 #   BENCH_RUNS=3        rounds (median reported)
-#   BENCH_JWT_NOCACHE=1 add a 4th setup: jwt_authn without jwt_cache_config
+#   BENCH_JWT_NOCACHE=1 extra setup: jwt_authn without jwt_cache_config
 #                       (an RSA verification on every request)
+#   BENCH_NULL_AUTHZ=1  extra setup: envoy/envoy.yaml -> null-authz (benches/load/null-authz,
+#                       a tonic ext_authz server answering a fixed OK without any work;
+#                       built on first use, ~2 min): the cost of the ext_authz round trip
+#                       itself, to tell it apart from portcullis' own work
 #   BENCH_KEEP=1        keep the work directory (rendered configs, logs, raw wrk output)
 #   BENCH_RESULTS       where to write the Markdown (default benches/load/RESULTS.md)
 set -euo pipefail
@@ -38,7 +42,12 @@ CONNS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-1}
 RUNS=${BENCH_RUNS:-3}
 RESULTS=${BENCH_RESULTS:-$HERE/RESULTS.md}
-COMMAND_LINE="$0${*:+ $*}"
+# The command with the knobs the caller set, for the report (before defaults are filled in).
+COMMAND_LINE=
+for v in ENVOY_BIN BENCH_DURATION BENCH_WARMUP BENCH_CONNECTIONS BENCH_THREADS BENCH_RUNS BENCH_JWT_NOCACHE BENCH_NULL_AUTHZ; do
+  if [ -n "${!v:-}" ]; then COMMAND_LINE+="$v=${!v} "; fi
+done
+COMMAND_LINE+="$0${*:+ $*}"
 for v in DURATION WARMUP CONNS THREADS RUNS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "error: BENCH_${v} must be a positive integer" >&2; exit 2; }
 done
@@ -84,6 +93,12 @@ for attempt in 1 2 3; do
 done
 [ "$built" = 1 ] || die "cargo build --release failed 3 times"
 PORTCULLIS=$ROOT/target/release/portcullis
+if [ "${BENCH_NULL_AUTHZ:-0}" = 1 ]; then
+  step "cargo build --release (benches/load/null-authz)"
+  (cd "$HERE/null-authz" && CARGO_TARGET_DIR=$ROOT/target/null-authz cargo build --release >&2) ||
+    die "null-authz build failed"
+  NULL_AUTHZ=$ROOT/target/null-authz/release/null-authz
+fi
 
 # --- work dir, process bookkeeping, cleanup ---------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-load.XXXXXX")
@@ -115,7 +130,7 @@ trap 'exit 143' TERM
 read -r -a PORTS < <(python3 - <<'PY'
 import socket
 socks = []
-for _ in range(14):
+for _ in range(15):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -129,10 +144,13 @@ LISTEN[noauth]=${PORTS[4]} ADMIN[noauth]=${PORTS[5]}
 LISTEN[jwt]=${PORTS[6]} ADMIN[jwt]=${PORTS[7]}
 LISTEN[extauthz]=${PORTS[8]} ADMIN[extauthz]=${PORTS[9]}
 LISTEN[jwtnocache]=${PORTS[10]} ADMIN[jwtnocache]=${PORTS[11]}
+LISTEN[nullauthz]=${PORTS[12]} ADMIN[nullauthz]=${PORTS[13]} NULL_GRPC=${PORTS[14]}
 
 SETUPS=(noauth jwt extauthz)
 [ "${BENCH_JWT_NOCACHE:-0}" = 1 ] && SETUPS+=(jwtnocache)
-declare -A LABEL=([noauth]="no-auth" [jwt]="jwt_authn" [extauthz]="ext_authz → portcullis" [jwtnocache]="jwt_authn, no jwt_cache")
+[ "${BENCH_NULL_AUTHZ:-0}" = 1 ] && SETUPS+=(nullauthz)
+declare -A LABEL=([noauth]="no-auth" [jwt]="jwt_authn" [extauthz]="ext_authz → portcullis"
+  [jwtnocache]="jwt_authn, no jwt_cache (extra)" [nullauthz]="ext_authz → null-authz (extra)")
 
 wait_http() { # url expected-status timeout-seconds
   local deadline=$((SECONDS + $3)) code
@@ -211,10 +229,11 @@ fill "$HERE/front-jwt.yaml" "$WORK/front-jwtnocache.yaml" LISTEN_PORT="${LISTEN[
 # ext_authz: the repo's own envoy/envoy.yaml, ports replaced by string
 # substitution (each default must occur exactly once) and the listener bound
 # to 127.0.0.1 instead of 0.0.0.0.
-python3 - envoy/envoy.yaml "$WORK/front-extauthz.yaml" \
-  "port_value: 8080=port_value: ${LISTEN[extauthz]}" "port_value: 9090=port_value: $PC_GRPC" \
-  "port_value: 8081=port_value: $UP_PORT" "port_value: 9901=port_value: ${ADMIN[extauthz]}" \
-  "address: 0.0.0.0,=address: 127.0.0.1," <<'PY'
+render_repo_envoy() { # setup grpc-port
+  python3 - envoy/envoy.yaml "$WORK/front-$1.yaml" \
+    "port_value: 8080=port_value: ${LISTEN[$1]}" "port_value: 9090=port_value: $2" \
+    "port_value: 8081=port_value: $UP_PORT" "port_value: 9901=port_value: ${ADMIN[$1]}" \
+    "address: 0.0.0.0,=address: 127.0.0.1," <<'PY'
 import re, sys
 src, dst, *subs = sys.argv[1:]
 text = open(src).read()
@@ -229,9 +248,19 @@ if "0.0.0.0" in text:
     sys.exit(f"{src}: a non-loopback address is left after rendering")
 open(dst, "w").write(text)
 PY
+}
+render_repo_envoy extauthz "$PC_GRPC"
+render_repo_envoy nullauthz "$NULL_GRPC"
 for f in upstream "${SETUPS[@]/#/front-}"; do
   "$ENVOY_BIN" --mode validate -c "$WORK/$f.yaml" -l error >/dev/null || die "invalid config $WORK/$f.yaml"
 done
+
+if [ "${BENCH_NULL_AUTHZ:-0}" = 1 ]; then
+  # Bounded lifetime: it exits by itself after 15 minutes at the latest.
+  "$NULL_AUTHZ" "127.0.0.1:$NULL_GRPC" 900 >"$WORK/null-authz.log" 2>&1 3>&- &
+  NULL_PID=$!
+  PIDS+=("$NULL_PID")
+fi
 
 # --- Envoys ---------------------------------------------------------------------------------
 step "Envoys (each --concurrency 1)"
@@ -276,10 +305,20 @@ expect "ext_authz with token (sub -> x-user-id)" "$(probe extauthz -H "$AUTH")" 
 expect "ext_authz token + spoofed x-user-id" "$(probe extauthz -H "$AUTH" -H 'x-user-id: mallory')" "200 bench-user"
 expect "ext_authz without token"             "$(probe extauthz)" "401 -"
 expect "ext_authz bad token"                 "$(probe extauthz -H "authorization: Bearer ${TOKEN%?}x")" "401 -"
+if [[ " ${SETUPS[*]} " == *" nullauthz "* ]]; then
+  expect "null-authz with token" "$(probe nullauthz -H "$AUTH" -H 'x-user-id: mallory')" "200 bench-user"
+fi
 
 # --- load ----------------------------------------------------------------------------------------
-cpu_ticks() { # utime+stime of a pid (all threads), in clock ticks
+cpu_ticks() { # utime+stime of a pid (all threads), in clock ticks; "-" for none
+  [ "$1" = - ] && { echo 0; return; }
   awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"
+}
+machine_ticks() { # "busy total" over all CPUs, from /proc/stat (busy excludes idle and iowait)
+  awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+}
+child_ticks() { # cutime+cstime of this shell: CPU of its reaped children (wrk)
+  awk '{sub(/^.*\) /, ""); print $14 + $15}' "/proc/$$/stat"
 }
 run_wrk() { # setup seconds outfile
   wrk -t"$THREADS" -c"$CONNS" -d"$2s" --latency -H "$AUTH" "http://127.0.0.1:${LISTEN[$1]}/bench" >"$3"
@@ -294,7 +333,12 @@ for ((r = 1; r <= RUNS; r++)); do
   for ((i = 0; i < n; i++)); do order+=("${SETUPS[$(((i + r - 1) % n))]}"); done
   step "round $r/$RUNS: ${order[*]} (${DURATION} s each)"
   for s in "${order[@]}"; do
-    b_front=$(cpu_ticks "${ENVOY_PID[$s]}") b_up=$(cpu_ticks "${ENVOY_PID[upstream]}") b_pc=$(cpu_ticks "$PC_PID")
+    authz_pid=-
+    [ "$s" = extauthz ] && authz_pid=$PC_PID
+    [ "$s" = nullauthz ] && authz_pid=$NULL_PID
+    b_front=$(cpu_ticks "${ENVOY_PID[$s]}") b_up=$(cpu_ticks "${ENVOY_PID[upstream]}")
+    b_authz=$(cpu_ticks "$authz_pid") b_wrk=$(child_ticks)
+    read -r b_busy b_total < <(machine_ticks)
     t0=$(date +%s.%N)
     run_wrk "$s" "$DURATION" "$WORK/wrk-$s-$r.txt"
     t1=$(date +%s.%N)
@@ -302,7 +346,11 @@ for ((r = 1; r <= RUNS; r++)); do
       echo "wall=$(python3 -c "print($t1 - $t0)")"
       echo "front=$(($(cpu_ticks "${ENVOY_PID[$s]}") - b_front))"
       echo "upstream=$(($(cpu_ticks "${ENVOY_PID[upstream]}") - b_up))"
-      echo "portcullis=$(($(cpu_ticks "$PC_PID") - b_pc))"
+      echo "authz=$(($(cpu_ticks "$authz_pid") - b_authz))"
+      echo "wrk=$(($(child_ticks) - b_wrk))"
+      read -r a_busy a_total < <(machine_ticks)
+      echo "machine_busy=$((a_busy - b_busy))"
+      echo "machine_total=$((a_total - b_total))"
     } >"$WORK/cpu-$s-$r.txt"
     note "$(printf '%-10s %s' "$s" "$(grep -E '^Requests/sec' "$WORK/wrk-$s-$r.txt")")"
   done
@@ -312,8 +360,9 @@ done
 step "report"
 for s in "${SETUPS[@]}"; do kill -0 "${ENVOY_PID[$s]}" || die "front Envoy $s died during the run"; done
 kill -0 "$PC_PID" || die "portcullis died during the run"
+[ -z "${NULL_PID:-}" ] || kill -0 "$NULL_PID" || die "null-authz died during the run"
 cat >"$WORK/meta.env" <<EOF
-command=$COMMAND_LINE${BENCH_JWT_NOCACHE:+ (BENCH_JWT_NOCACHE=$BENCH_JWT_NOCACHE)}
+command=$COMMAND_LINE
 date=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 envoy=$ENVOY_VERSION_LINE
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) CPUs$(lscpu | sed -n 's/^Hypervisor vendor: *\(.*\)/, \1 guest/p' | head -n1)
@@ -323,6 +372,7 @@ warmup=$WARMUP
 runs=$RUNS
 token_bytes=${#TOKEN}
 clk_tck=$(getconf CLK_TCK)
+ncpu=$(nproc)
 portcullis_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')
 setups=${SETUPS[*]}
 EOF

@@ -3,7 +3,8 @@
 
 Input: a work directory with meta.env (key=value lines), wrk-<setup>-<round>.txt
 (wrk --latency output) and cpu-<setup>-<round>.txt (CPU clock ticks consumed
-during that run by the front Envoy, the upstream Envoy and portcullis).
+during that run by the front Envoy, the upstream Envoy, the ext_authz server
+(portcullis or null-authz; 0 otherwise) and wrk).
 """
 
 import re
@@ -60,6 +61,7 @@ def main():
     setups = meta["setups"].split()
     runs = int(meta["runs"])
     tck = int(meta["clk_tck"])
+    ncpu = int(meta["ncpu"])
     rows = {}
     for s in setups:
         rows[s] = []
@@ -67,10 +69,14 @@ def main():
             w = parse_wrk(work / f"wrk-{s}-{r}.txt")
             cpu = read_kv(work / f"cpu-{s}-{r}.txt")
             wall = float(cpu["wall"])
-            for proc in ("front", "upstream", "portcullis"):
+            for proc in ("front", "upstream", "authz", "wrk"):
                 secs = int(cpu[proc]) / tck
                 w[f"{proc}_util"] = 100.0 * secs / wall
                 w[f"{proc}_us"] = 1e6 * secs / w["requests"] if w["requests"] else float("nan")
+            w["total_util"] = sum(w[f"{proc}_util"] for proc in ("front", "upstream", "authz", "wrk"))
+            # Whole machine, from /proc/stat: what else ran during the measurement.
+            w["machine_util"] = 100.0 * ncpu * int(cpu["machine_busy"]) / max(1, int(cpu["machine_total"]))
+            w["other_util"] = max(0.0, w["machine_util"] - w["total_util"])
             rows[s].append(w)
 
     def med(s, key):
@@ -93,38 +99,54 @@ def main():
     p(f"- Every request carries the same valid RS256 bearer token ({meta['token_bytes']} bytes, "
       "minted by tests/idp/idp.mjs), also in the no-auth setup")
     p("- All processes (wrk, front Envoy, upstream Envoy, portcullis, IdP) share the 2 CPUs; "
-      "nothing is pinned. Upstream: a separate Envoy answering `direct_response` 200 (3-byte body).")
+      "nothing is pinned. Upstream: a separate Envoy answering `direct_response` 200 (3-byte body). "
+      "The front Envoys of all setups run side by side; only the one under load is busy.")
     p("")
     p(f"## Results (median of {runs} runs)")
     p("")
-    p("| setup | requests/s | p50 | p99 | vs no-auth | front Envoy CPU | portcullis CPU | non-2xx / socket errors |")
+    p("| setup | requests/s | p50 | p99 | vs no-auth | front Envoy CPU | ext_authz server CPU | non-2xx / socket errors |")
     p("|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in setups:
         rps = med(s, "rps")
-        pc = (f"{med(s, 'portcullis_util'):.0f}% ({med(s, 'portcullis_us'):.1f} µs/req)"
-              if s == "extauthz" else "–")
+        pc = (f"{med(s, 'authz_util'):.0f}% ({med(s, 'authz_us'):.1f} µs/req)"
+              if s in ("extauthz", "nullauthz") else "–")
         bad = sum(x["non2xx"] for x in rows[s]), sum(x["sockerr"] for x in rows[s])
         p(f"| {meta['label_' + s]} | {rps:,.0f} | {fmt_ms(med(s, 'p50'))} | {fmt_ms(med(s, 'p99'))} "
           f"| {rps / base:.2f} | {med(s, 'front_util'):.0f}% ({med(s, 'front_us'):.1f} µs/req) | {pc} "
           f"| {bad[0]} / {bad[1]} |")
     p("")
     p("CPU columns: share of one CPU used during the measured run (from /proc/<pid>/stat, "
-      "utime+stime, all threads) and CPU time per request.")
+      "utime+stime, all threads) and CPU time per request. The machine has 200%.")
     if "extauthz" in setups:
         ratio = med("extauthz", "rps") / base
         verdict = "meets" if ratio >= TARGET else "misses"
         p("")
         p(f"ext_authz → portcullis reaches {ratio:.0%} of the no-auth throughput: {verdict} the "
           f"{TARGET:.0%} target.")
+        fa, fe = med("noauth", "front_us"), med("extauthz", "front_us")
+        p("")
+        p(f"Front Envoy CPU per request: {fa:.0f} µs without auth, {fe:.0f} µs with ext_authz "
+          f"(+{fe - fa:.0f} µs for the Check call inside Envoy); portcullis itself: "
+          f"{med('extauthz', 'authz_us'):.0f} µs per Check. Throughput ratio predicted from the front "
+          f"Envoy's CPU per request alone (its single worker is the bottleneck): {fa / fe:.0%}.")
     p("")
     p("## Every run")
     p("")
-    p("| setup | round | requests/s | p50 | p99 | requests | front Envoy CPU | upstream Envoy CPU | portcullis CPU |")
-    p("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    p("CPU per process as share of one CPU; *other* = whole machine (/proc/stat) minus the "
+      f"benchmark's processes, i.e. load from outside the benchmark (max {ncpu * 100}%).")
+    p("")
+    p("| setup | round | requests/s | p50 | p99 | requests | front Envoy | upstream Envoy | ext_authz server | wrk | other |")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in setups:
         for r, x in enumerate(rows[s], 1):
             p(f"| {meta['label_' + s]} | {r} | {x['rps']:,.0f} | {fmt_ms(x['p50'])} | {fmt_ms(x['p99'])} "
-              f"| {x['requests']:,} | {x['front_util']:.0f}% | {x['upstream_util']:.0f}% | {x['portcullis_util']:.0f}% |")
+              f"| {x['requests']:,} | {x['front_util']:.0f}% | {x['upstream_util']:.0f}% | {x['authz_util']:.0f}% "
+              f"| {x['wrk_util']:.0f}% | {x['other_util']:.0f}% |")
+    worst = max(x["other_util"] for s in setups for x in rows[s])
+    if worst >= 20:
+        p("")
+        p(f"**Warning:** up to {worst:.0f}% CPU was used by processes outside the benchmark during "
+          "some runs; absolute numbers are depressed and noisier. Re-run on a quiet machine.")
     p("")
     print("\n".join(out))
 

@@ -1,0 +1,70 @@
+//! null-authz ADDR SECONDS: serve ext_authz v3 on ADDR (loopback only),
+//! answer every Check with a fixed OK, exit by itself after SECONDS.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction, HeaderValue,
+    HeaderValueOption, HttpResponse, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+struct Null(CheckResponse);
+
+#[tonic::async_trait]
+impl Authorization for Null {
+    async fn check(&self, _req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(self.0.clone()))
+    }
+}
+
+fn fixed_ok() -> CheckResponse {
+    // The shape of portcullis' answer for a plain user token: inject the
+    // user, remove the built-in spoofable names.
+    let remove = [
+        "x-auth-request-email",
+        "x-auth-request-groups",
+        "x-auth-request-user",
+        "x-auth-request-preferred-username",
+        "x-auth-request-access-token",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x-forwarded-preferred-username",
+    ];
+    CheckResponse {
+        status: Some(rpc::Status::default()),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: vec![HeaderValueOption {
+                header: Some(HeaderValue {
+                    key: "x-user-id".into(),
+                    value: "bench-user".into(),
+                    ..Default::default()
+                }),
+                append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+                ..Default::default()
+            }],
+            headers_to_remove: remove.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: null-authz 127.0.0.1:PORT SECONDS";
+    let addr: SocketAddr = args.get(1).and_then(|a| a.parse().ok()).expect(usage);
+    let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).expect(usage);
+    assert!(addr.ip().is_loopback(), "loopback addresses only");
+    let stop = tokio::time::sleep(Duration::from_secs(secs));
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(AuthorizationServer::new(Null(fixed_ok())))
+        .serve_with_shutdown(addr, stop)
+        .await
+        .expect("serve");
+}
