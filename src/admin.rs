@@ -43,6 +43,8 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    // moka counts lazily; settle pending work so the gauge is exact at scrape time.
+    s.checker.cache().sync();
     let body = s.checker.metrics().render(s.checker.cache().entry_count());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
