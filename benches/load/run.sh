@@ -49,7 +49,7 @@ for v in ENVOY_BIN BENCH_DURATION BENCH_WARMUP BENCH_CONNECTIONS BENCH_THREADS B
 done
 COMMAND_LINE+="$0${*:+ $*}"
 for v in DURATION WARMUP CONNS THREADS RUNS; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "error: BENCH_${v} must be a positive integer" >&2; exit 2; }
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "error: the BENCH_* knobs must be positive integers ($v=${!v})" >&2; exit 2; }
 done
 [ "$DURATION" -le 60 ] && [ "$RUNS" -le 10 ] && [ "$CONNS" -le 1000 ] ||
   { echo "error: bounds: duration <= 60 s, runs <= 10, connections <= 1000" >&2; exit 2; }
