@@ -107,14 +107,17 @@ impl Checker {
             }
             None => self.metrics.cache_lookup(CacheResult::Miss),
         }
-        let result = match credential.check_syntax() {
-            Err(deny) => Err(deny),
-            Ok(()) => match credential {
-                Credential::Bearer(token) => self.oidc.verify(token).await.map(Arc::new),
-            },
-        };
+        let result = self.verify(credential).await;
         self.cache.insert(key, &result);
         result
+    }
+
+    /// The verifier for the credential's kind (cache miss only).
+    async fn verify(&self, credential: Credential<'_>) -> Result<Arc<Identity>, Deny> {
+        credential.check_syntax()?;
+        match credential {
+            Credential::Bearer(token) => self.oidc.verify(token).await.map(Arc::new),
+        }
     }
 
     pub fn is_ready(&self) -> bool {
