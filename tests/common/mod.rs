@@ -16,6 +16,7 @@
 
 pub mod http;
 pub mod proc;
+pub mod tenuo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
