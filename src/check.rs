@@ -1,10 +1,11 @@
 //! The request path, top to bottom:
 //!
 //! 1. view the request (method, normalized path, headers)
-//! 2. extract the credential
-//! 3. identify: decision cache, else the verifier
-//! 4. decide: the route rule on the identity
-//! 5. respond: strip + inject on allow, 401/403 on deny; log and count.
+//! 2. the route rule, and which credentials it requires
+//! 3. each required (or, for `any`, presented) credential: OIDC identity
+//!    (decision cache, else the verifier) and/or Tenuo warrant
+//! 4. decide: the rule's users/groups on the identity
+//! 5. respond: strip + inject on allow, 4xx on deny; log and count.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -12,42 +13,66 @@ use std::time::{Instant, SystemTime};
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
 
 use crate::cache::{Cached, DecisionCache};
-use crate::config::Config;
+use crate::config::{Config, Require};
 use crate::deny::Deny;
 use crate::identity::Identity;
 use crate::request::RequestView;
-use crate::response;
+use crate::response::{self, WarrantDenied};
 use crate::telemetry::{CacheResult, Metrics};
 use crate::verify::credential::{self, Credential};
 use crate::verify::oidc::OidcVerifier;
+use crate::verify::warrant::{Denial, Grant, WarrantVerifier};
 
 pub struct Checker {
     config: Config,
     oidc: OidcVerifier,
+    warrant: Option<WarrantVerifier>,
     cache: DecisionCache,
     metrics: Arc<Metrics>,
+}
+
+/// What an allowed request proved.
+struct Allowed {
+    identity: Option<Arc<Identity>>,
+    grant: Option<Arc<Grant>>,
 }
 
 /// A denial with what is known about who was denied, for the log line.
 struct Denied {
     deny: Deny,
     identity: Option<Arc<Identity>>,
+    warrant: Option<Arc<Denial>>,
 }
 
 impl From<Deny> for Denied {
     fn from(deny: Deny) -> Self {
-        Self { deny, identity: None }
+        Self {
+            deny,
+            identity: None,
+            warrant: None,
+        }
+    }
+}
+
+impl From<Arc<Denial>> for Denied {
+    fn from(denial: Arc<Denial>) -> Self {
+        Self {
+            deny: denial.deny.clone(),
+            identity: None,
+            warrant: Some(denial),
+        }
     }
 }
 
 // === impl Checker ===
 
 impl Checker {
-    pub fn new(config: Config, oidc: OidcVerifier, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: Config, oidc: OidcVerifier, warrant: Option<WarrantVerifier>, metrics: Arc<Metrics>) -> Self {
         let cache = DecisionCache::new(&config.cache);
         Self {
             config,
             oidc,
+            warrant,
             cache,
             metrics,
         }
@@ -60,10 +85,29 @@ impl Checker {
             Err(deny) => return self.deny(deny.into(), None, req, started),
         };
         match self.decide(&view).await {
-            Ok(identity) => {
-                self.metrics.allowed(identity.source, started.elapsed().as_secs_f64());
-                tracing::debug!(event = "authorization_allowed", user = %identity.user, path = %view.path);
-                response::allowed(self.config.headers.edits(&identity, view.header_names()))
+            Ok(allowed) => {
+                let (identity, grant) = (allowed.identity.as_deref(), allowed.grant.as_deref());
+                self.metrics.allowed(
+                    identity.map(|i| i.source),
+                    grant.is_some(),
+                    started.elapsed().as_secs_f64(),
+                );
+                tracing::debug!(
+                    event = "authorization_allowed",
+                    user = identity.map(|i| &*i.user),
+                    warrant_id = grant.map(|g| &*g.warrant_id),
+                    path = %view.path
+                );
+                let credentials = match (&self.warrant, grant) {
+                    (Some(w), Some(_)) => w.credential_headers(),
+                    _ => Vec::new(),
+                };
+                let credentials: Vec<&str> = credentials.iter().map(String::as_str).collect();
+                response::allowed(
+                    self.config
+                        .headers
+                        .edits(identity, grant, &credentials, view.header_names()),
+                )
             }
             Err(denied) => self.deny(denied, Some(&view), req, started),
         }
@@ -78,20 +122,78 @@ impl Checker {
     ) -> CheckResponse {
         self.metrics
             .denied(denied.deny.reason(), started.elapsed().as_secs_f64());
-        log_denial(&denied, view, req);
-        response::denied(&denied.deny, &self.config.realm, self.config.debug)
+        let request_id = request_id(req);
+        log_denial(&denied, view, request_id);
+        let warrant = denied.warrant.as_deref().map(|denial| WarrantDenied {
+            denial,
+            request_id,
+            debug: self.warrant.as_ref().is_some_and(WarrantVerifier::debug),
+        });
+        response::denied(&denied.deny, &self.config.realm, self.config.debug, warrant)
     }
 
-    async fn decide(&self, view: &RequestView<'_>) -> Result<Arc<Identity>, Denied> {
-        let credential = credential::extract(view, self.oidc.max_token_bytes())?;
-        let identity = self.identify(credential).await?;
-        match self.config.policy.authorize(&view.path, &identity) {
-            Ok(()) => Ok(identity),
+    async fn decide(&self, view: &RequestView<'_>) -> Result<Allowed, Denied> {
+        let rule = self.config.policy.rule_for(&view.path)?;
+        let max_token = self.oidc.max_token_bytes();
+        let (bearer, wants_warrant) = match rule.require() {
+            Require::Oidc => (Some(credential::extract(view, max_token)?), false),
+            Require::Tenuo => (None, true),
+            Require::All => (Some(credential::extract(view, max_token)?), true),
+            // Every credential presented must be valid; at least one must be presented.
+            Require::Any => {
+                let bearer = match credential::extract(view, max_token) {
+                    Ok(c) => Some(c),
+                    Err(Deny::MissingCredential) => None,
+                    Err(deny) => return Err(deny.into()),
+                };
+                let warrant = self.warrant.as_ref().is_some_and(|w| w.is_presented(view));
+                if bearer.is_none() && !warrant {
+                    return Err(Deny::MissingCredential.into());
+                }
+                (bearer, warrant)
+            }
+        };
+        let identity = match bearer {
+            Some(credential) => Some(self.identify(credential).await?),
+            None => None,
+        };
+        let grant = if wants_warrant {
+            Some(self.verify_warrant(view).map_err(|d| Denied {
+                identity: identity.clone(),
+                ..d.into()
+            })?)
+        } else {
+            None
+        };
+        match rule.admits(identity.as_deref()) {
+            Ok(()) => Ok(Allowed { identity, grant }),
             Err(deny) => Err(Denied {
                 deny,
-                identity: Some(identity),
+                identity,
+                warrant: None,
             }),
         }
+    }
+
+    fn verify_warrant(&self, view: &RequestView<'_>) -> Result<Arc<Grant>, Arc<Denial>> {
+        let Some(verifier) = &self.warrant else {
+            // Config validation refuses `require: tenuo` without a tenuo section.
+            return Err(Arc::new(Denial::missing()));
+        };
+        let started = Instant::now();
+        let now = unix_now();
+        let result = verifier.verify(view, now);
+        let tool = match &result {
+            Ok(g) => Some(&*g.tool),
+            Err(d) => d.tool.as_deref(),
+        };
+        self.metrics.warrant_checked(
+            result.is_ok(),
+            tool.unwrap_or(""),
+            started.elapsed().as_secs_f64(),
+            result.as_ref().ok().map(|g| g.expires_at - now),
+        );
+        result
     }
 
     async fn identify(&self, credential: Credential<'_>) -> Result<Arc<Identity>, Deny> {
@@ -128,6 +230,10 @@ impl Checker {
         &self.oidc
     }
 
+    pub fn warrant(&self) -> Option<&WarrantVerifier> {
+        self.warrant.as_ref()
+    }
+
     pub fn cache(&self) -> &DecisionCache {
         &self.cache
     }
@@ -137,21 +243,42 @@ impl Checker {
     }
 }
 
-/// One JSON line per denial: reason, who (if known), where. Never the token.
-fn log_denial(denied: &Denied, view: Option<&RequestView<'_>>, req: &CheckRequest) {
-    let id = denied.identity.as_deref();
-    let request_id = req
-        .attributes
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn request_id(req: &CheckRequest) -> &str {
+    req.attributes
         .as_ref()
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref())
-        .map_or("", |h| h.id.as_str());
-    tracing::info!(
+        .map_or("", |h| h.id.as_str())
+}
+
+/// One JSON line per denial: reason, who (if known), where; for warrants the
+/// fields of Tenuo's guide (`tool`, `constraint`, `expected`, `actual`).
+/// Never the token or the warrant.
+fn log_denial(denied: &Denied, view: Option<&RequestView<'_>>, request_id: &str) {
+    let id = denied.identity.as_deref();
+    let w = denied.warrant.as_deref();
+    let actual = w.and_then(|w| w.actual.as_ref()).map(|a| match a {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    tracing::warn!(
         event = "authorization_denied",
         reason = denied.deny.reason(),
         status = denied.deny.status().code(),
         issuer = id.map(|i| &*i.issuer),
         subject = id.map(|i| &*i.subject),
+        tool = w.and_then(|w| w.tool.as_deref()),
+        constraint = w.and_then(|w| w.constraint.as_deref()),
+        expected = w.and_then(|w| w.expected.as_deref()),
+        actual = actual.as_deref(),
+        warrant_id = w.and_then(|w| w.warrant_id.as_deref()),
+        detail = w.map(|w| w.detail.as_str()).filter(|d| !d.is_empty()),
         method = view.map(|v| v.method),
         path = view.map(|v| v.path.as_str()),
         request_id,

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,13 @@ pub const ENV_USER_HEADER: &str = "OIDC_PROXY_HEADER";
 pub const ENV_LISTEN: &str = "PORTCULLIS_LISTEN";
 /// Overrides `admin_listen`.
 pub const ENV_ADMIN_LISTEN: &str = "PORTCULLIS_ADMIN_LISTEN";
+/// Comma list of trusted Tenuo issuer keys (hex), added to `tenuo.trusted_issuers`;
+/// the name Tenuo's Kubernetes guide uses.
+pub const ENV_TRUSTED_ISSUERS: &str = "TRUSTED_ISSUERS";
+/// Same, under the name `tenuo-authorizer` reads.
+pub const ENV_TENUO_TRUSTED_KEYS: &str = "TENUO_TRUSTED_KEYS";
+/// `true` turns on `tenuo.debug` (tenuo-authorizer's switch).
+pub const ENV_DEBUG_MODE: &str = "DEBUG_MODE";
 
 /// Where environment overrides come from; a map in tests, the process
 /// environment in production.
@@ -86,6 +93,8 @@ pub struct RawConfig {
     pub headers: RawHeaders,
     #[serde(default)]
     pub oidc: RawOidc,
+    #[serde(default)]
+    pub tenuo: Option<RawTenuo>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
     #[serde(default)]
@@ -179,12 +188,58 @@ pub struct RawClientCredentials {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawTenuo {
+    #[serde(default)]
+    pub trusted_issuers: Vec<String>,
+    /// Path of a Tenuo gateway config (tenuo-authorizer's `--config`), read unchanged.
+    #[serde(default)]
+    pub gateway_config: Option<String>,
+    /// The same gateway config inline, instead of a path.
+    #[serde(default)]
+    pub gateway: Option<serde_norway::Value>,
+    /// Overrides the gateway's `settings.clock_tolerance_secs`.
+    #[serde(default)]
+    pub clock_tolerance_seconds: Option<u64>,
+    /// Overrides the gateway's `settings.debug_mode`.
+    #[serde(default)]
+    pub debug: Option<bool>,
+    #[serde(default)]
+    pub remove_credential_headers: bool,
+    #[serde(default)]
+    pub revocation_list: Option<String>,
+    #[serde(default = "default_reload_interval")]
+    pub reload_interval_seconds: u64,
+    #[serde(default = "default_max_warrant_bytes")]
+    pub max_warrant_bytes: usize,
+    #[serde(default = "default_max_chain_length")]
+    pub max_chain_length: usize,
+}
+
+/// Which credentials a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Require {
+    /// An OIDC identity.
+    Oidc,
+    /// A Tenuo warrant with proof of possession.
+    Tenuo,
+    /// Either one; every credential presented must be valid.
+    Any,
+    /// Both.
+    All,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub path_prefix: String,
     #[serde(default)]
     pub allowed_users: Vec<String>,
     #[serde(default)]
     pub allowed_groups: Vec<String>,
+    /// Default: `any` of what is configured (`oidc` when users or groups are listed).
+    #[serde(default)]
+    pub require: Option<Require>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +311,15 @@ fn default_email_claim() -> String {
 fn default_groups_claim() -> String {
     "groups".into()
 }
+fn default_reload_interval() -> u64 {
+    5
+}
+fn default_max_warrant_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_chain_length() -> usize {
+    8
+}
 fn default_cache_entries() -> u64 {
     100_000
 }
@@ -279,8 +343,32 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub headers: HeaderPolicy,
     pub oidc: OidcConfig,
+    pub tenuo: Option<TenuoConfig>,
     pub policy: Policy,
     pub cache: CacheConfig,
+}
+
+/// Tenuo settings as configured; the files they name are read by
+/// [`crate::verify::warrant::Trust::load`] (at start and on every reload).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenuoConfig {
+    /// Hex keys from the config and the environment, deduplicated.
+    pub trusted_issuers: Vec<String>,
+    pub gateway: GatewaySource,
+    pub clock_tolerance: Option<Duration>,
+    pub debug: Option<bool>,
+    pub remove_credential_headers: bool,
+    pub revocation_list: Option<PathBuf>,
+    pub reload_interval: Duration,
+    pub max_warrant_bytes: usize,
+    pub max_chain_length: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatewaySource {
+    File(PathBuf),
+    /// YAML text.
+    Inline(String),
 }
 
 #[derive(Debug, Clone)]
@@ -333,6 +421,21 @@ impl RawConfig {
         if let Some(v) = env.get(ENV_ADMIN_LISTEN) {
             self.admin_listen = v;
         }
+        if let Some(t) = &mut self.tenuo {
+            for name in [ENV_TRUSTED_ISSUERS, ENV_TENUO_TRUSTED_KEYS] {
+                if let Some(list) = env.get(name) {
+                    t.trusted_issuers.extend(
+                        list.split(',')
+                            .map(str::trim)
+                            .filter(|k| !k.is_empty())
+                            .map(String::from),
+                    );
+                }
+            }
+            if let Some(v) = env.get(ENV_DEBUG_MODE) {
+                t.debug = Some(matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+            }
+        }
     }
 
     /// Checks everything and reports every problem at once.
@@ -353,6 +456,7 @@ impl RawConfig {
         }
         let headers = self.validate_headers(&mut errs);
         let oidc = self.validate_oidc(&mut errs);
+        let tenuo = self.tenuo.as_ref().and_then(|t| validate_tenuo(t, &mut errs));
         let policy = self.validate_rules(&mut errs);
         for (path, value, max) in [
             ("shutdown_delay_seconds", self.shutdown_delay_seconds, 3600),
@@ -381,8 +485,11 @@ impl RawConfig {
         if self.cache.negative_ttl_seconds > self.cache.max_ttl_seconds {
             errs.push("cache.negative_ttl_seconds", "must not exceed cache.max_ttl_seconds");
         }
-        if self.oidc.providers.is_empty() {
-            errs.push("oidc.providers", "at least one provider is required");
+        if self.oidc.providers.is_empty() && self.tenuo.is_none() {
+            errs.push(
+                "oidc.providers",
+                "configure at least one OIDC provider, or a `tenuo` section",
+            );
         }
         errs.finish()?;
         // finish() returned Ok only if every Option above is Some.
@@ -396,6 +503,7 @@ impl RawConfig {
                 shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
                 headers,
                 oidc,
+                tenuo,
                 policy,
                 cache: CacheConfig {
                     max_entries: self.cache.max_entries,
@@ -490,29 +598,115 @@ impl RawConfig {
     }
 
     fn validate_rules(&self, errs: &mut Errors) -> Policy {
+        let (has_oidc, has_tenuo) = (!self.oidc.providers.is_empty(), self.tenuo.is_some());
+        // `any` means: any of what is configured.
+        let any = match (has_oidc, has_tenuo) {
+            (true, false) => Require::Oidc,
+            (false, true) => Require::Tenuo,
+            _ => Require::Any,
+        };
         let rules = self
             .rules
             .iter()
             .enumerate()
             .map(|(i, r)| {
+                let path = format!("rules[{i}]");
                 if !r.path_prefix.starts_with('/') {
-                    errs.push(format!("rules[{i}].path_prefix"), "must start with '/'");
+                    errs.push(format!("{path}.path_prefix"), "must start with '/'");
                 }
                 for (j, g) in r.allowed_groups.iter().enumerate() {
                     if g.is_empty() {
-                        errs.push(format!("rules[{i}].allowed_groups[{j}]"), "must not be empty");
+                        errs.push(format!("{path}.allowed_groups[{j}]"), "must not be empty");
                     }
                 }
                 for (j, u) in r.allowed_users.iter().enumerate() {
                     if u.is_empty() {
-                        errs.push(format!("rules[{i}].allowed_users[{j}]"), "must not be empty");
+                        errs.push(format!("{path}.allowed_users[{j}]"), "must not be empty");
                     }
                 }
-                Rule::new(&r.path_prefix, &r.allowed_users, &r.allowed_groups)
+                let lists_people = !r.allowed_users.is_empty() || !r.allowed_groups.is_empty();
+                let require = match r.require {
+                    None if lists_people => Require::Oidc,
+                    None | Some(Require::Any) => any,
+                    Some(other) => other,
+                };
+                if lists_people && !matches!(require, Require::Oidc | Require::All) {
+                    errs.push(
+                        format!("{path}.require"),
+                        "allowed_users/allowed_groups are OIDC identities: use require: oidc or all",
+                    );
+                }
+                if matches!(require, Require::Oidc | Require::All) && !has_oidc {
+                    errs.push(format!("{path}.require"), "needs oidc.providers");
+                }
+                if matches!(require, Require::Tenuo | Require::All) && !has_tenuo {
+                    errs.push(format!("{path}.require"), "needs a `tenuo` section");
+                }
+                Rule::new(&r.path_prefix, &r.allowed_users, &r.allowed_groups, require)
             })
             .collect();
-        Policy::new(rules)
+        Policy::new(rules, any)
     }
+}
+
+fn validate_tenuo(t: &RawTenuo, errs: &mut Errors) -> Option<TenuoConfig> {
+    let mut trusted_issuers: Vec<String> = Vec::new();
+    for (i, key) in t.trusted_issuers.iter().enumerate() {
+        let key = key.trim().to_ascii_lowercase();
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // Env entries are appended after the file's, so the index still points somewhere useful.
+            errs.push(
+                format!("tenuo.trusted_issuers[{i}]"),
+                "must be a 32-byte Ed25519 public key in hex (64 characters)",
+            );
+        } else if !trusted_issuers.contains(&key) {
+            trusted_issuers.push(key);
+        }
+    }
+    let gateway = match (&t.gateway_config, &t.gateway) {
+        (Some(path), None) if !path.is_empty() => Some(GatewaySource::File(PathBuf::from(path))),
+        (None, Some(inline)) => match serde_norway::to_string(inline) {
+            Ok(text) => Some(GatewaySource::Inline(text)),
+            Err(e) => {
+                errs.push("tenuo.gateway", format!("cannot be re-encoded as YAML: {e}"));
+                None
+            }
+        },
+        (Some(_), Some(_)) => {
+            errs.push("tenuo", "set gateway_config (a path) or gateway (inline), not both");
+            None
+        }
+        _ => {
+            errs.push(
+                "tenuo.gateway_config",
+                "required: the path of a Tenuo gateway config (tools and routes)",
+            );
+            None
+        }
+    };
+    if t.clock_tolerance_seconds.is_some_and(|s| s > 600) {
+        errs.push("tenuo.clock_tolerance_seconds", "must be at most 600");
+    }
+    if t.reload_interval_seconds == 0 || t.reload_interval_seconds > 3600 {
+        errs.push("tenuo.reload_interval_seconds", "must be between 1 and 3600");
+    }
+    if !(1024..=256 * 1024).contains(&t.max_warrant_bytes) {
+        errs.push("tenuo.max_warrant_bytes", "must be between 1024 and 262144");
+    }
+    if !(1..=64).contains(&t.max_chain_length) {
+        errs.push("tenuo.max_chain_length", "must be between 1 and 64");
+    }
+    Some(TenuoConfig {
+        trusted_issuers,
+        gateway: gateway?,
+        clock_tolerance: t.clock_tolerance_seconds.map(Duration::from_secs),
+        debug: t.debug,
+        remove_credential_headers: t.remove_credential_headers,
+        revocation_list: t.revocation_list.as_ref().map(PathBuf::from),
+        reload_interval: Duration::from_secs(t.reload_interval_seconds),
+        max_warrant_bytes: t.max_warrant_bytes,
+        max_chain_length: t.max_chain_length,
+    })
 }
 
 fn validate_provider(path: &str, p: &RawProvider, errs: &mut Errors) -> Option<ProviderConfig> {
@@ -675,8 +869,25 @@ impl Errors {
     }
 }
 
-/// Reads, applies env overrides and validates a config file.
+/// Reads, applies env overrides and validates a config file, and checks the
+/// files its `tenuo` section names.
 pub fn load(path: &Path, env: &impl Strings) -> Result<Config, ConfigError> {
+    let config = read(path, env)?;
+    // The files the tenuo section names are part of the config: a bad gateway
+    // config must stop `check-config` and start-up, not the first request.
+    if let Some(tenuo) = &config.tenuo {
+        crate::verify::warrant::Trust::load(tenuo).map_err(|e| {
+            ConfigError::Invalid(vec![FieldError {
+                path: e.field().into(),
+                message: e.to_string(),
+            }])
+        })?;
+    }
+    Ok(config)
+}
+
+/// Reads, applies env overrides and validates a config file (no other file).
+pub fn read(path: &Path, env: &impl Strings) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,

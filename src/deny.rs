@@ -11,6 +11,8 @@ pub enum Status {
     Unauthenticated,
     /// 403: a valid credential that this route does not admit.
     Forbidden,
+    /// 404: no Tenuo gateway route maps the request to a tool (tenuo-authorizer's answer).
+    NotFound,
 }
 
 impl Status {
@@ -19,6 +21,7 @@ impl Status {
             Status::BadRequest => 400,
             Status::Unauthenticated => 401,
             Status::Forbidden => 403,
+            Status::NotFound => 404,
         }
     }
 }
@@ -67,6 +70,35 @@ pub enum Deny {
     InvalidPath,
     #[error("the request is not an HTTP request")]
     NotHttp,
+    // Tenuo warrants. Reasons follow Tenuo's Kubernetes guide where it names one.
+    #[error("no warrant")]
+    MissingWarrant,
+    #[error("the warrant header cannot be decoded")]
+    InvalidWarrant,
+    #[error("no gateway route maps this request to a tool")]
+    NoRoute,
+    #[error("the tool arguments cannot be extracted from the request")]
+    ExtractionFailed,
+    #[error("the approvals header cannot be decoded")]
+    InvalidApprovals,
+    #[error("the warrant does not grant this tool")]
+    ToolNotInWarrant,
+    #[error("an argument is outside the warrant's constraints")]
+    ConstraintViolation,
+    #[error("the warrant has expired")]
+    WarrantExpired,
+    #[error("no proof-of-possession signature")]
+    MissingPop,
+    #[error("the proof-of-possession signature is invalid")]
+    InvalidPop,
+    #[error("the warrant chain is invalid")]
+    ChainInvalid,
+    #[error("the warrant chain does not start at a trusted issuer")]
+    UntrustedRoot,
+    #[error("the warrant has been revoked")]
+    WarrantRevoked,
+    #[error("the warrant requires approvals that are missing or invalid")]
+    ApprovalRequired,
 }
 
 impl Deny {
@@ -95,13 +127,33 @@ impl Deny {
             Deny::NoMatchingRule => "no_matching_rule",
             Deny::InvalidPath => "invalid_path",
             Deny::NotHttp => "not_http",
+            Deny::MissingWarrant => "missing_warrant",
+            Deny::InvalidWarrant => "invalid_warrant",
+            Deny::NoRoute => "no_route",
+            Deny::ExtractionFailed => "extraction_failed",
+            Deny::InvalidApprovals => "invalid_approvals",
+            Deny::ToolNotInWarrant => "tool_not_in_warrant",
+            Deny::ConstraintViolation => "constraint_violation",
+            Deny::WarrantExpired => "warrant_expired",
+            Deny::MissingPop => "missing_pop",
+            Deny::InvalidPop => "invalid_pop",
+            Deny::ChainInvalid => "chain_invalid",
+            Deny::UntrustedRoot => "untrusted_root",
+            Deny::WarrantRevoked => "warrant_revoked",
+            Deny::ApprovalRequired => "approval_required",
         }
     }
 
     pub fn status(&self) -> Status {
         match self {
-            Deny::InvalidPath | Deny::NotHttp => Status::BadRequest,
-            Deny::MissingCredential
+            Deny::InvalidPath
+            | Deny::NotHttp
+            | Deny::InvalidWarrant
+            | Deny::ExtractionFailed
+            | Deny::InvalidApprovals => Status::BadRequest,
+            Deny::NoRoute => Status::NotFound,
+            Deny::MissingWarrant
+            | Deny::MissingCredential
             | Deny::MultipleCredentials
             | Deny::MalformedToken
             | Deny::TokenTooLarge
@@ -116,9 +168,20 @@ impl Deny {
             | Deny::InvalidClaims
             | Deny::MissingUserClaim
             | Deny::ClientNotAllowed => Status::Unauthenticated,
-            Deny::MissingGroups | Deny::UserNotAllowed | Deny::GroupNotAllowed | Deny::NoMatchingRule => {
-                Status::Forbidden
-            }
+            // A warrant that decodes but does not authorize is a 403, as in tenuo-authorizer.
+            Deny::MissingGroups
+            | Deny::UserNotAllowed
+            | Deny::GroupNotAllowed
+            | Deny::NoMatchingRule
+            | Deny::ToolNotInWarrant
+            | Deny::ConstraintViolation
+            | Deny::WarrantExpired
+            | Deny::MissingPop
+            | Deny::InvalidPop
+            | Deny::ChainInvalid
+            | Deny::UntrustedRoot
+            | Deny::WarrantRevoked
+            | Deny::ApprovalRequired => Status::Forbidden,
         }
     }
 
@@ -126,6 +189,27 @@ impl Deny {
     /// short negative cache entry is safe. Anything a JWKS refetch could
     /// change (an unknown or unavailable key) is never cached.
     pub fn is_stable(&self) -> bool {
-        !matches!(self, Deny::UnknownKey | Deny::KeysUnavailable | Deny::TokenNotYetValid)
+        !matches!(self, Deny::UnknownKey | Deny::KeysUnavailable | Deny::TokenNotYetValid) && !self.is_warrant()
+    }
+
+    /// Denials decided by the warrant verifier, which caches on its own.
+    pub fn is_warrant(&self) -> bool {
+        matches!(
+            self,
+            Deny::MissingWarrant
+                | Deny::InvalidWarrant
+                | Deny::NoRoute
+                | Deny::ExtractionFailed
+                | Deny::InvalidApprovals
+                | Deny::ToolNotInWarrant
+                | Deny::ConstraintViolation
+                | Deny::WarrantExpired
+                | Deny::MissingPop
+                | Deny::InvalidPop
+                | Deny::ChainInvalid
+                | Deny::UntrustedRoot
+                | Deny::WarrantRevoked
+                | Deny::ApprovalRequired
+        )
     }
 }

@@ -7,6 +7,13 @@
 //! whose name equals a stripped name once `_` is read as `-` is removed too.
 
 use crate::identity::Identity;
+use crate::verify::warrant::Grant;
+
+/// What an allowed warrant request injects (Tenuo's names).
+pub const WARRANT_ID: &str = "x-tenuo-warrant-id";
+pub const WARRANT_TOOL: &str = "x-tenuo-tool";
+pub const WARRANT_HOLDER: &str = "x-tenuo-holder";
+pub const WARRANT_ROOT_ISSUER: &str = "x-tenuo-root-issuer";
 
 /// Spoofable names every deployment strips, whatever its config says.
 pub const BUILTIN_STRIP: &[&str] = &[
@@ -16,6 +23,10 @@ pub const BUILTIN_STRIP: &[&str] = &[
     "x-forwarded-email",
     "x-forwarded-groups",
     "x-forwarded-preferred-username",
+    WARRANT_ID,
+    WARRANT_TOOL,
+    WARRANT_HOLDER,
+    WARRANT_ROOT_ISSUER,
 ];
 
 /// Names that are always listed in `headers_to_remove`, even when the
@@ -88,20 +99,36 @@ impl HeaderPolicy {
                 .any(|p| name.len() >= p.len() && same_name(p.as_bytes(), &name[..p.len()]))
     }
 
-    /// Edits for an allowed request: inject the identity (overwriting), and
-    /// remove every other spoofable header — the fixed list plus any request
-    /// header that matches by prefix or by its underscore spelling.
-    pub fn edits<'a>(&self, identity: &Identity, request_headers: impl Iterator<Item = &'a str>) -> Edits {
-        let mut set = Vec::with_capacity(3);
-        set.push((self.user.clone(), identity.user.to_string()));
-        if let Some(email) = &identity.email {
-            set.push((self.email.clone(), email.to_string()));
+    /// Edits for an allowed request: inject what was proven (overwriting),
+    /// and remove every other spoofable header — the fixed list plus any
+    /// request header that matches by prefix or by its underscore spelling —
+    /// and `also_remove` (credentials that must not reach the upstream).
+    pub fn edits<'a>(
+        &self,
+        identity: Option<&Identity>,
+        grant: Option<&Grant>,
+        also_remove: &[&str],
+        request_headers: impl Iterator<Item = &'a str>,
+    ) -> Edits {
+        let mut set = Vec::with_capacity(7);
+        if let Some(identity) = identity {
+            set.push((self.user.clone(), identity.user.to_string()));
+            if let Some(email) = &identity.email {
+                set.push((self.email.clone(), email.to_string()));
+            }
+            if !identity.groups_header().is_empty() {
+                set.push((self.groups.clone(), identity.groups_header().to_string()));
+            }
         }
-        if !identity.groups_header().is_empty() {
-            set.push((self.groups.clone(), identity.groups_header().to_string()));
+        if let Some(g) = grant {
+            set.push((WARRANT_ID.to_string(), g.warrant_id.to_string()));
+            set.push((WARRANT_TOOL.to_string(), g.tool.to_string()));
+            set.push((WARRANT_HOLDER.to_string(), g.holder.to_string()));
+            set.push((WARRANT_ROOT_ISSUER.to_string(), g.root_issuer.to_string()));
         }
-        let injected = |n: &str| set.iter().any(|(s, _)| s == n);
+        let injected = |n: &str| set.iter().any(|(s, _)| s.eq_ignore_ascii_case(n));
         let mut remove: Vec<String> = self.exact.iter().filter(|n| !injected(n)).cloned().collect();
+        remove.extend(also_remove.iter().map(|n| n.to_string()));
         for name in request_headers {
             // An exact injected name is overwritten, so only other spellings
             // (e.g. `x_user_id`) need removing.
@@ -172,7 +199,12 @@ mod tests {
 
     #[test]
     fn injected_headers_are_set_and_absent_ones_removed() {
-        let e = policy().edits(&identity(), ["x_user_id", "x-auth-request-foo", "accept"].into_iter());
+        let e = policy().edits(
+            Some(&identity()),
+            None,
+            &[],
+            ["x_user_id", "x-auth-request-foo", "accept"].into_iter(),
+        );
         assert_eq!(
             e.set,
             vec![
@@ -192,5 +224,26 @@ mod tests {
             "overwritten, not removed after being set"
         );
         assert!(!e.remove.contains(&"accept".to_string()));
+        assert!(
+            e.remove.contains(&WARRANT_ID.to_string()),
+            "no warrant, so its headers go"
+        );
+    }
+
+    #[test]
+    fn a_warrant_alone_injects_its_headers_and_no_user() {
+        let grant = Grant {
+            warrant_id: "tnu_wrt_1".into(),
+            tool: "deploy".into(),
+            holder: "ab12".into(),
+            root_issuer: "00ff".into(),
+            expires_at: 0,
+        };
+        let e = policy().edits(None, Some(&grant), &["x-tenuo-pop"], ["X-Tenuo-Tool"].into_iter());
+        let set: Vec<&str> = e.set.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(set, [WARRANT_ID, WARRANT_TOOL, WARRANT_HOLDER, WARRANT_ROOT_ISSUER]);
+        assert!(e.remove.contains(&"x-user-id".to_string()), "nothing proves a user");
+        assert!(e.remove.contains(&"x-tenuo-pop".to_string()));
+        assert!(!e.remove.iter().any(|r| r == WARRANT_TOOL), "overwritten, not removed");
     }
 }

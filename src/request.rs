@@ -19,6 +19,10 @@ pub struct RequestView<'a> {
     /// The normalized path used for rule matching (no query, dot-segments
     /// resolved, slashes merged, `;params` dropped).
     pub path: String,
+    /// The request target as Envoy sent it (query included).
+    pub raw_path: &'a str,
+    /// The body, when Envoy is configured to send it (`with_request_body`).
+    pub body: &'a [u8],
     headers: Headers<'a>,
 }
 
@@ -28,9 +32,9 @@ enum Headers<'a> {
     Raw(&'a [HeaderValue]),
 }
 
-/// What the `authorization` header(s) hold.
+/// What a header that must appear at most once holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Authorization<'a> {
+pub enum Single<'a> {
     Absent,
     One(&'a str),
     /// Several headers, or one that is not valid UTF-8.
@@ -46,9 +50,17 @@ impl<'a> RequestView<'a> {
             Some(map) if !map.headers.is_empty() => Headers::Raw(&map.headers),
             _ => Headers::Merged(&http.headers),
         };
+        // `body` holds UTF-8 bodies, `raw_body` any body when Envoy packs it as bytes.
+        let body = if http.raw_body.is_empty() {
+            http.body.as_bytes()
+        } else {
+            &http.raw_body[..]
+        };
         Ok(Self {
             method: &http.method,
             path: normalize_path(&http.path)?,
+            raw_path: &http.path,
+            body,
             headers,
         })
     }
@@ -66,21 +78,47 @@ impl<'a> RequestView<'a> {
             .chain(raw.into_iter().flatten().map(|h| h.key.as_str()))
     }
 
-    pub fn authorization(&self) -> Authorization<'a> {
+    pub fn authorization(&self) -> Single<'a> {
+        self.single("authorization")
+    }
+
+    /// A header that is meaningful only once (`name` lower-case). Envoy joins
+    /// repeats with ',', which no credential header here contains, so a ','
+    /// means it was sent twice.
+    pub fn single(&self, name: &str) -> Single<'a> {
         match self.headers {
-            Headers::Merged(m) => match m.get("authorization") {
-                None => Authorization::Absent,
-                // Envoy joins repeated headers with ','; a bearer token never has one.
-                Some(v) if v.contains(',') => Authorization::Unusable,
-                Some(v) => Authorization::One(v),
+            Headers::Merged(m) => match m.get(name) {
+                None => Single::Absent,
+                Some(v) if v.contains(',') => Single::Unusable,
+                Some(v) => Single::One(v),
             },
             Headers::Raw(r) => {
-                let mut found = r.iter().filter(|h| h.key.eq_ignore_ascii_case("authorization"));
+                let mut found = r.iter().filter(|h| h.key.eq_ignore_ascii_case(name));
                 match (found.next(), found.next()) {
-                    (None, _) => Authorization::Absent,
-                    (Some(h), None) => raw_value(h).map_or(Authorization::Unusable, Authorization::One),
-                    (Some(_), Some(_)) => Authorization::Unusable,
+                    (None, _) => Single::Absent,
+                    (Some(h), None) => raw_value(h).map_or(Single::Unusable, Single::One),
+                    (Some(_), Some(_)) => Single::Unusable,
                 }
+            }
+        }
+    }
+
+    /// Every value of a header, joined with ',' as Envoy does (`name` lower-case).
+    pub fn joined(&self, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+        match self.headers {
+            Headers::Merged(m) => m.get(name).map(|v| std::borrow::Cow::Borrowed(v.as_str())),
+            Headers::Raw(r) => {
+                let mut values = r
+                    .iter()
+                    .filter(|h| h.key.eq_ignore_ascii_case(name))
+                    .filter_map(raw_value);
+                let first = values.next()?;
+                Some(values.fold(std::borrow::Cow::Borrowed(first), |mut acc, v| {
+                    let s = acc.to_mut();
+                    s.push(',');
+                    s.push_str(v);
+                    acc
+                }))
             }
         }
     }

@@ -11,12 +11,23 @@ use envoy_types::pb::google::rpc;
 
 use crate::deny::{Deny, Status};
 use crate::headers::Edits;
+use crate::verify::warrant::Denial;
 
 /// Header that carries the deny reason when `debug: true`.
 pub const DEBUG_REASON_HEADER: &str = "x-portcullis-deny-reason";
+/// tenuo-authorizer's debug header, sent for warrant denials when Tenuo's debug mode is on.
+pub const TENUO_DEBUG_HEADER: &str = "x-tenuo-deny-reason";
+
+/// A warrant denial's details, shaped like tenuo-authorizer's responses.
+pub struct WarrantDenied<'a> {
+    pub denial: &'a Denial,
+    pub request_id: &'a str,
+    pub debug: bool,
+}
 
 const GRPC_OK: i32 = 0;
 const GRPC_INVALID_ARGUMENT: i32 = 3;
+const GRPC_NOT_FOUND: i32 = 5;
 const GRPC_PERMISSION_DENIED: i32 = 7;
 const GRPC_UNAUTHENTICATED: i32 = 16;
 
@@ -35,7 +46,7 @@ pub fn allowed(edits: Edits) -> CheckResponse {
     }
 }
 
-pub fn denied(deny: &Deny, realm: &str, debug: bool) -> CheckResponse {
+pub fn denied(deny: &Deny, realm: &str, debug: bool, warrant: Option<WarrantDenied<'_>>) -> CheckResponse {
     // `error` is the RFC 6750 code of the challenge; the body names the HTTP class.
     let (http, grpc, error, class) = match deny.status() {
         Status::BadRequest => (
@@ -56,12 +67,16 @@ pub fn denied(deny: &Deny, realm: &str, debug: bool) -> CheckResponse {
             "insufficient_scope",
             "forbidden",
         ),
+        Status::NotFound => (HttpStatusCode::NotFound, GRPC_NOT_FOUND, "", "not_found"),
     };
     let mut headers = vec![
         overwrite("content-type", "application/json"),
         overwrite("cache-control", "no-store"),
     ];
     match deny {
+        // A 401 names a scheme (RFC 9110 §11.6.1); Tenuo's has no registered one.
+        Deny::MissingWarrant => headers.push(overwrite("www-authenticate", format!("Tenuo realm=\"{realm}\""))),
+        _ if deny.is_warrant() => {}
         // RFC 6750 §3.1: no error code when the request had no credential.
         Deny::MissingCredential => headers.push(overwrite("www-authenticate", format!("Bearer realm=\"{realm}\""))),
         _ if deny.status() != Status::BadRequest => headers.push(overwrite(
@@ -73,11 +88,19 @@ pub fn denied(deny: &Deny, realm: &str, debug: bool) -> CheckResponse {
     if debug {
         headers.push(overwrite(DEBUG_REASON_HEADER, deny.reason()));
     }
-    let body = serde_json::json!({
-        "error": class,
-        "reason": deny.reason(),
-        "status": http as i32,
-    });
+    let body = match &warrant {
+        Some(w) => {
+            if w.debug {
+                headers.push(overwrite(TENUO_DEBUG_HEADER, w.denial.header_value()));
+            }
+            warrant_body(deny, w)
+        }
+        None => serde_json::json!({
+            "error": class,
+            "reason": deny.reason(),
+            "status": http as i32,
+        }),
+    };
     CheckResponse {
         status: Some(rpc::Status {
             code: grpc,
@@ -90,6 +113,32 @@ pub fn denied(deny: &Deny, realm: &str, debug: bool) -> CheckResponse {
             body: body.to_string(),
         })),
         ..Default::default()
+    }
+}
+
+/// tenuo-authorizer's body: a 403 names Tenuo's canonical error; earlier
+/// denials (no route, no or undecodable warrant, extraction) their reason.
+/// `reason` is portcullis' own, as in every other denial.
+fn warrant_body(deny: &Deny, w: &WarrantDenied<'_>) -> serde_json::Value {
+    let d = w.denial;
+    if deny.status() == Status::Forbidden {
+        serde_json::json!({
+            "authorized": false,
+            "error": d.error.map_or(deny.reason(), |e| e.name()),
+            "error_code": d.error.map(|e| e.code()),
+            "message": d.error.map_or_else(|| deny.to_string(), |e| e.description().to_string()),
+            "warrant_id": d.warrant_id.as_deref(),
+            "tool": d.tool.as_deref(),
+            "request_id": w.request_id,
+            "reason": deny.reason(),
+        })
+    } else {
+        serde_json::json!({
+            "error": deny.reason(),
+            "message": deny.to_string(),
+            "request_id": w.request_id,
+            "reason": deny.reason(),
+        })
     }
 }
 
@@ -111,7 +160,7 @@ mod tests {
     use super::*;
 
     fn denied_parts(d: &Deny, debug: bool) -> (i32, i32, Vec<(String, String)>, String) {
-        let r = denied(d, "portcullis", debug);
+        let r = denied(d, "portcullis", debug, None);
         let Some(HttpResponse::DeniedResponse(dr)) = r.http_response else {
             panic!("not a denial")
         };

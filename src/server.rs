@@ -3,6 +3,7 @@
 //! the background (readiness follows), and on SIGTERM/SIGINT go unready
 //! first, then drain in-flight Checks within the grace period.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::check::Checker;
 use crate::config::Config;
 use crate::telemetry::Metrics;
 use crate::verify::oidc::OidcVerifier;
+use crate::verify::warrant::{reload, LoadError, Trust, WarrantVerifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -30,6 +32,11 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
+    #[error("{}: {source}", source.field())]
+    Tenuo {
+        #[from]
+        source: LoadError,
+    },
 }
 
 pub struct AuthzService {
@@ -43,17 +50,32 @@ impl Authorization for AuthzService {
     }
 }
 
-/// Builds the checker for a config (no I/O, keys not loaded yet).
-pub fn build_checker(config: Config) -> Result<Arc<Checker>, reqwest::Error> {
+/// Builds the checker for a config: reads the Tenuo files it names; OIDC
+/// keys are not loaded yet.
+pub fn build_checker(config: Config) -> Result<Arc<Checker>, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let oidc = OidcVerifier::new(&config.oidc, metrics.clone())?;
-    Ok(Arc::new(Checker::new(config, oidc, metrics)))
+    let warrant = match &config.tenuo {
+        Some(t) => {
+            let trust = Trust::load(t)?;
+            metrics.tenuo_reloaded(true, Some(trust.issuers));
+            Some(WarrantVerifier::new(trust))
+        }
+        None => None,
+    };
+    Ok(Arc::new(Checker::new(config, oidc, warrant, metrics)))
 }
 
-pub async fn run(config: Config) -> Result<(), ServeError> {
+/// Serves until SIGTERM/SIGINT. `source` is the config file, re-read for
+/// Tenuo trust reloads.
+pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let (listen, admin_listen) = (config.listen, config.admin_listen);
     let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
+    let reload_every = config.tenuo.as_ref().map(|t| t.reload_interval);
     let checker = build_checker(config)?;
+    if let Some(every) = reload_every {
+        tokio::spawn(reload::watch(checker.clone(), source, every));
+    }
     let grpc = bind(listen).await?;
     let admin = bind(admin_listen).await?;
     tracing::info!(event = "listening", grpc = %grpc.local_addr().map_err(|e| bind_err(listen, e))?, admin = %admin.local_addr().map_err(|e| bind_err(admin_listen, e))?, version = env!("CARGO_PKG_VERSION"));

@@ -30,6 +30,12 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolResultLabels {
+    result: &'static str,
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabels {
     issuer: String,
 }
@@ -50,6 +56,11 @@ pub struct Metrics {
     jwks_refresh: Family<IssuerResultLabels, Counter>,
     jwks_keys: Family<IssuerLabels, Gauge>,
     jwks_last_success: Family<IssuerLabels, Gauge<f64, AtomicU64>>,
+    tenuo_authz: Family<ToolResultLabels, Counter>,
+    tenuo_duration: Histogram,
+    tenuo_ttl: Histogram,
+    tenuo_reloads: Family<ResultLabels, Counter>,
+    tenuo_issuers: Gauge,
 }
 
 /// Cache lookup outcome, for `portcullis_cache_lookups_total{result}`.
@@ -70,7 +81,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("portcullis");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("portcullis");
         let allow = Family::<SourceLabels, Counter>::default();
         let deny = Family::<ReasonLabels, Counter>::default();
         // 5 µs … ~1.3 s: cache hits land in the first buckets, JWKS refetches in the last.
@@ -108,8 +120,44 @@ impl Metrics {
             "Unix time of the last successful JWKS fetch per issuer",
             jwks_last_success.clone(),
         );
+        let tenuo_reloads = Family::<ResultLabels, Counter>::default();
+        let tenuo_issuers = Gauge::default();
+        registry.register(
+            "tenuo_reloads",
+            "Reloads of the Tenuo trust set (issuers, gateway config, revocation list) by result",
+            tenuo_reloads.clone(),
+        );
+        registry.register(
+            "tenuo_trusted_issuers",
+            "Trusted Tenuo issuer keys in use",
+            tenuo_issuers.clone(),
+        );
+        // Tenuo's own metric names (its Kubernetes guide), unprefixed, so its dashboards work.
+        let tenuo_authz = Family::<ToolResultLabels, Counter>::default();
+        let tenuo_duration = Histogram::new(exponential_buckets(0.000_001, 2.5, 14));
+        let tenuo_ttl = Histogram::new([5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 86_400.0]);
+        root.register(
+            "tenuo_authz",
+            "Warrant decisions by result (allow, deny) and tool",
+            tenuo_authz.clone(),
+        );
+        root.register(
+            "tenuo_authz_duration_seconds",
+            "Time to decide one warrant request",
+            tenuo_duration.clone(),
+        );
+        root.register(
+            "tenuo_warrant_ttl_remaining_seconds",
+            "Seconds until the warrant chain expires, at each allowed request",
+            tenuo_ttl.clone(),
+        );
         Self {
-            registry,
+            registry: root,
+            tenuo_authz,
+            tenuo_duration,
+            tenuo_ttl,
+            tenuo_reloads,
+            tenuo_issuers,
             allow,
             deny,
             duration,
@@ -121,10 +169,14 @@ impl Metrics {
         }
     }
 
-    pub fn allowed(&self, source: Source, seconds: f64) {
-        let source = match source {
-            Source::OidcUser => "oidc_user",
-            Source::OidcClient => "oidc_client",
+    /// `source`: the OIDC identity's kind, with `+tenuo` when a warrant was verified too.
+    pub fn allowed(&self, identity: Option<Source>, warrant: bool, seconds: f64) {
+        let source = match (identity, warrant) {
+            (Some(Source::OidcUser), false) => "oidc_user",
+            (Some(Source::OidcClient), false) => "oidc_client",
+            (Some(Source::OidcUser), true) => "oidc_user+tenuo",
+            (Some(Source::OidcClient), true) => "oidc_client+tenuo",
+            (None, _) => "tenuo",
         };
         self.allow.get_or_create(&SourceLabels { source }).inc();
         self.duration.observe(seconds);
@@ -133,6 +185,29 @@ impl Metrics {
     pub fn denied(&self, reason: &'static str, seconds: f64) {
         self.deny.get_or_create(&ReasonLabels { reason }).inc();
         self.duration.observe(seconds);
+    }
+
+    /// One warrant decision; `tool` is from the gateway config (bounded), empty before a route matched.
+    pub fn warrant_checked(&self, allowed: bool, tool: &str, seconds: f64, ttl_remaining: Option<i64>) {
+        let result = if allowed { "allow" } else { "deny" };
+        self.tenuo_authz
+            .get_or_create(&ToolResultLabels {
+                result,
+                tool: tool.to_string(),
+            })
+            .inc();
+        self.tenuo_duration.observe(seconds);
+        if let Some(ttl) = ttl_remaining {
+            self.tenuo_ttl.observe(ttl as f64);
+        }
+    }
+
+    pub fn tenuo_reloaded(&self, ok: bool, issuers: Option<usize>) {
+        let result = if ok { "success" } else { "failure" };
+        self.tenuo_reloads.get_or_create(&ResultLabels { result }).inc();
+        if let Some(n) = issuers {
+            self.tenuo_issuers.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn cache_lookup(&self, r: CacheResult) {

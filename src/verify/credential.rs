@@ -2,7 +2,7 @@
 //! `Authorization` headers are refused rather than guessed between.
 
 use crate::deny::Deny;
-use crate::request::{Authorization, RequestView};
+use crate::request::{RequestView, Single};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential<'a> {
@@ -36,9 +36,9 @@ impl<'a> Credential<'a> {
 
 pub fn extract<'a>(view: &RequestView<'a>, max_token_bytes: usize) -> Result<Credential<'a>, Deny> {
     match view.authorization() {
-        Authorization::Absent => Err(Deny::MissingCredential),
-        Authorization::Unusable => Err(Deny::MultipleCredentials),
-        Authorization::One(value) => bearer(value, max_token_bytes),
+        Single::Absent => Err(Deny::MissingCredential),
+        Single::Unusable => Err(Deny::MultipleCredentials),
+        Single::One(value) => bearer(value, max_token_bytes),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Verifiers, one module per credential kind. Each turns a credential into
-//! an [`Identity`](crate::identity::Identity) or a [`Deny`](crate::deny::Deny).
+//! what it proves — an [`Identity`](crate::identity::Identity) (OIDC) or a
+//! [`Grant`](warrant::Grant) (Tenuo warrant) — or a [`Deny`](crate::deny::Deny).
 
 pub mod credential;
 pub mod oidc;
+pub mod warrant;

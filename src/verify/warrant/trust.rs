@@ -1,0 +1,222 @@
+//! Everything a reload replaces at once: trusted issuers, the gateway
+//! config, the revocation list, and the caches built on them. Caches live
+//! here on purpose: a new trust set starts with empty caches, so no cached
+//! decision outlives a removed issuer key or a newly revoked warrant.
+
+use std::hash::Hasher;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+use moka::Expiry;
+use siphasher::sip128::{Hasher128, SipHasher13};
+use tenuo::{Authorizer, CompiledGatewayConfig, GatewayConfig, PublicKey, SignedRevocationList};
+
+use super::{Chain, Decision, Denial};
+use crate::config::{GatewaySource, TenuoConfig};
+
+const STACKS: u64 = 50_000;
+const REJECTED: u64 = 10_000;
+const DECISIONS: u64 = 100_000;
+/// Rejected stacks are retried after this, in case the reason was transient.
+const REJECTED_TTL: Duration = Duration::from_secs(60);
+/// Upper bound for any cached verified stack, whatever its expiry.
+const MAX_STACK_TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        field: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid Tenuo gateway config: {0}")]
+    Gateway(String),
+    #[error("{0}")]
+    Key(String),
+    #[error("no trusted issuer: list keys in tenuo.trusted_issuers, TRUSTED_ISSUERS, TENUO_TRUSTED_KEYS or the gateway's settings.trusted_roots")]
+    NoIssuers,
+    #[error("revocation list: {0}")]
+    Revocation(String),
+}
+
+impl LoadError {
+    /// The config field the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            LoadError::Read { field, .. } => field,
+            LoadError::Gateway(_) => "tenuo.gateway_config",
+            LoadError::Key(_) | LoadError::NoIssuers => "tenuo.trusted_issuers",
+            LoadError::Revocation(_) => "tenuo.revocation_list",
+        }
+    }
+}
+
+/// Header names from the gateway's `settings`, lower-case.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub warrant: String,
+    pub pop: String,
+    pub approvals: String,
+}
+
+pub struct Trust {
+    pub(super) authorizer: Authorizer,
+    pub(super) gateway: CompiledGatewayConfig,
+    pub names: Names,
+    pub debug: bool,
+    pub remove_credentials: bool,
+    pub(super) max_warrant_bytes: usize,
+    pub(super) max_chain: usize,
+    pub issuers: usize,
+    pub srl_version: Option<u64>,
+    /// Hash of every input; a reload with the same inputs changes nothing.
+    pub fingerprint: u128,
+    pub(super) stacks: Cache<u128, Arc<Chain>>,
+    pub(super) rejected: Cache<u128, Arc<Denial>>,
+    pub(super) decisions: Cache<u128, Decision>,
+    keys: (u64, u64),
+}
+
+impl Trust {
+    /// Reads the files the config names and builds the verifier state.
+    pub fn load(cfg: &TenuoConfig) -> Result<Self, LoadError> {
+        let (gateway_text, origin) = match &cfg.gateway {
+            GatewaySource::File(path) => (read(path, "tenuo.gateway_config")?, path.display().to_string()),
+            GatewaySource::Inline(text) => (text.clone(), "tenuo.gateway".to_string()),
+        };
+        let gateway =
+            GatewayConfig::from_yaml(&gateway_text).map_err(|e| LoadError::Gateway(format!("{origin}: {e}")))?;
+        if let Err(errors) = gateway.validate() {
+            let list: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{}: {}", e.location, e.message))
+                .collect();
+            return Err(LoadError::Gateway(format!("{origin}: {}", list.join("; "))));
+        }
+        let settings = gateway.settings.clone();
+        let mut keys: Vec<PublicKey> = Vec::new();
+        for hex_key in cfg.trusted_issuers.iter().chain(&settings.trusted_roots) {
+            let key = parse_key(hex_key)?;
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        if keys.is_empty() {
+            return Err(LoadError::NoIssuers);
+        }
+        let tolerance = cfg
+            .clock_tolerance
+            .unwrap_or(Duration::from_secs(settings.clock_tolerance_secs));
+        let tolerance = chrono::Duration::from_std(tolerance).map_err(|e| LoadError::Key(e.to_string()))?;
+        let mut authorizer = Authorizer::builder()
+            .trusted_roots(keys.iter().cloned())
+            .clock_tolerance(tolerance)
+            .build()
+            .map_err(|e| LoadError::Key(e.to_string()))?;
+        let mut srl_bytes = Vec::new();
+        let mut srl_version = None;
+        if let Some(path) = &cfg.revocation_list {
+            srl_bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+                field: "tenuo.revocation_list",
+                path: path.display().to_string(),
+                source,
+            })?;
+            let srl = SignedRevocationList::from_bytes(&srl_bytes)
+                .map_err(|e| LoadError::Revocation(format!("{}: {e}", path.display())))?;
+            srl_version = Some(srl.version());
+            authorizer.set_revocation_list_from_trusted_issuer(srl).map_err(|e| {
+                LoadError::Revocation(format!("{}: not signed by a trusted issuer: {e}", path.display()))
+            })?;
+        }
+        let names = Names {
+            warrant: settings.warrant_header.to_ascii_lowercase(),
+            pop: settings.pop_header.to_ascii_lowercase(),
+            approvals: settings.approval_header.to_ascii_lowercase(),
+        };
+        let compiled =
+            CompiledGatewayConfig::compile(gateway).map_err(|e| LoadError::Gateway(format!("{origin}: {e}")))?;
+        let fingerprint = {
+            let mut h = SipHasher13::new_with_keys(0, 0);
+            h.write(format!("{cfg:?}").as_bytes());
+            h.write(gateway_text.as_bytes());
+            h.write(&srl_bytes);
+            h.finish128().as_u128()
+        };
+        Ok(Self {
+            authorizer,
+            gateway: compiled,
+            names,
+            debug: cfg.debug.unwrap_or(settings.debug_mode),
+            remove_credentials: cfg.remove_credential_headers,
+            max_warrant_bytes: cfg.max_warrant_bytes,
+            max_chain: cfg.max_chain_length,
+            issuers: keys.len(),
+            srl_version,
+            fingerprint,
+            stacks: Cache::builder()
+                .max_capacity(STACKS)
+                .expire_after(UntilChainExpiry)
+                .build(),
+            rejected: Cache::builder()
+                .max_capacity(REJECTED)
+                .time_to_live(REJECTED_TTL)
+                .build(),
+            decisions: Cache::builder()
+                .max_capacity(DECISIONS)
+                .expire_after(UntilDecisionEnds)
+                .build(),
+            keys: (rand::random(), rand::random()),
+        })
+    }
+
+    /// Keyed 128-bit hash: cache keys cannot be predicted or made to collide.
+    pub(super) fn hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.keys.0, self.keys.1)
+    }
+
+    pub fn cached_entries(&self) -> u64 {
+        self.stacks.entry_count() + self.decisions.entry_count()
+    }
+}
+
+fn read(path: &Path, field: &'static str) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        field,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn parse_key(hex_key: &str) -> Result<PublicKey, LoadError> {
+    let bytes = hex::decode(hex_key.trim()).map_err(|_| LoadError::Key(format!("{hex_key:?} is not hex")))?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| LoadError::Key(format!("{hex_key:?} is not a 32-byte key")))?;
+    PublicKey::from_bytes(&bytes).map_err(|e| LoadError::Key(format!("{hex_key:?}: {e}")))
+}
+
+fn until(unix: i64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Duration::from_secs(u64::try_from(unix).unwrap_or(0).saturating_sub(now))
+}
+
+struct UntilChainExpiry;
+
+impl Expiry<u128, Arc<Chain>> for UntilChainExpiry {
+    fn expire_after_create(&self, _: &u128, chain: &Arc<Chain>, _: Instant) -> Option<Duration> {
+        Some(until(chain.expires_at).min(MAX_STACK_TTL))
+    }
+}
+
+struct UntilDecisionEnds;
+
+impl Expiry<u128, Decision> for UntilDecisionEnds {
+    fn expire_after_create(&self, _: &u128, d: &Decision, _: Instant) -> Option<Duration> {
+        Some(until(d.until()).min(MAX_STACK_TTL))
+    }
+}
