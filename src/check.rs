@@ -122,7 +122,7 @@ impl Checker {
     ) -> CheckResponse {
         self.metrics
             .denied(denied.deny.reason(), started.elapsed().as_secs_f64());
-        let request_id = request_id(req);
+        let request_id = request_id(req, view);
         log_denial(&denied, view, request_id);
         let warrant = denied.warrant.as_deref().map(|denial| WarrantDenied {
             denial,
@@ -249,7 +249,11 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn request_id(req: &CheckRequest) -> &str {
+/// Envoy's `x-request-id` (what its access log and the upstream see), else its stream id.
+fn request_id<'a>(req: &'a CheckRequest, view: Option<&RequestView<'a>>) -> &'a str {
+    if let Some(crate::request::Single::One(id)) = view.map(|v| v.single("x-request-id")) {
+        return id;
+    }
     req.attributes
         .as_ref()
         .and_then(|a| a.request.as_ref())

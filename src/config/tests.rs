@@ -118,3 +118,127 @@ fn durations_are_bounded() {
     let y = format!("{MINIMAL}shutdown_grace_seconds: 18446744073709551615\ncache:\n  max_ttl_seconds: 100000000\n");
     assert_eq!(paths(&y), vec!["shutdown_grace_seconds", "cache.max_ttl_seconds"]);
 }
+
+const KEY_A: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+const KEY_B: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+fn tenuo_yaml(extra: &str) -> String {
+    format!("tenuo:\n  trusted_issuers: [{KEY_A}]\n  gateway_config: /etc/portcullis/gateway.yaml\n{extra}")
+}
+
+#[test]
+fn tenuo_alone_is_a_complete_config_and_any_means_tenuo() {
+    let c = RawConfig::from_yaml(&tenuo_yaml("rules:\n  - path_prefix: /\n"))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let t = c.tenuo.expect("tenuo");
+    assert_eq!(t.trusted_issuers, [KEY_A]);
+    assert_eq!(t.gateway, GatewaySource::File("/etc/portcullis/gateway.yaml".into()));
+    assert_eq!(t.max_chain_length, 8);
+    assert_eq!(c.policy.rule_for("/x").unwrap().require(), Require::Tenuo);
+    assert!(
+        paths("rules: []\n").contains(&"oidc.providers".to_string()),
+        "nothing configured"
+    );
+}
+
+#[test]
+fn trusted_issuers_come_from_env_lists_as_tenuo_users_set_them() {
+    let mut raw = RawConfig::from_yaml(&tenuo_yaml("")).unwrap();
+    let env: HashMap<&str, &str> = HashMap::from([
+        (
+            ENV_TRUSTED_ISSUERS,
+            " D75A980182B10AB7D54BFED3C964073A0EE172F3DAA62325AF021A68F707511A , ",
+        ),
+        (ENV_TENUO_TRUSTED_KEYS, KEY_B),
+        (ENV_DEBUG_MODE, "true"),
+    ]);
+    raw.apply_env(&env);
+    let t = raw.validate().unwrap().tenuo.unwrap();
+    assert_eq!(t.trusted_issuers, [KEY_A, KEY_B], "deduplicated, case-insensitive");
+    assert_eq!(t.debug, Some(true));
+}
+
+#[test]
+fn bad_tenuo_settings_are_reported_with_their_paths() {
+    let yaml = format!(
+        "{MINIMAL}tenuo:\n  trusted_issuers: [abc, {KEY_A}]\n  gateway_config: a.yaml\n  gateway: {{version: '1'}}\n  max_chain_length: 0\n  reload_interval_seconds: 0\n"
+    );
+    let p = paths(&yaml);
+    for want in [
+        "tenuo.trusted_issuers[0]",
+        "tenuo",
+        "tenuo.max_chain_length",
+        "tenuo.reload_interval_seconds",
+    ] {
+        assert!(p.contains(&want.to_string()), "{want} missing in {p:?}");
+    }
+    assert!(paths(&format!("{MINIMAL}tenuo:\n  trusted_issuers: [{KEY_A}]\n")).contains(&"tenuo.gateway_config".into()));
+}
+
+#[test]
+fn require_is_resolved_against_what_is_configured() {
+    // OIDC only: `tenuo`/`all` cannot be satisfied.
+    let p = paths(&format!(
+        "{MINIMAL}rules:\n  - path_prefix: /a\n    require: tenuo\n  - path_prefix: /b\n    require: all\n"
+    ));
+    assert_eq!(p, ["rules[0].require", "rules[1].require"]);
+    // Users and groups are OIDC facts: `tenuo` or `any` with them is refused.
+    let both = format!("{MINIMAL}{}", tenuo_yaml(""));
+    let p = paths(&format!("{both}rules:\n  - path_prefix: /a\n    require: tenuo\n    allowed_groups: [x]\n  - path_prefix: /b\n    require: any\n    allowed_users: [y]\n"));
+    assert_eq!(p, ["rules[0].require", "rules[1].require"]);
+    let c = RawConfig::from_yaml(&format!(
+        "{both}rules:\n  - path_prefix: /admin\n    allowed_groups: [admins]\n  - path_prefix: /\n"
+    ))
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(c.policy.rule_for("/admin").unwrap().require(), Require::Oidc);
+    assert_eq!(c.policy.rule_for("/x").unwrap().require(), Require::Any);
+}
+
+#[test]
+fn files_named_by_the_tenuo_section_are_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = dir.path().join("gateway.yaml");
+    let config = dir.path().join("portcullis.yaml");
+    let write_config = |g: &std::path::Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "tenuo:\n  trusted_issuers: [{KEY_A}]\n  gateway_config: {}\n",
+                g.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config(&gateway);
+    let missing = load(&config, &HashMap::new()).unwrap_err().to_string();
+    assert!(
+        missing.contains("tenuo.gateway_config") && missing.contains("cannot read"),
+        "{missing}"
+    );
+    std::fs::write(
+        &gateway,
+        "version: '1'\nsettings: {}\ntools: {}\nroutes:\n  - {pattern: /x, tool: nope}\n",
+    )
+    .unwrap();
+    let undefined = load(&config, &HashMap::new()).unwrap_err().to_string();
+    assert!(undefined.contains("tenuo.gateway_config"), "{undefined}");
+    std::fs::write(
+        &gateway,
+        "version: '1'\nsettings: {}\ntools: {}\nroutes: []\nextra: 1\n",
+    )
+    .unwrap();
+    assert!(
+        load(&config, &HashMap::new()).is_err(),
+        "unknown gateway keys are refused"
+    );
+    std::fs::write(
+        &gateway,
+        "version: '1'\nsettings: {}\ntools:\n  t: {description: d, constraints: {}}\nroutes:\n  - {pattern: /x, tool: t}\n",
+    )
+    .unwrap();
+    load(&config, &HashMap::new()).unwrap();
+}

@@ -361,6 +361,15 @@ pub fn render_envoy(listen: u16, portcullis: u16, upstream: u16, admin: u16) -> 
     replace_once(&out, "address: 0.0.0.0,", "address: 127.0.0.1,")
 }
 
+/// Uncomments envoy/envoy.yaml's `with_request_body` example, unchanged otherwise.
+pub fn enable_request_body(rendered: &str) -> String {
+    let mut out = replace_once(rendered, "# with_request_body:", "with_request_body:");
+    for key in ["max_request_bytes:", "allow_partial_message:", "pack_as_bytes:"] {
+        out = replace_once(&out, &format!("#   {key}"), &format!("  {key}"));
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------
 // Processes.
 
@@ -414,9 +423,17 @@ pub struct StackBuilder {
     envoy: bool,
     wait_ready: bool,
     idps_down_at_start: Vec<usize>,
+    request_body: bool,
 }
 
 impl StackBuilder {
+    /// Envoy sends request bodies to Check: the commented `with_request_body`
+    /// block of envoy/envoy.yaml, enabled as written.
+    pub fn with_request_body(mut self) -> Self {
+        self.request_body = true;
+        self
+    }
+
     /// Number of IdP instances (each gets a provider entry, in order).
     pub fn idps(mut self, n: usize) -> Self {
         assert!(n >= 1);
@@ -525,6 +542,7 @@ impl StackBuilder {
             config_path,
             rt,
             logs,
+            request_body: self.request_body,
         };
         if self.envoy {
             stack.start_envoy();
@@ -548,6 +566,7 @@ pub struct Stack {
     pub config_path: PathBuf,
     pub rt: tokio::runtime::Runtime,
     pub logs: Arc<Logs>,
+    request_body: bool,
 }
 
 impl Stack {
@@ -558,6 +577,7 @@ impl Stack {
             envoy: true,
             wait_ready: true,
             idps_down_at_start: Vec::new(),
+            request_body: false,
         }
     }
 
@@ -570,7 +590,10 @@ impl Stack {
         for attempt in 1..=3 {
             let listen = free_port();
             let admin = free_port();
-            let rendered = render_envoy(listen, self.grpc_addr.port(), self.echo.addr.port(), admin);
+            let mut rendered = render_envoy(listen, self.grpc_addr.port(), self.echo.addr.port(), admin);
+            if self.request_body {
+                rendered = enable_request_body(&rendered);
+            }
             let path = self.logs.path().join(format!("envoy-{attempt}.yaml"));
             std::fs::write(&path, rendered).expect("write envoy config");
             let mut child = spawn_envoy(&self.logs, &path);
