@@ -38,6 +38,26 @@ fn example_config_in_the_repository_is_valid() {
 }
 
 #[test]
+fn example_tenuo_section_uncommented_is_valid() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/portcullis.example.yaml")).unwrap();
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest.starts_with("tenuo:") || rest.starts_with("  ") && !rest.trim_start().starts_with('#') =>
+            {
+                format!("{rest}\n")
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let c = RawConfig::from_yaml(&uncommented).unwrap().validate().unwrap();
+    let t = c.tenuo.expect("the example's tenuo section");
+    assert_eq!(t.max_warrant_bytes, 16384);
+    assert_eq!(c.policy.rule_for("/x").unwrap().require(), Require::Any);
+}
+
+#[test]
 fn unknown_keys_are_rejected_with_their_name() {
     let err = RawConfig::from_yaml(&format!("{MINIMAL}\nlisten_addr: x\n"))
         .unwrap_err()
