@@ -396,7 +396,22 @@ fn relative(p: &Path) -> String {
 fn dashboard_and_alert_rules_use_only_metrics_portcullis_exports() {
     // Two issuers, the second one down: its JWKS fetches fail (and its
     // tokens are denied keys_unavailable) while the first one works.
-    let s = Stack::builder().idps(2).idps_down_at_start(&[1]).start();
+    // A Tenuo section too, so its families have samples (a trust set loaded at start).
+    let s = Stack::builder()
+        .idps(2)
+        .idps_down_at_start(&[1])
+        .config(|c| {
+            c["tenuo"] = serde_json::json!({
+                "trusted_issuers": ["d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"],
+                "gateway": {
+                    "version": "1",
+                    "settings": {},
+                    "tools": {"read_file": {"description": "d", "constraints": {"path": {"from": "query", "path": "path", "required": true}}}},
+                    "routes": [{"pattern": "/files", "tool": "read_file"}],
+                },
+            });
+        })
+        .start();
     let (up, down) = (s.idps[0].issuer.clone(), s.idps[1].issuer.clone());
     wait_until("a JWKS success and a JWKS failure", READY_TIMEOUT, POLL, || {
         let exp = Exposition::parse(&s.admin("/metrics").text());
@@ -427,6 +442,11 @@ fn dashboard_and_alert_rules_use_only_metrics_portcullis_exports() {
     assert_denied(&s.get_bearer("/hello", &forged), 401, "invalid_signature"); // negative hit
     let stranded = s.idps[1].mint("RS256", user_claims("carol", &["dev"]));
     assert_denied(&s.get_bearer("/hello", &stranded), 401, "keys_unavailable");
+    assert_denied(
+        &s.get("/files?path=/x", &[("x-tenuo-warrant", "garbage")]),
+        400,
+        "invalid_warrant",
+    );
 
     let scrape = s.admin("/metrics");
     assert_eq!(scrape.status, 200);
