@@ -79,6 +79,12 @@ impl Denial {
         d
     }
 
+    /// A warrant header that is absent where one is required.
+    pub fn missing() -> Self {
+        *Self::new(Deny::MissingWarrant, "")
+    }
+
+    /// The same denial, about this request's tool (and leaf warrant, when known).
     fn about(mut self: Box<Self>, tool: &Arc<str>, chain: Option<&Chain>) -> Box<Self> {
         self.tool = Some(tool.clone());
         if let Some(c) = chain {
@@ -200,7 +206,7 @@ impl WarrantVerifier {
         }
         let chain = self
             .chain(&trust, header, now)
-            .map_err(|d| Arc::new((*d).clone().about_tool(&tool)))?;
+            .map_err(|d| Arc::from(Box::new((*d).clone()).about(&tool, None)))?;
         let decision = match decide(&trust, &chain, &route, &tool, view, pop, approvals, now) {
             Ok((grant, until)) => Decision::Allow(Arc::new(grant), until),
             Err((denial, until)) => Decision::Deny(Arc::from(denial.about(&tool, Some(&chain))), until),
@@ -243,17 +249,6 @@ impl WarrantVerifier {
                 Err(denial)
             }
         }
-    }
-}
-
-impl Denial {
-    pub fn missing() -> Self {
-        *Self::new(Deny::MissingWarrant, "")
-    }
-
-    fn about_tool(mut self, tool: &Arc<str>) -> Self {
-        self.tool = Some(tool.clone());
-        self
     }
 }
 
