@@ -1,10 +1,12 @@
 //! The request path, top to bottom:
 //!
 //! 1. view the request (method, normalized path, headers)
-//! 2. extract the credential
-//! 3. identify: decision cache, else the verifier
+//!    (browser sessions: the callback and logout paths are answered here)
+//! 2. extract the credential (`Authorization`, else the session cookie)
+//! 3. identify: decision cache, else the verifier (sessions: `session::Sessions`)
 //! 4. decide: the route rule on the identity
-//! 5. respond: strip + inject on allow, 401/403 on deny; log and count.
+//! 5. respond: strip + inject on allow, 401/403 on deny (a login redirect
+//!    for browsers on `login:` routes); log and count.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -17,6 +19,7 @@ use crate::deny::Deny;
 use crate::identity::Identity;
 use crate::request::RequestView;
 use crate::response;
+use crate::session::{login, Reply, Sessions};
 use crate::telemetry::{CacheResult, Metrics};
 use crate::verify::credential::{self, Credential};
 use crate::verify::oidc::OidcVerifier;
@@ -26,18 +29,31 @@ pub struct Checker {
     oidc: OidcVerifier,
     cache: DecisionCache,
     metrics: Arc<Metrics>,
+    sessions: Option<Sessions>,
 }
 
 /// A denial with what is known about who was denied, for the log line.
 struct Denied {
     deny: Deny,
     identity: Option<Arc<Identity>>,
+    /// For the client: a cleared or renewed session cookie.
+    set_cookies: Vec<String>,
 }
 
 impl From<Deny> for Denied {
     fn from(deny: Deny) -> Self {
-        Self { deny, identity: None }
+        Self {
+            deny,
+            identity: None,
+            set_cookies: Vec::new(),
+        }
     }
+}
+
+/// An admitted request: who, and a renewed session cookie for the client.
+struct Allowed {
+    identity: Arc<Identity>,
+    set_cookie: Option<String>,
 }
 
 // === impl Checker ===
@@ -50,7 +66,14 @@ impl Checker {
             oidc,
             cache,
             metrics,
+            sessions: None,
         }
+    }
+
+    /// Enables browser sessions (login, callback, logout, session cookies).
+    pub fn with_sessions(mut self, sessions: Sessions) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     pub async fn check(&self, req: &CheckRequest) -> CheckResponse {
@@ -59,13 +82,72 @@ impl Checker {
             Ok(view) => view,
             Err(deny) => return self.deny(deny.into(), None, req, started),
         };
+        if let Some(sessions) = &self.sessions {
+            if let Some(endpoint) = sessions.endpoint(&view) {
+                let reply = sessions.handle(endpoint, &view, &self.oidc).await;
+                return self.reply(reply, &view, req, started);
+            }
+        }
         match self.decide(&view).await {
-            Ok(identity) => {
+            Ok(Allowed { identity, set_cookie }) => {
                 self.metrics.allowed(identity.source, started.elapsed().as_secs_f64());
                 tracing::debug!(event = "authorization_allowed", user = %identity.user, path = %view.path);
-                response::allowed(self.config.headers.edits(&identity, view.header_names()))
+                let mut edits = self.config.headers.edits(&identity, view.header_names());
+                if let Some(sessions) = &self.sessions {
+                    edits.apply_cookie_edit(sessions.upstream_cookie_edit(&view));
+                    edits.set_cookies.extend(set_cookie);
+                }
+                response::allowed(edits)
             }
-            Err(denied) => self.deny(denied, Some(&view), req, started),
+            Err(denied) => match self.login_redirect(&denied, &view).await {
+                Some(reply) => self.reply(reply, &view, req, started),
+                None => self.deny(denied, Some(&view), req, started),
+            },
+        }
+    }
+
+    /// A browser without a usable session on a `login:` route is sent to
+    /// log in; API calls, XHR and non-GET requests keep their 401.
+    async fn login_redirect(&self, denied: &Denied, view: &RequestView<'_>) -> Option<Reply> {
+        let sessions = self.sessions.as_ref()?;
+        if !matches!(
+            denied.deny,
+            Deny::MissingCredential | Deny::SessionInvalid | Deny::SessionExpired | Deny::RefreshFailed
+        ) {
+            return None;
+        }
+        let login = self.config.policy.rule_for(&view.path)?.login()?;
+        if !login::is_browser(view) {
+            return None;
+        }
+        Some(match sessions.start_login(login, view).await {
+            Reply::Redirect {
+                location,
+                mut set_cookies,
+            } => {
+                set_cookies.extend(denied.set_cookies.iter().cloned());
+                Reply::Redirect { location, set_cookies }
+            }
+            other => other,
+        })
+    }
+
+    /// A session reply (login, callback, logout) as a response.
+    fn reply(&self, reply: Reply, view: &RequestView<'_>, req: &CheckRequest, started: Instant) -> CheckResponse {
+        match reply {
+            Reply::Redirect { location, set_cookies } => {
+                self.metrics.redirected(started.elapsed().as_secs_f64());
+                tracing::debug!(event = "session_redirect", path = %view.path);
+                response::redirect(&location, set_cookies)
+            }
+            Reply::Deny { deny, set_cookies } => {
+                let denied = Denied {
+                    deny,
+                    identity: None,
+                    set_cookies,
+                };
+                self.deny(denied, Some(view), req, started)
+            }
         }
     }
 
@@ -79,17 +161,47 @@ impl Checker {
         self.metrics
             .denied(denied.deny.reason(), started.elapsed().as_secs_f64());
         log_denial(&denied, view, req);
-        response::denied(&denied.deny, &self.config.realm, self.config.debug)
+        let response = response::denied(&denied.deny, &self.config.realm, self.config.debug);
+        if denied.set_cookies.is_empty() {
+            response
+        } else {
+            response::with_set_cookies(response, denied.set_cookies)
+        }
     }
 
-    async fn decide(&self, view: &RequestView<'_>) -> Result<Arc<Identity>, Denied> {
-        let credential = credential::extract(view, self.oidc.max_token_bytes())?;
-        let identity = self.identify(credential).await?;
+    async fn decide(&self, view: &RequestView<'_>) -> Result<Allowed, Denied> {
+        let credential = match credential::extract(view, self.oidc.max_token_bytes()) {
+            Err(Deny::MissingCredential) => match self.sessions.as_ref().and_then(|s| s.cookie(view)) {
+                Some(value) => Credential::Session(value),
+                None => return Err(Deny::MissingCredential.into()),
+            },
+            other => other?,
+        };
+        let (identity, set_cookie) = match credential {
+            Credential::Session(value) => self.session(value).await?,
+            other => (self.identify(other).await?, None),
+        };
         match self.config.policy.authorize(&view.path, &identity) {
-            Ok(()) => Ok(identity),
+            Ok(()) => Ok(Allowed { identity, set_cookie }),
             Err(deny) => Err(Denied {
                 deny,
                 identity: Some(identity),
+                set_cookies: set_cookie.into_iter().collect(),
+            }),
+        }
+    }
+
+    /// A session cookie's identity; a cookie that no longer works is cleared.
+    async fn session(&self, value: &str) -> Result<(Arc<Identity>, Option<String>), Denied> {
+        let Some(sessions) = &self.sessions else {
+            return Err(Deny::MissingCredential.into());
+        };
+        match sessions.authenticate(value, &self.oidc).await {
+            Ok(a) => Ok((a.identity, a.set_cookie)),
+            Err(deny) => Err(Denied {
+                deny,
+                identity: None,
+                set_cookies: vec![sessions.clear_session()],
             }),
         }
     }
@@ -117,6 +229,8 @@ impl Checker {
         credential.check_syntax()?;
         match credential {
             Credential::Bearer(token) => self.oidc.verify(token).await.map(Arc::new),
+            // Sessions are opened by `Sessions::authenticate`, never cached here.
+            Credential::Session(_) => Err(Deny::SessionInvalid),
         }
     }
 

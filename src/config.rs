@@ -16,6 +16,9 @@ use url::{Host, Url};
 use crate::headers::HeaderPolicy;
 use crate::policy::{Policy, Rule};
 
+pub mod sessions;
+pub use sessions::{LoginConfig, LoginKind, RawLogin, RawSessions, SessionsConfig};
+
 /// Environment variable naming the config file (same as `--config`).
 pub const ENV_CONFIG: &str = "PORTCULLIS_CONFIG";
 /// Overrides `headers.user`; the name Tenure and oauth2-proxy users know.
@@ -90,6 +93,9 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     #[serde(default)]
     pub cache: RawCache,
+    /// Browser sessions (cookie keys, plain OAuth2 providers); see `config/sessions.rs`.
+    #[serde(default)]
+    pub sessions: Option<RawSessions>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,6 +172,9 @@ pub struct RawProvider {
     pub algorithms: Vec<String>,
     #[serde(default)]
     pub client_credentials: RawClientCredentials,
+    /// Browser login with this issuer (needs `sessions:`).
+    #[serde(default)]
+    pub login: Option<RawLogin>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -185,6 +194,9 @@ pub struct RawRule {
     pub allowed_users: Vec<String>,
     #[serde(default)]
     pub allowed_groups: Vec<String>,
+    /// Browsers without a session are redirected to this login (a `login.name`).
+    #[serde(default)]
+    pub login: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +293,7 @@ pub struct Config {
     pub oidc: OidcConfig,
     pub policy: Policy,
     pub cache: CacheConfig,
+    pub sessions: Option<SessionsConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +367,7 @@ impl RawConfig {
         let headers = self.validate_headers(&mut errs);
         let oidc = self.validate_oidc(&mut errs);
         let policy = self.validate_rules(&mut errs);
+        let sessions = sessions::validate(self, &mut errs);
         for (path, value, max) in [
             ("shutdown_delay_seconds", self.shutdown_delay_seconds, 3600),
             ("shutdown_grace_seconds", self.shutdown_grace_seconds, 3600),
@@ -402,6 +416,7 @@ impl RawConfig {
                     max_ttl: Duration::from_secs(self.cache.max_ttl_seconds),
                     negative_ttl: Duration::from_secs(self.cache.negative_ttl_seconds),
                 },
+                sessions,
             }),
             _ => Err(ConfigError::Invalid(vec![FieldError {
                 path: "listen".into(),
@@ -508,7 +523,7 @@ impl RawConfig {
                         errs.push(format!("rules[{i}].allowed_users[{j}]"), "must not be empty");
                     }
                 }
-                Rule::new(&r.path_prefix, &r.allowed_users, &r.allowed_groups)
+                Rule::new(&r.path_prefix, &r.allowed_users, &r.allowed_groups).with_login(r.login.as_deref())
             })
             .collect();
         Policy::new(rules)
@@ -683,7 +698,9 @@ pub fn load(path: &Path, env: &impl Strings) -> Result<Config, ConfigError> {
     })?;
     let mut raw = RawConfig::from_yaml(&text)?;
     raw.apply_env(env);
-    raw.validate()
+    let mut config = raw.validate()?;
+    config.resolve_secrets(env)?;
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -67,6 +67,24 @@ pub enum Deny {
     InvalidPath,
     #[error("the request is not an HTTP request")]
     NotHttp,
+    #[error("the session cookie is invalid")]
+    SessionInvalid,
+    #[error("the session has expired")]
+    SessionExpired,
+    #[error("the session could not be refreshed")]
+    RefreshFailed,
+    #[error("the session is too large for a cookie")]
+    SessionTooLarge,
+    #[error("no login is in progress for this state")]
+    LoginStateMissing,
+    #[error("the login state is invalid or has expired")]
+    LoginStateInvalid,
+    #[error("the login state was already used")]
+    LoginStateReplayed,
+    #[error("the ID token nonce does not match the login")]
+    NonceMismatch,
+    #[error("the login at the identity provider failed")]
+    LoginFailed,
 }
 
 impl Deny {
@@ -95,6 +113,15 @@ impl Deny {
             Deny::NoMatchingRule => "no_matching_rule",
             Deny::InvalidPath => "invalid_path",
             Deny::NotHttp => "not_http",
+            Deny::SessionInvalid => "session_invalid",
+            Deny::SessionExpired => "session_expired",
+            Deny::RefreshFailed => "refresh_failed",
+            Deny::SessionTooLarge => "session_too_large",
+            Deny::LoginStateMissing => "login_state_missing",
+            Deny::LoginStateInvalid => "login_state_invalid",
+            Deny::LoginStateReplayed => "login_state_replayed",
+            Deny::NonceMismatch => "nonce_mismatch",
+            Deny::LoginFailed => "login_failed",
         }
     }
 
@@ -115,7 +142,16 @@ impl Deny {
             | Deny::WrongAudience
             | Deny::InvalidClaims
             | Deny::MissingUserClaim
-            | Deny::ClientNotAllowed => Status::Unauthenticated,
+            | Deny::ClientNotAllowed
+            | Deny::SessionInvalid
+            | Deny::SessionExpired
+            | Deny::RefreshFailed
+            | Deny::SessionTooLarge
+            | Deny::LoginStateMissing
+            | Deny::LoginStateInvalid
+            | Deny::LoginStateReplayed
+            | Deny::NonceMismatch
+            | Deny::LoginFailed => Status::Unauthenticated,
             Deny::MissingGroups | Deny::UserNotAllowed | Deny::GroupNotAllowed | Deny::NoMatchingRule => {
                 Status::Forbidden
             }
@@ -126,6 +162,23 @@ impl Deny {
     /// short negative cache entry is safe. Anything a JWKS refetch could
     /// change (an unknown or unavailable key) is never cached.
     pub fn is_stable(&self) -> bool {
-        !matches!(self, Deny::UnknownKey | Deny::KeysUnavailable | Deny::TokenNotYetValid)
+        !matches!(self, Deny::UnknownKey | Deny::KeysUnavailable | Deny::TokenNotYetValid) && !self.is_session()
+    }
+
+    /// Denials of the browser-session path (cookie, login, refresh); never
+    /// put in the decision cache, which holds bearer-token decisions.
+    pub fn is_session(&self) -> bool {
+        matches!(
+            self,
+            Deny::SessionInvalid
+                | Deny::SessionExpired
+                | Deny::RefreshFailed
+                | Deny::SessionTooLarge
+                | Deny::LoginStateMissing
+                | Deny::LoginStateInvalid
+                | Deny::LoginStateReplayed
+                | Deny::NonceMismatch
+                | Deny::LoginFailed
+        )
     }
 }

@@ -15,6 +15,8 @@ pub struct Rule {
     path_prefix: String,
     allowed_users: Vec<String>,
     allowed_groups: Vec<String>,
+    /// The login (a `login.name`) browsers without a session are sent to.
+    login: Option<String>,
 }
 
 // === impl Policy ===
@@ -45,7 +47,18 @@ impl Rule {
             path_prefix: path_prefix.to_string(),
             allowed_users: allowed_users.to_vec(),
             allowed_groups: allowed_groups.to_vec(),
+            login: None,
         }
+    }
+
+    pub fn with_login(mut self, login: Option<&str>) -> Self {
+        self.login = login.map(str::to_string);
+        self
+    }
+
+    /// The login browsers are redirected to on this rule's paths, if any.
+    pub fn login(&self) -> Option<&str> {
+        self.login.as_deref()
     }
 
     /// Prefixes match whole path segments: `/admin` covers `/admin` and

@@ -19,6 +19,8 @@ pub struct RequestView<'a> {
     /// The normalized path used for rule matching (no query, dot-segments
     /// resolved, slashes merged, `;params` dropped).
     pub path: String,
+    /// The request target as Envoy sent it (path and query, not normalized).
+    pub raw_path: &'a str,
     headers: Headers<'a>,
 }
 
@@ -49,6 +51,7 @@ impl<'a> RequestView<'a> {
         Ok(Self {
             method: &http.method,
             path: normalize_path(&http.path)?,
+            raw_path: &http.path,
             headers,
         })
     }
@@ -64,6 +67,26 @@ impl<'a> RequestView<'a> {
             .flatten()
             .map(String::as_str)
             .chain(raw.into_iter().flatten().map(|h| h.key.as_str()))
+    }
+
+    /// Every value of a header (lower-case name): one merged value, or one
+    /// per occurrence with `encode_raw_headers`. Non-UTF-8 values are skipped.
+    pub fn header_values(&self, name: &'a str) -> impl Iterator<Item = &'a str> + '_ {
+        let (merged, raw) = match self.headers {
+            Headers::Merged(m) => (m.get(name).map(String::as_str), None),
+            Headers::Raw(r) => (None, Some(r.iter())),
+        };
+        merged.into_iter().chain(
+            raw.into_iter()
+                .flatten()
+                .filter(move |h| h.key.eq_ignore_ascii_case(name))
+                .filter_map(raw_value),
+        )
+    }
+
+    /// The first value of a header (lower-case name).
+    pub fn header(&self, name: &'a str) -> Option<&'a str> {
+        self.header_values(name).next()
     }
 
     pub fn authorization(&self) -> Authorization<'a> {

@@ -17,6 +17,7 @@ use tonic_health::ServingStatus;
 use crate::admin::{self, AdminState};
 use crate::check::Checker;
 use crate::config::Config;
+use crate::session::Sessions;
 use crate::telemetry::Metrics;
 use crate::verify::oidc::OidcVerifier;
 
@@ -24,6 +25,8 @@ use crate::verify::oidc::OidcVerifier;
 pub enum ServeError {
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("browser sessions: {0}")]
+    Sessions(#[from] crate::session::SessionError),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
@@ -44,10 +47,19 @@ impl Authorization for AuthzService {
 }
 
 /// Builds the checker for a config (no I/O, keys not loaded yet).
-pub fn build_checker(config: Config) -> Result<Arc<Checker>, reqwest::Error> {
+pub fn build_checker(config: Config) -> Result<Arc<Checker>, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let oidc = OidcVerifier::new(&config.oidc, metrics.clone())?;
-    Ok(Arc::new(Checker::new(config, oidc, metrics)))
+    let sessions = config
+        .sessions
+        .as_ref()
+        .map(|s| Sessions::new(s, &config.oidc))
+        .transpose()?;
+    let checker = Checker::new(config, oidc, metrics);
+    Ok(Arc::new(match sessions {
+        Some(s) => checker.with_sessions(s),
+        None => checker,
+    }))
 }
 
 pub async fn run(config: Config) -> Result<(), ServeError> {

@@ -50,6 +50,7 @@ pub struct Metrics {
     jwks_refresh: Family<IssuerResultLabels, Counter>,
     jwks_keys: Family<IssuerLabels, Gauge>,
     jwks_last_success: Family<IssuerLabels, Gauge<f64, AtomicU64>>,
+    session_redirects: Counter,
 }
 
 /// Cache lookup outcome, for `portcullis_cache_lookups_total{result}`.
@@ -80,6 +81,12 @@ impl Metrics {
         let jwks_refresh = Family::<IssuerResultLabels, Counter>::default();
         let jwks_keys = Family::<IssuerLabels, Gauge>::default();
         let jwks_last_success = Family::<IssuerLabels, Gauge<f64, AtomicU64>>::default();
+        let session_redirects = Counter::default();
+        registry.register(
+            "session_redirects",
+            "Browser redirects answered by portcullis (login, callback, logout)",
+            session_redirects.clone(),
+        );
         registry.register(
             "authz_allow",
             "Checks that allowed the request, by credential source",
@@ -118,6 +125,7 @@ impl Metrics {
             jwks_refresh,
             jwks_keys,
             jwks_last_success,
+            session_redirects,
         }
     }
 
@@ -125,6 +133,7 @@ impl Metrics {
         let source = match source {
             Source::OidcUser => "oidc_user",
             Source::OidcClient => "oidc_client",
+            Source::Session => "session",
         };
         self.allow.get_or_create(&SourceLabels { source }).inc();
         self.duration.observe(seconds);
@@ -132,6 +141,12 @@ impl Metrics {
 
     pub fn denied(&self, reason: &'static str, seconds: f64) {
         self.deny.get_or_create(&ReasonLabels { reason }).inc();
+        self.duration.observe(seconds);
+    }
+
+    /// A login, callback or logout redirect.
+    pub fn redirected(&self, seconds: f64) {
+        self.session_redirects.inc();
         self.duration.observe(seconds);
     }
 
