@@ -64,19 +64,28 @@ impl Default for RawRefresh {
     }
 }
 
-/// `{file: /path}` or `{env: NAME}`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum RawSecret {
+/// `{file: /path}` or `{env: NAME}` (exactly one of them).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    #[serde(default)]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+/// Where a secret is read from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
     File(String),
     Env(String),
 }
 
-impl fmt::Debug for RawSecret {
+impl fmt::Debug for SecretSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RawSecret::File(p) => write!(f, "file:{p}"),
-            RawSecret::Env(n) => write!(f, "env:{n}"),
+            SecretSource::File(p) => write!(f, "file:{p}"),
+            SecretSource::Env(n) => write!(f, "env:{n}"),
         }
     }
 }
@@ -216,7 +225,7 @@ pub enum LoginKind {
 pub struct Secret {
     /// Field path, for error messages.
     pub field: String,
-    pub source: RawSecret,
+    pub source: SecretSource,
     value: Option<Arc<[u8]>>,
 }
 
@@ -228,7 +237,7 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
-    pub fn new(field: impl Into<String>, source: RawSecret) -> Self {
+    pub fn new(field: impl Into<String>, source: SecretSource) -> Self {
         Self {
             field: field.into(),
             source,
@@ -240,7 +249,7 @@ impl Secret {
     pub fn with_value(field: impl Into<String>, value: &[u8]) -> Self {
         Self {
             field: field.into(),
-            source: RawSecret::Env(String::new()),
+            source: SecretSource::Env(String::new()),
             value: Some(value.into()),
         }
     }
@@ -251,8 +260,8 @@ impl Secret {
 
     fn read(&self, env: &impl Strings) -> Result<Vec<u8>, String> {
         match &self.source {
-            RawSecret::File(path) => std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}")),
-            RawSecret::Env(name) => env
+            SecretSource::File(path) => std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}")),
+            SecretSource::Env(name) => env
                 .get(name)
                 .map(String::into_bytes)
                 .ok_or_else(|| format!("environment variable {name} is not set")),
@@ -336,17 +345,16 @@ pub(super) fn validate(raw: &RawConfig, errs: &mut Errors) -> Option<SessionsCon
         .keys
         .iter()
         .enumerate()
-        .map(|(i, k)| {
+        .filter_map(|(i, k)| {
             let path = format!("sessions.keys[{i}]");
-            check_secret_ref(&path, k, errs);
-            Secret::new(path, k.clone())
+            check_secret_ref(&path, k, errs).map(|source| Secret::new(path, source))
         })
         .collect();
     if !(60..=30 * 86_400).contains(&s.max_age_seconds) {
         errs.push("sessions.max_age_seconds", "must be between 60 and 2592000 (30 days)");
     }
-    if !(30..=3600).contains(&s.login_timeout_seconds) {
-        errs.push("sessions.login_timeout_seconds", "must be between 30 and 3600");
+    if !(5..=3600).contains(&s.login_timeout_seconds) {
+        errs.push("sessions.login_timeout_seconds", "must be between 5 and 3600");
     }
     if s.refresh.before_expiry_seconds > 3600 {
         errs.push("sessions.refresh.before_expiry_seconds", "must be at most 3600");
@@ -466,9 +474,11 @@ fn validate_login(
     if l.client_id.is_empty() || l.client_id.chars().any(char::is_control) {
         errs.push(format!("{path}.client_id"), "must be non-empty");
     }
-    if let Some(s) = &l.client_secret {
-        check_secret_ref(&format!("{path}.client_secret"), s, errs);
-    } else if l.token_auth == TokenAuth::ClientSecretPost {
+    let client_secret = l.client_secret.as_ref().and_then(|s| {
+        let field = format!("{path}.client_secret");
+        check_secret_ref(&field, s, errs).map(|source| Secret::new(field, source))
+    });
+    if l.client_secret.is_none() && l.token_auth == TokenAuth::ClientSecretPost {
         errs.push(
             format!("{path}.client_secret"),
             "token_auth client_secret_post needs a client_secret",
@@ -528,10 +538,7 @@ fn validate_login(
         name: l.name.clone(),
         kind,
         client_id: l.client_id.clone(),
-        client_secret: l
-            .client_secret
-            .clone()
-            .map(|s| Secret::new(format!("{path}.client_secret"), s)),
+        client_secret,
         token_auth: l.token_auth,
         scopes,
         redirect_path: l.redirect_path.clone(),
@@ -572,13 +579,22 @@ fn public_url(path: &str, raw: &str, errs: &mut Errors) -> Option<Url> {
     Some(url)
 }
 
-fn check_secret_ref(path: &str, s: &RawSecret, errs: &mut Errors) {
-    match s {
-        RawSecret::File(p) if p.is_empty() => errs.push(format!("{path}.file"), "must not be empty"),
-        RawSecret::Env(n) if n.is_empty() || n.contains('=') => {
-            errs.push(format!("{path}.env"), "must be an environment variable name")
+fn check_secret_ref(path: &str, s: &RawSecret, errs: &mut Errors) -> Option<SecretSource> {
+    match (&s.file, &s.env) {
+        (Some(p), None) if !p.is_empty() => Some(SecretSource::File(p.clone())),
+        (None, Some(n)) if !n.is_empty() && !n.contains('=') => Some(SecretSource::Env(n.clone())),
+        (Some(_), None) => {
+            errs.push(format!("{path}.file"), "must not be empty");
+            None
         }
-        _ => {}
+        (None, Some(_)) => {
+            errs.push(format!("{path}.env"), "must be an environment variable name");
+            None
+        }
+        _ => {
+            errs.push(path, "give exactly one of file: or env: (secrets are never inline)");
+            None
+        }
     }
 }
 
