@@ -344,3 +344,75 @@ impl Reply {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::sessions::Secret;
+    use crate::config::RawConfig;
+
+    fn sessions() -> Sessions {
+        let yaml = "
+oidc:
+  providers:
+    - issuer: https://dex.example.com/dex
+      audiences: [portcullis]
+      login: {name: dex, client_id: web}
+sessions:
+  keys: [{file: /k}]
+  public_url: https://app.example.com
+";
+        let mut cfg = RawConfig::from_yaml(yaml).unwrap().validate().unwrap();
+        let mut s = cfg.sessions.take().unwrap();
+        s.keys = vec![Secret::with_value("k", &[3; 32])];
+        Sessions::new(&s, &cfg.oidc).unwrap()
+    }
+
+    fn data(groups: usize, rt: usize, idt: usize) -> SessionData {
+        let t = unix(SystemTime::now());
+        SessionData {
+            p: "dex".into(),
+            iss: "https://dex.example.com/dex".into(),
+            sub: "alice".into(),
+            user: "alice".into(),
+            email: None,
+            groups: "g".repeat(groups),
+            iat: t,
+            exp: t + 600,
+            end: t + 3600,
+            rt: Some("r".repeat(rt)),
+            idt: Some("i".repeat(idt)),
+        }
+    }
+
+    #[test]
+    fn cookies_stay_under_4kb_by_dropping_the_id_token_then_the_refresh_token() {
+        let s = sessions();
+        let mut small = data(10, 100, 800);
+        let c = s.seal_session(&mut small).unwrap();
+        assert!(c.len() <= MAX_COOKIE_BYTES && small.idt.is_some() && small.rt.is_some());
+        let mut big_idt = data(10, 100, 2800);
+        s.seal_session(&mut big_idt).unwrap();
+        assert!(big_idt.idt.is_none() && big_idt.rt.is_some());
+        let mut big_rt = data(10, 2800, 2800);
+        s.seal_session(&mut big_rt).unwrap();
+        assert!(big_rt.idt.is_none() && big_rt.rt.is_none());
+        let mut huge = data(3000, 10, 10);
+        assert_eq!(s.seal_session(&mut huge), Err(Deny::SessionTooLarge));
+    }
+
+    #[test]
+    fn sealed_sessions_open_to_the_same_identity() {
+        let s = sessions();
+        let mut d = data(0, 10, 10);
+        d.groups = "devs,ops".into();
+        let set = s.seal_session(&mut d).unwrap();
+        let value = set.split(';').next().unwrap().split_once('=').unwrap().1;
+        let opened = s.open_session(value).unwrap();
+        assert_eq!(opened, d);
+        let id = opened.identity();
+        assert_eq!((&*id.user, id.source), ("alice", crate::identity::Source::Session));
+        assert_eq!(id.groups().collect::<Vec<_>>(), vec!["devs", "ops"]);
+        assert_eq!(s.open_session("x"), Err(Deny::SessionInvalid));
+    }
+}
