@@ -1,11 +1,14 @@
 //! The request path, top to bottom:
 //!
 //! 1. view the request (method, normalized path, headers)
+//!    (browser sessions: the callback and logout paths are answered here)
 //! 2. the route rule, and which credentials it requires
 //! 3. each required (or, for `any`, presented) credential: OIDC identity
-//!    (decision cache, else the verifier) and/or Tenuo warrant
+//!    (`Authorization`, else the session cookie; decision cache, else the
+//!    verifier) and/or Tenuo warrant
 //! 4. decide: the rule's users/groups on the identity
-//! 5. respond: strip + inject on allow, 4xx on deny; log and count.
+//! 5. respond: strip + inject on allow, 4xx on deny (a login redirect for
+//!    browsers on `login:` routes); log and count.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -18,6 +21,7 @@ use crate::deny::Deny;
 use crate::identity::Identity;
 use crate::request::RequestView;
 use crate::response::{self, WarrantDenied};
+use crate::session::{login, Reply, Sessions};
 use crate::telemetry::{CacheResult, Metrics};
 use crate::verify::credential::{self, Credential};
 use crate::verify::oidc::OidcVerifier;
@@ -27,14 +31,16 @@ pub struct Checker {
     config: Config,
     oidc: OidcVerifier,
     warrant: Option<WarrantVerifier>,
+    sessions: Option<Sessions>,
     cache: DecisionCache,
     metrics: Arc<Metrics>,
 }
 
-/// What an allowed request proved.
+/// What an allowed request proved, and a renewed session cookie for the client.
 struct Allowed {
     identity: Option<Arc<Identity>>,
     grant: Option<Arc<Grant>>,
+    set_cookie: Option<String>,
 }
 
 /// A denial with what is known about who was denied, for the log line.
@@ -42,6 +48,8 @@ struct Denied {
     deny: Deny,
     identity: Option<Arc<Identity>>,
     warrant: Option<Arc<Denial>>,
+    /// For the client: a cleared or renewed session cookie.
+    set_cookies: Vec<String>,
 }
 
 impl From<Deny> for Denied {
@@ -50,6 +58,7 @@ impl From<Deny> for Denied {
             deny,
             identity: None,
             warrant: None,
+            set_cookies: Vec::new(),
         }
     }
 }
@@ -58,8 +67,8 @@ impl From<Arc<Denial>> for Denied {
     fn from(denial: Arc<Denial>) -> Self {
         Self {
             deny: denial.deny.clone(),
-            identity: None,
             warrant: Some(denial),
+            ..Deny::MissingWarrant.into()
         }
     }
 }
@@ -73,9 +82,16 @@ impl Checker {
             config,
             oidc,
             warrant,
+            sessions: None,
             cache,
             metrics,
         }
+    }
+
+    /// Enables browser sessions (login, callback, logout, session cookies).
+    pub fn with_sessions(mut self, sessions: Sessions) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     pub async fn check(&self, req: &CheckRequest) -> CheckResponse {
@@ -84,6 +100,12 @@ impl Checker {
             Ok(view) => view,
             Err(deny) => return self.deny(deny.into(), None, req, started),
         };
+        if let Some(sessions) = &self.sessions {
+            if let Some(endpoint) = sessions.endpoint(&view) {
+                let reply = sessions.handle(endpoint, &view, &self.oidc).await;
+                return self.reply(reply, &view, req, started);
+            }
+        }
         match self.decide(&view).await {
             Ok(allowed) => {
                 let (identity, grant) = (allowed.identity.as_deref(), allowed.grant.as_deref());
@@ -103,13 +125,64 @@ impl Checker {
                     _ => Vec::new(),
                 };
                 let credentials: Vec<&str> = credentials.iter().map(String::as_str).collect();
-                response::allowed(
-                    self.config
-                        .headers
-                        .edits(identity, grant, &credentials, view.header_names()),
-                )
+                let mut edits = self
+                    .config
+                    .headers
+                    .edits(identity, grant, &credentials, view.header_names());
+                if let Some(sessions) = &self.sessions {
+                    edits.apply_cookie_edit(sessions.upstream_cookie_edit(&view));
+                    edits.set_cookies.extend(allowed.set_cookie);
+                }
+                response::allowed(edits)
             }
-            Err(denied) => self.deny(denied, Some(&view), req, started),
+            Err(denied) => match self.login_redirect(&denied, &view).await {
+                Some(reply) => self.reply(reply, &view, req, started),
+                None => self.deny(denied, Some(&view), req, started),
+            },
+        }
+    }
+
+    /// A browser without a usable session on a `login:` route is sent to
+    /// log in; API calls, XHR and non-GET requests keep their 401.
+    async fn login_redirect(&self, denied: &Denied, view: &RequestView<'_>) -> Option<Reply> {
+        let sessions = self.sessions.as_ref()?;
+        if !matches!(
+            denied.deny,
+            Deny::MissingCredential | Deny::SessionInvalid | Deny::SessionExpired | Deny::RefreshFailed
+        ) {
+            return None;
+        }
+        let login = self.config.policy.rule_for(&view.path).ok()?.login()?;
+        if !login::is_browser(view) {
+            return None;
+        }
+        Some(match sessions.start_login(login, view).await {
+            Reply::Redirect {
+                location,
+                mut set_cookies,
+            } => {
+                set_cookies.extend(denied.set_cookies.iter().cloned());
+                Reply::Redirect { location, set_cookies }
+            }
+            other => other,
+        })
+    }
+
+    /// A session reply (login, callback, logout) as a response.
+    fn reply(&self, reply: Reply, view: &RequestView<'_>, req: &CheckRequest, started: Instant) -> CheckResponse {
+        match reply {
+            Reply::Redirect { location, set_cookies } => {
+                self.metrics.redirected(started.elapsed().as_secs_f64());
+                tracing::debug!(event = "session_redirect", path = %view.path);
+                response::redirect(&location, set_cookies)
+            }
+            Reply::Deny { deny, set_cookies } => {
+                let denied = Denied {
+                    set_cookies,
+                    ..deny.into()
+                };
+                self.deny(denied, Some(view), req, started)
+            }
         }
     }
 
@@ -129,48 +202,86 @@ impl Checker {
             request_id,
             debug: self.warrant.as_ref().is_some_and(WarrantVerifier::debug),
         });
-        response::denied(&denied.deny, &self.config.realm, self.config.debug, warrant)
+        let response = response::denied(&denied.deny, &self.config.realm, self.config.debug, warrant);
+        if denied.set_cookies.is_empty() {
+            response
+        } else {
+            response::with_set_cookies(response, denied.set_cookies)
+        }
     }
 
     async fn decide(&self, view: &RequestView<'_>) -> Result<Allowed, Denied> {
         let rule = self.config.policy.rule_for(&view.path)?;
-        let max_token = self.oidc.max_token_bytes();
-        let (bearer, wants_warrant) = match rule.require() {
-            Require::Oidc => (Some(credential::extract(view, max_token)?), false),
+        let (credential, wants_warrant) = match rule.require() {
+            Require::Oidc => (Some(self.oidc_credential(view)?.ok_or(Deny::MissingCredential)?), false),
             Require::Tenuo => (None, true),
-            Require::All => (Some(credential::extract(view, max_token)?), true),
+            Require::All => (Some(self.oidc_credential(view)?.ok_or(Deny::MissingCredential)?), true),
             // Every credential presented must be valid; at least one must be presented.
             Require::Any => {
-                let bearer = match credential::extract(view, max_token) {
-                    Ok(c) => Some(c),
-                    Err(Deny::MissingCredential) => None,
-                    Err(deny) => return Err(deny.into()),
-                };
+                let credential = self.oidc_credential(view)?;
                 let warrant = self.warrant.as_ref().is_some_and(|w| w.is_presented(view));
-                if bearer.is_none() && !warrant {
+                if credential.is_none() && !warrant {
                     return Err(Deny::MissingCredential.into());
                 }
-                (bearer, warrant)
+                (credential, warrant)
             }
         };
-        let identity = match bearer {
-            Some(credential) => Some(self.identify(credential).await?),
-            None => None,
+        let (identity, set_cookie) = match credential {
+            Some(Credential::Session(value)) => {
+                let (identity, set_cookie) = self.session(value).await?;
+                (Some(identity), set_cookie)
+            }
+            Some(other) => (Some(self.identify(other).await?), None),
+            None => (None, None),
         };
         let grant = if wants_warrant {
             Some(self.verify_warrant(view).map_err(|d| Denied {
                 identity: identity.clone(),
+                set_cookies: set_cookie.iter().cloned().collect(),
                 ..d.into()
             })?)
         } else {
             None
         };
         match rule.admits(identity.as_deref()) {
-            Ok(()) => Ok(Allowed { identity, grant }),
+            Ok(()) => Ok(Allowed {
+                identity,
+                grant,
+                set_cookie,
+            }),
             Err(deny) => Err(Denied {
                 deny,
                 identity,
                 warrant: None,
+                set_cookies: set_cookie.into_iter().collect(),
+            }),
+        }
+    }
+
+    /// The OIDC credential presented: `Authorization: Bearer`, else the
+    /// session cookie; `None` when there is neither.
+    fn oidc_credential<'a>(&self, view: &RequestView<'a>) -> Result<Option<Credential<'a>>, Deny> {
+        match credential::extract(view, self.oidc.max_token_bytes()) {
+            Ok(c) => Ok(Some(c)),
+            Err(Deny::MissingCredential) => Ok(self
+                .sessions
+                .as_ref()
+                .and_then(|s| s.cookie(view))
+                .map(Credential::Session)),
+            Err(deny) => Err(deny),
+        }
+    }
+
+    /// A session cookie's identity; a cookie that no longer works is cleared.
+    async fn session(&self, value: &str) -> Result<(Arc<Identity>, Option<String>), Denied> {
+        let Some(sessions) = &self.sessions else {
+            return Err(Deny::MissingCredential.into());
+        };
+        match sessions.authenticate(value, &self.oidc).await {
+            Ok(a) => Ok((a.identity, a.set_cookie)),
+            Err(deny) => Err(Denied {
+                set_cookies: vec![sessions.clear_session()],
+                ..deny.into()
             }),
         }
     }
@@ -184,12 +295,12 @@ impl Checker {
         let now = unix_now();
         let result = verifier.verify(view, now);
         let tool = match &result {
-            Ok(g) => Some(&*g.tool),
-            Err(d) => d.tool.as_deref(),
+            Ok(g) => Some(&g.tool),
+            Err(d) => d.tool.as_ref(),
         };
         self.metrics.warrant_checked(
             result.is_ok(),
-            tool.unwrap_or(""),
+            tool,
             started.elapsed().as_secs_f64(),
             result.as_ref().ok().map(|g| g.expires_at - now),
         );
@@ -219,6 +330,8 @@ impl Checker {
         credential.check_syntax()?;
         match credential {
             Credential::Bearer(token) => self.oidc.verify(token).await.map(Arc::new),
+            // Sessions are opened by `Sessions::authenticate`, never cached here.
+            Credential::Session(_) => Err(Deny::SessionInvalid),
         }
     }
 

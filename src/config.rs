@@ -16,6 +16,9 @@ use url::{Host, Url};
 use crate::headers::HeaderPolicy;
 use crate::policy::{Policy, Rule};
 
+pub mod sessions;
+pub use sessions::{LoginConfig, LoginKind, RawLogin, RawSessions, SessionsConfig};
+
 /// Environment variable naming the config file (same as `--config`).
 pub const ENV_CONFIG: &str = "PORTCULLIS_CONFIG";
 /// Overrides `headers.user`; the name Tenure and oauth2-proxy users know.
@@ -99,6 +102,9 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     #[serde(default)]
     pub cache: RawCache,
+    /// Browser sessions (cookie keys, plain OAuth2 providers); see `config/sessions.rs`.
+    #[serde(default)]
+    pub sessions: Option<RawSessions>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +181,9 @@ pub struct RawProvider {
     pub algorithms: Vec<String>,
     #[serde(default)]
     pub client_credentials: RawClientCredentials,
+    /// Browser login with this issuer (needs `sessions:`).
+    #[serde(default)]
+    pub login: Option<RawLogin>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -240,6 +249,9 @@ pub struct RawRule {
     /// Default: `any` of what is configured (`oidc` when users or groups are listed).
     #[serde(default)]
     pub require: Option<Require>,
+    /// Browsers without a session are redirected to this login (a `login.name`).
+    #[serde(default)]
+    pub login: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -346,6 +358,7 @@ pub struct Config {
     pub tenuo: Option<TenuoConfig>,
     pub policy: Policy,
     pub cache: CacheConfig,
+    pub sessions: Option<SessionsConfig>,
 }
 
 /// Tenuo settings as configured; the files they name are read by
@@ -458,6 +471,7 @@ impl RawConfig {
         let oidc = self.validate_oidc(&mut errs);
         let tenuo = self.tenuo.as_ref().and_then(|t| validate_tenuo(t, &mut errs));
         let policy = self.validate_rules(&mut errs);
+        let sessions = sessions::validate(self, &mut errs);
         for (path, value, max) in [
             ("shutdown_delay_seconds", self.shutdown_delay_seconds, 3600),
             ("shutdown_grace_seconds", self.shutdown_grace_seconds, 3600),
@@ -510,6 +524,7 @@ impl RawConfig {
                     max_ttl: Duration::from_secs(self.cache.max_ttl_seconds),
                     negative_ttl: Duration::from_secs(self.cache.negative_ttl_seconds),
                 },
+                sessions,
             }),
             _ => Err(ConfigError::Invalid(vec![FieldError {
                 path: "listen".into(),
@@ -642,7 +657,7 @@ impl RawConfig {
                 if matches!(require, Require::Tenuo | Require::All) && !has_tenuo {
                     errs.push(format!("{path}.require"), "needs a `tenuo` section");
                 }
-                Rule::new(&r.path_prefix, &r.allowed_users, &r.allowed_groups, require)
+                Rule::new(&r.path_prefix, &r.allowed_users, &r.allowed_groups, require).with_login(r.login.as_deref())
             })
             .collect();
         Policy::new(rules, any)
@@ -894,7 +909,9 @@ pub fn read(path: &Path, env: &impl Strings) -> Result<Config, ConfigError> {
     })?;
     let mut raw = RawConfig::from_yaml(&text)?;
     raw.apply_env(env);
-    raw.validate()
+    let mut config = raw.validate()?;
+    config.resolve_secrets(env)?;
+    Ok(config)
 }
 
 #[cfg(test)]

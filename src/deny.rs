@@ -99,6 +99,24 @@ pub enum Deny {
     WarrantRevoked,
     #[error("the warrant requires approvals that are missing or invalid")]
     ApprovalRequired,
+    #[error("the session cookie is invalid")]
+    SessionInvalid,
+    #[error("the session has expired")]
+    SessionExpired,
+    #[error("the session could not be refreshed")]
+    RefreshFailed,
+    #[error("the session is too large for a cookie")]
+    SessionTooLarge,
+    #[error("no login is in progress for this state")]
+    LoginStateMissing,
+    #[error("the login state is invalid or has expired")]
+    LoginStateInvalid,
+    #[error("the login state was already used")]
+    LoginStateReplayed,
+    #[error("the ID token nonce does not match the login")]
+    NonceMismatch,
+    #[error("the login at the identity provider failed")]
+    LoginFailed,
 }
 
 impl Deny {
@@ -141,6 +159,15 @@ impl Deny {
             Deny::UntrustedRoot => "untrusted_root",
             Deny::WarrantRevoked => "warrant_revoked",
             Deny::ApprovalRequired => "approval_required",
+            Deny::SessionInvalid => "session_invalid",
+            Deny::SessionExpired => "session_expired",
+            Deny::RefreshFailed => "refresh_failed",
+            Deny::SessionTooLarge => "session_too_large",
+            Deny::LoginStateMissing => "login_state_missing",
+            Deny::LoginStateInvalid => "login_state_invalid",
+            Deny::LoginStateReplayed => "login_state_replayed",
+            Deny::NonceMismatch => "nonce_mismatch",
+            Deny::LoginFailed => "login_failed",
         }
     }
 
@@ -167,7 +194,16 @@ impl Deny {
             | Deny::WrongAudience
             | Deny::InvalidClaims
             | Deny::MissingUserClaim
-            | Deny::ClientNotAllowed => Status::Unauthenticated,
+            | Deny::ClientNotAllowed
+            | Deny::SessionInvalid
+            | Deny::SessionExpired
+            | Deny::RefreshFailed
+            | Deny::SessionTooLarge
+            | Deny::LoginStateMissing
+            | Deny::LoginStateInvalid
+            | Deny::LoginStateReplayed
+            | Deny::NonceMismatch
+            | Deny::LoginFailed => Status::Unauthenticated,
             // A warrant that decodes but does not authorize is a 403, as in tenuo-authorizer.
             Deny::MissingGroups
             | Deny::UserNotAllowed
@@ -189,7 +225,26 @@ impl Deny {
     /// short negative cache entry is safe. Anything a JWKS refetch could
     /// change (an unknown or unavailable key) is never cached.
     pub fn is_stable(&self) -> bool {
-        !matches!(self, Deny::UnknownKey | Deny::KeysUnavailable | Deny::TokenNotYetValid) && !self.is_warrant()
+        !matches!(self, Deny::UnknownKey | Deny::KeysUnavailable | Deny::TokenNotYetValid)
+            && !self.is_warrant()
+            && !self.is_session()
+    }
+
+    /// Denials of the browser-session path (cookie, login, refresh); never
+    /// put in the decision cache, which holds bearer-token decisions.
+    pub fn is_session(&self) -> bool {
+        matches!(
+            self,
+            Deny::SessionInvalid
+                | Deny::SessionExpired
+                | Deny::RefreshFailed
+                | Deny::SessionTooLarge
+                | Deny::LoginStateMissing
+                | Deny::LoginStateInvalid
+                | Deny::LoginStateReplayed
+                | Deny::NonceMismatch
+                | Deny::LoginFailed
+        )
     }
 
     /// Denials decided by the warrant verifier, which caches on its own.

@@ -55,6 +55,20 @@ pub struct Edits {
     /// Set with overwrite semantics.
     pub set: Vec<(String, String)>,
     pub remove: Vec<String>,
+    /// `Set-Cookie` values for the client's response (session renewal).
+    pub set_cookies: Vec<String>,
+}
+
+/// What to do with the request's `cookie` header so that some cookies never
+/// reach the upstream while every other cookie passes unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieEdit {
+    /// Nothing to drop.
+    Keep,
+    /// Only dropped cookies were sent.
+    Remove,
+    /// The remaining cookies, joined with `; ` (one header, overwriting).
+    Set(String),
 }
 
 // === impl HeaderPolicy ===
@@ -136,7 +150,60 @@ impl HeaderPolicy {
                 remove.push(name.to_string());
             }
         }
-        Edits { set, remove }
+        Edits {
+            set,
+            remove,
+            ..Default::default()
+        }
+    }
+}
+
+impl Edits {
+    pub fn apply_cookie_edit(&mut self, edit: CookieEdit) {
+        match edit {
+            CookieEdit::Keep => {}
+            CookieEdit::Remove => self.remove.push("cookie".into()),
+            CookieEdit::Set(value) => self.set.push(("cookie".into(), value)),
+        }
+    }
+}
+
+/// Drops the cookies whose name matches `drop` from the `cookie` header
+/// values (Envoy may join several headers with `; ` or `,`). Other cookies
+/// keep their bytes and order.
+pub fn strip_cookies<'a>(values: impl Iterator<Item = &'a str>, drop: impl Fn(&str) -> bool) -> CookieEdit {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut dropped = false;
+    for value in values {
+        for pair in value.split(';') {
+            let pair = pair.trim_matches([' ', '\t']);
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair.split('=').next().unwrap_or_default().trim();
+            if drop(name) {
+                dropped = true;
+            } else if pair.contains(',')
+                && pair
+                    .split(',')
+                    .any(|p| drop(p.split('=').next().unwrap_or_default().trim()))
+            {
+                // Two headers merged with ',': keep the parts that stay.
+                dropped = true;
+                kept.extend(
+                    pair.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty() && !drop(p.split('=').next().unwrap_or_default().trim())),
+                );
+            } else {
+                kept.push(pair);
+            }
+        }
+    }
+    match (dropped, kept.is_empty()) {
+        (false, _) => CookieEdit::Keep,
+        (true, true) => CookieEdit::Remove,
+        (true, false) => CookieEdit::Set(kept.join("; ")),
     }
 }
 
@@ -195,6 +262,28 @@ mod tests {
             // x-tenants-list2 is not x-tenant: exact entries match whole names.
             assert!(!p.is_spoofable(n), "{n} should pass");
         }
+    }
+
+    #[test]
+    fn session_cookies_are_dropped_and_others_kept_verbatim() {
+        let ours = |n: &str| n == "__Host-p" || n.starts_with("__Host-p-login-");
+        assert_eq!(strip_cookies(["a=1; b=2"].into_iter(), ours), CookieEdit::Keep);
+        assert_eq!(strip_cookies(["__Host-p=xyz"].into_iter(), ours), CookieEdit::Remove);
+        assert_eq!(
+            strip_cookies(["a=1; __Host-p=xyz;b=\"q r\"; __Host-p-login-abc=s"].into_iter(), ours),
+            CookieEdit::Set("a=1; b=\"q r\"".into())
+        );
+        // Two cookie headers, as separate values or merged with ','.
+        assert_eq!(
+            strip_cookies(["a=1", "__Host-p=xyz; c=3"].into_iter(), ours),
+            CookieEdit::Set("a=1; c=3".into())
+        );
+        assert_eq!(
+            strip_cookies(["a=1,__Host-p=xyz"].into_iter(), ours),
+            CookieEdit::Set("a=1".into())
+        );
+        // A look-alike name is not ours.
+        assert_eq!(strip_cookies(["__Host-pp=1"].into_iter(), ours), CookieEdit::Keep);
     }
 
     #[test]

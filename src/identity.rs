@@ -10,6 +10,8 @@ pub enum Source {
     OidcUser,
     /// An OIDC client-credentials (machine) token.
     OidcClient,
+    /// A browser session cookie (after an OIDC or OAuth2 login).
+    Session,
 }
 
 /// Strings are boxed and the issuer shared, and groups are kept as the

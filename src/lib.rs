@@ -17,5 +17,6 @@ pub mod policy;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod session;
 pub mod telemetry;
 pub mod verify;

@@ -21,6 +21,8 @@ pub struct Rule {
     /// Resolved against what is configured: `Any` only when both OIDC and
     /// Tenuo are, so a route never waits for a credential nobody can verify.
     require: Require,
+    /// The login (a `login.name`) browsers without a session are sent to.
+    login: Option<String>,
 }
 
 // === impl Policy ===
@@ -57,11 +59,22 @@ impl Rule {
             allowed_users: allowed_users.to_vec(),
             allowed_groups: allowed_groups.to_vec(),
             require,
+            login: None,
         }
     }
 
     pub fn require(&self) -> Require {
         self.require
+    }
+
+    pub fn with_login(mut self, login: Option<&str>) -> Self {
+        self.login = login.map(str::to_string);
+        self
+    }
+
+    /// The login browsers are redirected to on this rule's paths, if any.
+    pub fn login(&self) -> Option<&str> {
+        self.login.as_deref()
     }
 
     /// Prefixes match whole path segments: `/admin` covers `/admin` and

@@ -78,6 +78,26 @@ impl<'a> RequestView<'a> {
             .chain(raw.into_iter().flatten().map(|h| h.key.as_str()))
     }
 
+    /// Every value of a header (lower-case name): one merged value, or one
+    /// per occurrence with `encode_raw_headers`. Non-UTF-8 values are skipped.
+    pub fn header_values(&self, name: &'a str) -> impl Iterator<Item = &'a str> + '_ {
+        let (merged, raw) = match self.headers {
+            Headers::Merged(m) => (m.get(name).map(String::as_str), None),
+            Headers::Raw(r) => (None, Some(r.iter())),
+        };
+        merged.into_iter().chain(
+            raw.into_iter()
+                .flatten()
+                .filter(move |h| h.key.eq_ignore_ascii_case(name))
+                .filter_map(raw_value),
+        )
+    }
+
+    /// The first value of a header (lower-case name).
+    pub fn header(&self, name: &'a str) -> Option<&'a str> {
+        self.header_values(name).next()
+    }
+
     pub fn authorization(&self) -> Single<'a> {
         self.single("authorization")
     }

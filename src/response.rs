@@ -40,6 +40,7 @@ pub fn allowed(edits: Edits) -> CheckResponse {
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers: edits.set.into_iter().map(|(k, v)| overwrite(k, v)).collect(),
             headers_to_remove: edits.remove,
+            response_headers_to_add: edits.set_cookies.into_iter().map(set_cookie).collect(),
             ..Default::default()
         })),
         ..Default::default()
@@ -139,6 +140,56 @@ fn warrant_body(deny: &Deny, w: &WarrantDenied<'_>) -> serde_json::Value {
             "request_id": w.request_id,
             "reason": deny.reason(),
         })
+    }
+}
+
+/// A browser redirect (login, callback, logout): 302 with `location`, never
+/// cached, with the given `Set-Cookie` values. A denial for Envoy: the
+/// request does not reach the upstream.
+pub fn redirect(location: &str, set_cookies: Vec<String>) -> CheckResponse {
+    let mut headers = vec![overwrite("location", location), overwrite("cache-control", "no-store")];
+    headers.extend(set_cookies.into_iter().map(set_cookie));
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: GRPC_UNAUTHENTICATED,
+            message: "redirect".into(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: HttpStatusCode::Found as i32,
+            }),
+            headers,
+            body: String::new(),
+        })),
+        ..Default::default()
+    }
+}
+
+/// Adds `Set-Cookie` values to a denied response (e.g. clearing a broken
+/// session cookie along with the 401).
+pub fn with_set_cookies(mut response: CheckResponse, set_cookies: Vec<String>) -> CheckResponse {
+    match response.http_response.as_mut() {
+        Some(HttpResponse::DeniedResponse(d)) => d.headers.extend(set_cookies.into_iter().map(set_cookie)),
+        Some(HttpResponse::OkResponse(ok)) => ok
+            .response_headers_to_add
+            .extend(set_cookies.into_iter().map(set_cookie)),
+        _ => {}
+    }
+    response
+}
+
+/// `Set-Cookie` is appended, never overwriting another cookie (RFC 6265:
+/// one header per cookie).
+fn set_cookie(value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: "set-cookie".into(),
+            value,
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::AppendIfExistsOrAdd as i32,
+        ..Default::default()
     }
 }
 

@@ -18,6 +18,7 @@ use tonic_health::ServingStatus;
 use crate::admin::{self, AdminState};
 use crate::check::Checker;
 use crate::config::Config;
+use crate::session::Sessions;
 use crate::telemetry::Metrics;
 use crate::verify::oidc::OidcVerifier;
 use crate::verify::warrant::{reload, LoadError, Trust, WarrantVerifier};
@@ -26,6 +27,8 @@ use crate::verify::warrant::{reload, LoadError, Trust, WarrantVerifier};
 pub enum ServeError {
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("browser sessions: {0}")]
+    Sessions(#[from] crate::session::SessionError),
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
@@ -63,7 +66,16 @@ pub fn build_checker(config: Config) -> Result<Arc<Checker>, ServeError> {
         }
         None => None,
     };
-    Ok(Arc::new(Checker::new(config, oidc, warrant, metrics)))
+    let sessions = config
+        .sessions
+        .as_ref()
+        .map(|s| Sessions::new(s, &config.oidc))
+        .transpose()?;
+    let checker = Checker::new(config, oidc, warrant, metrics);
+    Ok(Arc::new(match sessions {
+        Some(s) => checker.with_sessions(s),
+        None => checker,
+    }))
 }
 
 /// Serves until SIGTERM/SIGINT. `source` is the config file, re-read for

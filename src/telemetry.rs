@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use crate::identity::Source;
 
@@ -32,7 +33,7 @@ struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToolResultLabels {
     result: &'static str,
-    tool: String,
+    tool: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +62,7 @@ pub struct Metrics {
     tenuo_ttl: Histogram,
     tenuo_reloads: Family<ResultLabels, Counter>,
     tenuo_issuers: Gauge,
+    session_redirects: Counter,
 }
 
 /// Cache lookup outcome, for `portcullis_cache_lookups_total{result}`.
@@ -92,6 +94,12 @@ impl Metrics {
         let jwks_refresh = Family::<IssuerResultLabels, Counter>::default();
         let jwks_keys = Family::<IssuerLabels, Gauge>::default();
         let jwks_last_success = Family::<IssuerLabels, Gauge<f64, AtomicU64>>::default();
+        let session_redirects = Counter::default();
+        registry.register(
+            "session_redirects",
+            "Browser redirects answered by portcullis (login, callback, logout)",
+            session_redirects.clone(),
+        );
         registry.register(
             "authz_allow",
             "Checks that allowed the request, by credential source",
@@ -166,16 +174,19 @@ impl Metrics {
             jwks_refresh,
             jwks_keys,
             jwks_last_success,
+            session_redirects,
         }
     }
 
-    /// `source`: the OIDC identity's kind, with `+tenuo` when a warrant was verified too.
+    /// `source`: the identity's kind, with `+tenuo` when a warrant was verified too.
     pub fn allowed(&self, identity: Option<Source>, warrant: bool, seconds: f64) {
         let source = match (identity, warrant) {
             (Some(Source::OidcUser), false) => "oidc_user",
             (Some(Source::OidcClient), false) => "oidc_client",
+            (Some(Source::Session), false) => "session",
             (Some(Source::OidcUser), true) => "oidc_user+tenuo",
             (Some(Source::OidcClient), true) => "oidc_client+tenuo",
+            (Some(Source::Session), true) => "session+tenuo",
             (None, _) => "tenuo",
         };
         self.allow.get_or_create(&SourceLabels { source }).inc();
@@ -187,15 +198,12 @@ impl Metrics {
         self.duration.observe(seconds);
     }
 
-    /// One warrant decision; `tool` is from the gateway config (bounded), empty before a route matched.
-    pub fn warrant_checked(&self, allowed: bool, tool: &str, seconds: f64, ttl_remaining: Option<i64>) {
+    /// One warrant decision; `tool` is from the gateway config (bounded), `None` before a route matched.
+    pub fn warrant_checked(&self, allowed: bool, tool: Option<&Arc<str>>, seconds: f64, ttl_remaining: Option<i64>) {
         let result = if allowed { "allow" } else { "deny" };
-        self.tenuo_authz
-            .get_or_create(&ToolResultLabels {
-                result,
-                tool: tool.to_string(),
-            })
-            .inc();
+        // An Arc clone, not a String: this runs on every warrant request.
+        let tool = tool.cloned().unwrap_or_else(|| Arc::from(""));
+        self.tenuo_authz.get_or_create(&ToolResultLabels { result, tool }).inc();
         self.tenuo_duration.observe(seconds);
         if let Some(ttl) = ttl_remaining {
             self.tenuo_ttl.observe(ttl as f64);
@@ -208,6 +216,12 @@ impl Metrics {
         if let Some(n) = issuers {
             self.tenuo_issuers.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// A login, callback or logout redirect.
+    pub fn redirected(&self, seconds: f64) {
+        self.session_redirects.inc();
+        self.duration.observe(seconds);
     }
 
     pub fn cache_lookup(&self, r: CacheResult) {

@@ -262,3 +262,100 @@ fn files_named_by_the_tenuo_section_are_checked_at_load() {
     .unwrap();
     load(&config, &HashMap::new()).unwrap();
 }
+
+const SESSIONS: &str = "
+oidc:
+  providers:
+    - issuer: https://dex.example.com/dex
+      audiences: [portcullis]
+      login: {name: dex, client_id: web}
+sessions:
+  keys: [{file: /k}]
+  public_url: https://app.example.com
+rules:
+  - path_prefix: /
+    login: dex
+";
+
+#[test]
+fn sessions_get_documented_defaults() {
+    let c = RawConfig::from_yaml(SESSIONS).unwrap().validate().unwrap();
+    let s = c.sessions.unwrap();
+    assert_eq!(s.cookie_name, "__Host-portcullis");
+    assert_eq!(s.max_age, Duration::from_secs(8 * 3600));
+    assert_eq!(s.refresh_before, Some(Duration::from_secs(60)));
+    let l = &s.logins[0];
+    assert_eq!(
+        (l.redirect_path.as_str(), l.logout_path.as_str()),
+        ("/oauth2/callback", "/oauth2/logout")
+    );
+    assert_eq!(l.redirect_uri.as_str(), "https://app.example.com/oauth2/callback");
+    assert_eq!(l.scopes, vec!["openid", "email", "profile"]);
+    assert_eq!(c.policy.rule_for("/x").ok().and_then(|r| r.login()), Some("dex"));
+}
+
+#[test]
+fn session_problems_are_reported_with_their_paths() {
+    let p = paths(
+        "
+oidc:
+  providers:
+    - issuer: https://dex.example.com/dex
+      audiences: [portcullis]
+      login: {name: dex, client_id: '', scopes: [email], redirect_path: callback, post_logout_redirect: 'http://evil.example'}
+sessions:
+  cookie_name: 'bad name'
+  keys: [{file: /k, env: K}]
+  max_age_seconds: 1
+rules:
+  - path_prefix: /
+    login: nope
+",
+    );
+    for want in [
+        "oidc.providers[0].login.client_id",
+        "oidc.providers[0].login.scopes",
+        "oidc.providers[0].login.redirect_path",
+        "oidc.providers[0].login.post_logout_redirect",
+        "oidc.providers[0].login.public_url",
+        "sessions.cookie_name",
+        "sessions.keys[0]",
+        "sessions.max_age_seconds",
+        "rules[0].login",
+    ] {
+        assert!(p.contains(&want.to_string()), "{want} missing in {p:?}");
+    }
+    // A login block without the sessions section; an inline secret is not even YAML we accept.
+    let p = paths("oidc:\n  providers:\n    - issuer: https://a.example\n      audiences: [x]\n      login: {name: a, client_id: b}\n");
+    assert_eq!(p, vec!["oidc.providers[0].login"]);
+    assert!(RawConfig::from_yaml(&SESSIONS.replace("{file: /k}", "s3cret")).is_err());
+}
+
+#[test]
+fn secrets_are_read_from_files_and_env_with_paths_on_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
+    let yaml = SESSIONS
+        .replace("{file: /k}", &format!("{{file: {}}}, {{env: OLD_KEY}}", key.display()))
+        .replace("client_id: web}", "client_id: web, client_secret: {env: WEB_SECRET}}");
+    let mut c = RawConfig::from_yaml(&yaml).unwrap().validate().unwrap();
+    let env = HashMap::from([("OLD_KEY", "00".repeat(32).leak() as &str), ("WEB_SECRET", "hush\n")]);
+    c.resolve_secrets(&env).unwrap();
+    let s = c.sessions.as_ref().unwrap();
+    assert_eq!(s.keys[0].value(), Some(&b"0123456789abcdef0123456789abcdef"[..]));
+    assert_eq!(s.keys[1].value(), Some(&[0u8; 32][..]));
+    assert_eq!(
+        s.logins[0].client_secret.as_ref().and_then(|x| x.value()),
+        Some(&b"hush"[..])
+    );
+    let mut c = RawConfig::from_yaml(&yaml).unwrap().validate().unwrap();
+    let err = c
+        .resolve_secrets(&HashMap::from([("OLD_KEY", "short")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sessions.keys[1]") && err.contains("oidc.providers[0].login.client_secret"),
+        "{err}"
+    );
+}

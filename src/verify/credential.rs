@@ -8,13 +8,16 @@ use crate::request::{RequestView, Single};
 pub enum Credential<'a> {
     /// An RFC 6750 bearer token (expected to be a JWT).
     Bearer(&'a str),
+    /// A sealed browser-session cookie (see `session::cookie`); used only
+    /// when the request has no `Authorization` header.
+    Session(&'a str),
 }
 
 impl<'a> Credential<'a> {
     /// The bytes a cached decision is keyed on.
     pub fn as_bytes(&self) -> &'a [u8] {
         match self {
-            Credential::Bearer(t) => t.as_bytes(),
+            Credential::Bearer(t) | Credential::Session(t) => t.as_bytes(),
         }
     }
 
@@ -28,6 +31,17 @@ impl<'a> Credential<'a> {
                     Ok(())
                 } else {
                     Err(Deny::MalformedToken)
+                }
+            }
+            Credential::Session(value) => {
+                if !value.is_empty()
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    Ok(())
+                } else {
+                    Err(Deny::SessionInvalid)
                 }
             }
         }

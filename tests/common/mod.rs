@@ -14,6 +14,7 @@
 //! test fails.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod http;
 pub mod proc;
 pub mod tenuo;
@@ -107,11 +108,16 @@ impl EchoUpstream {
             let body = json!({"method": method.as_str(), "path": path, "headers": hs});
             st.hits.fetch_add(1, Ordering::SeqCst);
             st.seen.lock().unwrap().push(body.clone());
-            (
+            let mut resp = (
                 [(header::CONTENT_TYPE, "application/json")],
                 serde_json::to_vec(&body).expect("serialize echo"),
             )
-                .into_response()
+                .into_response();
+            // `x-echo-set-cookie: v` makes the upstream answer `Set-Cookie: v`.
+            if let Some(v) = headers.get("x-echo-set-cookie") {
+                resp.headers_mut().append(header::SET_COOKIE, v.clone());
+            }
+            resp
         }
 
         let hits = Arc::new(AtomicUsize::new(0));
@@ -261,6 +267,21 @@ impl Idp {
 
     pub fn logs_tail(&self, n: usize) -> String {
         self.guard.logs_tail(n)
+    }
+
+    /// How the browser-login endpoints behave from now on (see idp.mjs `/code-flow`).
+    pub fn code_flow(&self, settings: Value) {
+        self.call("POST", "/code-flow", settings);
+    }
+
+    /// `{authorize, end_session, token, userinfo}` as seen by the IdP.
+    pub fn code_flow_log(&self) -> Value {
+        self.call("GET", "/code-flow/log", json!({}))
+    }
+
+    /// The IdP's OIDC listener.
+    pub fn addr(&self) -> SocketAddr {
+        loopback(self.port)
     }
 }
 

@@ -22,6 +22,19 @@
 //   GET  /stats                  -> request counters seen by the OIDC listener
 //   POST /stats/reset            -> zero the counters
 //   GET  /attacker-jwks          -> JWKS of the attacker's keys (target of the `jku` attack)
+//   POST /code-flow {claims?, ttl?, expires_in?, refresh_fails?, client_secret?, tamper_nonce?,
+//                    omit_id_token?, userinfo?}
+//                                -> how the browser-login endpoints of the OIDC listener behave
+//                                   from now on (replaces the previous settings)
+//   GET  /code-flow/log          -> {authorize: [query], end_session: [query], token: [{grant_type,
+//                                   has_verifier, client_auth, ok, error}], userinfo: [{ok}]}
+//
+// Browser login (authorization code flow) is oauth2-mock-server's own /authorize, /token,
+// /userinfo and /endsession. This file makes the token endpoint as strict as a real issuer
+// about what the mock leaves open: a code is single-use and only for the PKCE verifier of
+// its challenge (a code issued with a challenge is refused without a verifier), refresh
+// tokens must be ones it issued, and a configured client secret must be presented
+// (HTTP Basic or form body).
 //
 // Every token that is meant to be *valid* is produced by oauth2-mock-server's
 // own `OAuth2Issuer.buildToken`; only the attack tokens are crafted here.
@@ -74,11 +87,86 @@ dc.subscribe('http.server.request.start', (msg) => {
   const port = msg.socket?.localPort;
   const path = (msg.request?.url ?? '').split('?')[0];
   if (port === oidcPort) {
+    const query = Object.fromEntries(new URL(msg.request?.url ?? '/', 'http://x').searchParams);
+    if (path === '/authorize') flowLog.authorize.push(query);
+    if (path === '/endsession') flowLog.end_session.push(query);
     stats.requests++;
     if (path === '/jwks') stats.jwks_requests++;
     if (path === '/.well-known/openid-configuration') stats.discovery_requests++;
   } else if (port === controlPort && path === '/attacker-jwks') {
     stats.attacker_jwks_requests++;
+  }
+});
+
+// ---- browser login (authorization code flow) ------------------------------------
+let flow = {};
+const flowLog = { authorize: [], end_session: [], token: [], userinfo: [] };
+const codes = new Map(); // code -> {pkce: bool}
+const refreshTokens = new Set();
+const accessTokens = new Set();
+
+function clientAuth(req) {
+  const h = req.headers.authorization ?? '';
+  if (h.toLowerCase().startsWith('basic ')) {
+    const [id, secret] = Buffer.from(h.slice(6), 'base64').toString('utf8').split(':');
+    return { kind: 'basic', id: decodeURIComponent(id ?? ''), secret: decodeURIComponent(secret ?? '') };
+  }
+  if (req.body?.client_secret !== undefined) return { kind: 'post', id: req.body.client_id, secret: req.body.client_secret };
+  return { kind: 'none', id: req.body?.client_id };
+}
+
+server.service.on('beforeAuthorizeRedirect', (redirect, req) => {
+  const code = redirect.url.searchParams.get('code');
+  if (code) codes.set(code, { pkce: Boolean(req.query?.code_challenge) });
+});
+
+server.service.on('beforeTokenSigning', (token, req) => {
+  const grant = req.body?.grant_type;
+  if (grant !== 'authorization_code' && grant !== 'refresh_token') return;
+  Object.assign(token.payload, flow.claims ?? {});
+  if (flow.ttl !== undefined) token.payload.exp = token.payload.iat + flow.ttl;
+  if (flow.tamper_nonce && token.payload.nonce !== undefined) token.payload.nonce = 'not-the-nonce-you-sent';
+});
+
+server.service.on('beforeResponse', (response, req) => {
+  const body = req.body ?? {};
+  const grant = body.grant_type;
+  if (grant !== 'authorization_code' && grant !== 'refresh_token') return;
+  const auth = clientAuth(req);
+  const entry = { grant_type: grant, has_verifier: body.code_verifier !== undefined, client_auth: auth.kind, ok: false };
+  flowLog.token.push(entry);
+  const refuse = (status, error) => {
+    response.statusCode = status;
+    response.body = { error };
+    entry.error = error;
+  };
+  if (flow.client_secret !== undefined && auth.secret !== flow.client_secret) return refuse(401, 'invalid_client');
+  if (grant === 'authorization_code') {
+    const info = codes.get(body.code);
+    codes.delete(body.code);
+    if (!info) return refuse(400, 'invalid_grant');
+    if (info.pkce && body.code_verifier === undefined) return refuse(400, 'invalid_grant');
+  } else {
+    if (flow.refresh_fails || !refreshTokens.has(body.refresh_token)) return refuse(400, 'invalid_grant');
+    refreshTokens.delete(body.refresh_token); // rotation: each refresh token works once
+  }
+  entry.ok = true;
+  const out = response.body;
+  if (out.refresh_token) refreshTokens.add(out.refresh_token);
+  if (out.access_token) accessTokens.add(out.access_token);
+  if (flow.expires_in !== undefined) out.expires_in = flow.expires_in;
+  if (flow.omit_id_token) delete out.id_token;
+});
+
+server.service.on('beforeUserinfo', (response, req) => {
+  const h = req.headers.authorization ?? '';
+  const ok = h.startsWith('Bearer ') && accessTokens.has(h.slice(7));
+  flowLog.userinfo.push({ ok });
+  if (!ok) {
+    response.statusCode = 401;
+    response.body = { error: 'invalid_token' };
+  } else if (flow.userinfo) {
+    response.body = flow.userinfo;
   }
 });
 
@@ -277,6 +365,11 @@ const routes = {
     for (const k of Object.keys(stats)) stats[k] = 0;
     return { ...stats };
   },
+  'POST /code-flow': async (b) => {
+    flow = b;
+    return { ok: true };
+  },
+  'GET /code-flow/log': async () => flowLog,
   'GET /attacker-jwks': async () => {
     await attackerKey('RS256');
     return { keys: Object.values(attacker).map((a) => a.publicJwk) };

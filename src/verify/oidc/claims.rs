@@ -95,7 +95,7 @@ fn str_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<Option<&'
     }
 }
 
-fn groups(claim: Option<&Value>) -> Result<Option<Vec<String>>, Deny> {
+pub(crate) fn groups(claim: Option<&Value>) -> Result<Option<Vec<String>>, Deny> {
     let list: Vec<String> = match claim {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
@@ -112,7 +112,7 @@ fn groups(claim: Option<&Value>) -> Result<Option<Vec<String>>, Deny> {
     Ok(Some(list))
 }
 
-fn is_header_safe(s: &str) -> bool {
+pub(crate) fn is_header_safe(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_VALUE_BYTES && !s.chars().any(char::is_control)
 }
 

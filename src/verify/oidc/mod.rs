@@ -112,6 +112,51 @@ impl OidcVerifier {
     }
 
     pub async fn verify(&self, token: &str) -> Result<Identity, Deny> {
+        let (provider, claims) = self.verify_claims(token).await?;
+        claims::to_identity(&provider.config, &claims)
+    }
+
+    /// An ID token from a browser login (OIDC Core §3.1.3.7): the same
+    /// checks as a bearer token (signature, `exp`, exact `iss`), and it must
+    /// come from `issuer`, name `client_id` in `aud` (and in `azp` when
+    /// there are several audiences) and, after a code exchange, carry our
+    /// `nonce`. The identity is mapped with the provider's claim settings.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        issuer: &str,
+        client_id: &str,
+        nonce: Option<&str>,
+    ) -> Result<Identity, Deny> {
+        let (provider, claims) = self.verify_claims(token).await?;
+        if *provider.config.issuer != *issuer {
+            return Err(Deny::UnknownIssuer);
+        }
+        let auds: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !auds.contains(&client_id) {
+            return Err(Deny::WrongAudience);
+        }
+        if auds.len() > 1 && claims.get("azp").and_then(Value::as_str) != Some(client_id) {
+            return Err(Deny::WrongAudience);
+        }
+        if let Some(nonce) = nonce {
+            let got = claims.get("nonce").and_then(Value::as_str).unwrap_or_default();
+            if !constant_time_eq(got.as_bytes(), nonce.as_bytes()) {
+                return Err(Deny::NonceMismatch);
+            }
+        }
+        // Map claims as a user token of this client (never a machine token).
+        let mut cfg = provider.config.clone();
+        cfg.audiences = vec![client_id.to_string()];
+        cfg.client_credentials = None;
+        claims::to_identity(&cfg, &claims)
+    }
+
+    async fn verify_claims(&self, token: &str) -> Result<(&Provider, Map<String, Value>), Deny> {
         if token.len() > self.max_token_bytes {
             return Err(Deny::TokenTooLarge);
         }
@@ -138,7 +183,7 @@ impl OidcVerifier {
             jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &self.validation(header.alg, &cfg.issuer))
                 .map_err(|e| deny_for(e.kind()))?
                 .claims;
-        claims::to_identity(cfg, &claims)
+        Ok((provider, claims))
     }
 
     /// The token's own `iss` picks the provider; it is verified again (with
@@ -165,6 +210,11 @@ impl OidcVerifier {
         v.set_required_spec_claims(&["exp", "iss"]);
         v
     }
+}
+
+/// Compares secrets without an early exit on the first difference.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn deny_for(kind: &ErrorKind) -> Deny {

@@ -1,0 +1,227 @@
+//! The redirect back from the provider: `state` checked against its sealed
+//! cookie (single use), the code exchanged with the PKCE verifier, the ID
+//! token verified (or userinfo fetched), the session cookie set, and a
+//! redirect to the same-origin path the login started from.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+
+use super::cookie;
+use super::login::{safe_return_path, state_cookie_name};
+use super::provider::LoginProvider;
+use super::state::{unix, LoginState, SessionData};
+use super::{login_aad, Reply, Sessions};
+use crate::config::LoginKind;
+use crate::deny::Deny;
+use crate::identity::{Identity, Source};
+use crate::request::RequestView;
+use crate::verify::oidc::claims::{groups, is_header_safe};
+use crate::verify::oidc::{constant_time_eq, OidcVerifier};
+
+/// The callback's query parameters (first occurrence of each).
+#[derive(Default)]
+struct Params {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+impl Sessions {
+    pub(super) async fn callback(&self, view: &RequestView<'_>, oidc: &OidcVerifier) -> Reply {
+        let p = params(view.raw_path);
+        let Some(state) = p.state.filter(|s| !s.is_empty() && s.len() <= 256) else {
+            return Reply::deny(Deny::LoginStateMissing);
+        };
+        let name = state_cookie_name(&self.cookie_name, &state);
+        let Some(sealed) = cookie::find(view.header_values("cookie"), &name) else {
+            return Reply::deny(Deny::LoginStateMissing);
+        };
+        // From here on the login cookie is spent, whatever the outcome.
+        let clear = cookie::clear(&name);
+        let fail = |deny: Deny| Reply::Deny {
+            deny,
+            set_cookies: vec![clear.clone()],
+        };
+        let login: LoginState = match self
+            .sealer
+            .open(&login_aad(&name), sealed)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+        {
+            Some(l) => l,
+            None => return fail(Deny::LoginStateInvalid),
+        };
+        if !constant_time_eq(login.state.as_bytes(), state.as_bytes()) || unix(SystemTime::now()) >= login.exp {
+            return fail(Deny::LoginStateInvalid);
+        }
+        let Some(provider) = self
+            .provider(&login.p)
+            .filter(|pr| pr.config.redirect_path == view.path)
+        else {
+            return fail(Deny::LoginStateInvalid);
+        };
+        // Single use, checked before the exchange so parallel replays lose too.
+        let used = self.hash(b"state", state.as_bytes());
+        if self.used_states.contains_key(&used) {
+            return fail(Deny::LoginStateReplayed);
+        }
+        self.used_states.insert(used, ());
+        if let Some(error) = p.error {
+            let error: String = error.chars().filter(char::is_ascii_graphic).take(64).collect();
+            tracing::info!(event = "login_error", login = %login.p, error);
+            return fail(Deny::LoginFailed);
+        }
+        let Some(code) = p.code.filter(|c| !c.is_empty()) else {
+            return fail(Deny::LoginFailed);
+        };
+        match self.complete(provider, &login, &code, oidc).await {
+            Ok(session_cookie) => Reply::Redirect {
+                location: format!("{}{}", provider.config.public_origin, safe_return_path(&login.ret)),
+                set_cookies: vec![session_cookie, clear],
+            },
+            Err(deny) => fail(deny),
+        }
+    }
+
+    /// Code → tokens → identity → sealed session (`Set-Cookie` value).
+    async fn complete(
+        &self,
+        provider: &LoginProvider,
+        login: &LoginState,
+        code: &str,
+        oidc: &OidcVerifier,
+    ) -> Result<String, Deny> {
+        let c = &provider.config;
+        let tokens = provider.exchange_code(code, &login.v).await.map_err(|e| {
+            tracing::warn!(event = "code_exchange_failed", login = %c.name, error = %e);
+            Deny::LoginFailed
+        })?;
+        let now = unix(SystemTime::now());
+        let end = self.max_age_end(now);
+        let token_exp = tokens.expires_in.map(|s| now.saturating_add(s));
+        let (identity, exp) = match &c.kind {
+            LoginKind::Oidc { issuer } => {
+                let id_token = tokens.id_token.as_deref().ok_or(Deny::LoginFailed)?;
+                let id = oidc
+                    .verify_id_token(id_token, issuer, &c.client_id, Some(&login.nonce))
+                    .await?;
+                let exp = unix(id.expires_at).min(token_exp.unwrap_or(u64::MAX));
+                (id, exp)
+            }
+            LoginKind::OAuth2 {
+                userinfo_url,
+                user_claim,
+                email_claim,
+                groups_claim,
+            } => {
+                let access = tokens.access_token.as_deref().ok_or(Deny::LoginFailed)?;
+                let claims = provider.userinfo(userinfo_url, access).await.map_err(|e| {
+                    tracing::warn!(event = "userinfo_failed", login = %c.name, error = %e);
+                    Deny::LoginFailed
+                })?;
+                let id = userinfo_identity(&c.name, &claims, user_claim, email_claim, groups_claim.as_deref())?;
+                (id, token_exp.unwrap_or(end))
+            }
+        };
+        let mut data = SessionData::from_identity(&c.name, &identity, now, exp, end);
+        if self.refresh_before.is_some() {
+            data.rt = tokens.refresh_token;
+        }
+        data.idt = tokens.id_token;
+        tracing::info!(event = "login", login = %c.name, user = %data.user);
+        self.seal_session(&mut data)
+    }
+}
+
+/// The identity in a plain OAuth2 provider's userinfo document (GitHub:
+/// `login`, numeric `id`, `email` possibly null).
+pub(super) fn userinfo_identity(
+    login: &str,
+    claims: &Map<String, Value>,
+    user_claim: &str,
+    email_claim: &str,
+    groups_claim: Option<&str>,
+) -> Result<Identity, Deny> {
+    let text = |v: Option<&Value>| -> Result<Option<String>, Deny> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if is_header_safe(s) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err(Deny::InvalidClaims),
+        }
+    };
+    let user = text(claims.get(user_claim))?.ok_or(Deny::MissingUserClaim)?;
+    let sub = text(claims.get("sub"))?
+        .or(text(claims.get("id"))?)
+        .unwrap_or_else(|| user.clone());
+    let email = match claims.get(email_claim) {
+        Some(Value::String(s)) if is_header_safe(s) => Some(s.clone()),
+        None | Some(Value::Null) => None,
+        Some(_) => return Err(Deny::InvalidClaims),
+    };
+    let groups = match groups_claim {
+        Some(g) => groups(claims.get(g))?.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    // Valid as long as the session; `exp` of the session bounds it.
+    let far = SystemTime::now() + std::time::Duration::from_secs(400 * 86_400);
+    Ok(Identity::new(Source::Session, Arc::from(login), &sub, &user, far)
+        .with_email(email.as_deref())
+        .with_groups(&groups))
+}
+
+fn params(raw_path: &str) -> Params {
+    let query = raw_path.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let query = query.split('#').next().unwrap_or_default();
+    let mut p = Params::default();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        let slot = match &*k {
+            "code" => &mut p.code,
+            "state" => &mut p.state,
+            "error" => &mut p.error,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(v.into_owned());
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn github_userinfo_maps_login_numeric_id_and_null_email() {
+        let claims = json!({"login": "octocat", "id": 583231, "email": null, "name": "The Octocat"});
+        let id = userinfo_identity("github", claims.as_object().unwrap(), "login", "email", None).unwrap();
+        assert_eq!(
+            (&*id.user, &*id.subject, id.email.as_deref()),
+            ("octocat", "583231", None)
+        );
+        assert_eq!(&*id.issuer, "github");
+        let bad = json!({"login": "a\r\nx-user-id: root"});
+        assert_eq!(
+            userinfo_identity("github", bad.as_object().unwrap(), "login", "email", None).err(),
+            Some(Deny::InvalidClaims)
+        );
+        let none = json!({"id": 1});
+        assert_eq!(
+            userinfo_identity("github", none.as_object().unwrap(), "login", "email", None).err(),
+            Some(Deny::MissingUserClaim)
+        );
+    }
+
+    #[test]
+    fn callback_params_take_the_first_occurrence() {
+        let p = params("/cb?code=a%2Bb&state=s1&state=s2&x=1");
+        assert_eq!(
+            (p.code.as_deref(), p.state.as_deref(), p.error),
+            (Some("a+b"), Some("s1"), None)
+        );
+    }
+}

@@ -1,0 +1,418 @@
+//! Browser sessions: OIDC (or plain OAuth2) login through ext_authz with the
+//! authorization code flow and PKCE, sealed stateless cookies, refresh and
+//! logout.
+//!
+//! ```text
+//! GET /app (browser, no session, rule login: dex)
+//!   → 302 authorization_endpoint?response_type=code&state&nonce&code_challenge(S256)
+//!     + Set-Cookie <cookie_name>-login-<digest(state)> = seal(state, nonce, verifier, return path)
+//! GET /oauth2/callback?code&state           (callback.rs)
+//!   → state checked against its cookie (single use), code exchanged with the verifier,
+//!     ID token verified (signature, iss, aud = client_id, nonce) or userinfo fetched
+//!   → 302 public_url + return path, Set-Cookie <cookie_name> = seal(session)
+//! GET /app with the cookie                  (this file)
+//!   → opened (cached by cookie hash) → identity → the same headers and rules as bearer tokens;
+//!     near expiry: refreshed at the token endpoint, new cookie on the allowed response (refresh.rs)
+//! GET /oauth2/logout                        (logout.rs)
+//!   → cookie cleared, 302 end_session_endpoint?id_token_hint&post_logout_redirect_uri
+//! ```
+//!
+//! Redirect URIs and return locations are built from the configured
+//! `public_url`, never from the request's `Host`/`:authority`.
+
+mod callback;
+pub mod cookie;
+pub mod login;
+mod logout;
+pub mod provider;
+mod refresh;
+pub mod state;
+
+use std::hash::Hasher;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use moka::sync::Cache;
+use siphasher::sip128::{Hasher128, SipHasher13};
+use tokio::sync::OnceCell;
+
+use crate::config::sessions::KEY_BYTES;
+use crate::config::{OidcConfig, SessionsConfig};
+use crate::deny::Deny;
+use crate::headers::{self, CookieEdit};
+use crate::identity::Identity;
+use crate::request::RequestView;
+use crate::verify::oidc::OidcVerifier;
+use cookie::{Sealer, MAX_COOKIE_BYTES};
+use provider::LoginProvider;
+use state::{unix, LoginState, SessionData};
+
+/// How long a refresh result is shared by requests that still carry the
+/// cookie it replaced (parallel requests of one page).
+const REFRESH_SHARE: Duration = Duration::from_secs(60);
+/// Opened sessions are re-checked against the clock on every request; the
+/// cache only saves the decryption.
+const OPENED_TTL: Duration = Duration::from_secs(300);
+
+pub struct Sessions {
+    cookie_name: String,
+    login_prefix: String,
+    max_age: Duration,
+    login_timeout: Duration,
+    refresh_before: Option<Duration>,
+    sealer: Sealer,
+    providers: Vec<LoginProvider>,
+    opened: Cache<u128, Arc<Opened>>,
+    used_states: Cache<u128, ()>,
+    refreshing: Cache<u128, Arc<OnceCell<Result<Renewed, Deny>>>>,
+    hash_keys: (u64, u64),
+}
+
+/// A decrypted, parsed session cookie.
+struct Opened {
+    data: SessionData,
+    identity: Arc<Identity>,
+}
+
+#[derive(Clone)]
+struct Renewed {
+    identity: Arc<Identity>,
+    set_cookie: String,
+}
+
+/// A session that admits the request, and the renewed cookie to set on the
+/// allowed response when it was refreshed.
+pub struct Authenticated {
+    pub identity: Arc<Identity>,
+    pub set_cookie: Option<String>,
+}
+
+/// The answer to a login, callback or logout request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Redirect { location: String, set_cookies: Vec<String> },
+    Deny { deny: Deny, set_cookies: Vec<String> },
+}
+
+/// Paths portcullis answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Callback,
+    Logout,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}: the secret is not loaded (config::load reads secrets)")]
+    SecretNotLoaded(String),
+    #[error("sessions.keys: a key must be {KEY_BYTES} bytes")]
+    BadKey,
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+// === impl Sessions ===
+
+impl Sessions {
+    pub fn new(cfg: &SessionsConfig, oidc: &OidcConfig) -> Result<Self, SessionError> {
+        let keys = cfg
+            .keys
+            .iter()
+            .map(|k| {
+                let v = k
+                    .value()
+                    .ok_or_else(|| SessionError::SecretNotLoaded(k.field.clone()))?;
+                <[u8; KEY_BYTES]>::try_from(v).map_err(|_| SessionError::BadKey)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(SessionError::SecretNotLoaded("sessions.keys".into()));
+        }
+        let providers = cfg
+            .logins
+            .iter()
+            .map(|l| {
+                if let Some(s) = &l.client_secret {
+                    s.value()
+                        .ok_or_else(|| SessionError::SecretNotLoaded(s.field.clone()))?;
+                }
+                Ok(LoginProvider::new(l.clone(), oidc.fetch_timeout)?)
+            })
+            .collect::<Result<Vec<_>, SessionError>>()?;
+        Ok(Self {
+            cookie_name: cfg.cookie_name.clone(),
+            login_prefix: login::login_cookie_prefix(&cfg.cookie_name),
+            max_age: cfg.max_age,
+            login_timeout: cfg.login_timeout,
+            refresh_before: cfg.refresh_before,
+            sealer: Sealer::new(&keys),
+            providers,
+            opened: Cache::builder().max_capacity(100_000).time_to_live(OPENED_TTL).build(),
+            used_states: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(cfg.login_timeout)
+                .build(),
+            refreshing: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(REFRESH_SHARE)
+                .build(),
+            hash_keys: (rand::random(), rand::random()),
+        })
+    }
+
+    /// The callback or logout path this request targets, if any. These are
+    /// answered before any credential is looked at.
+    pub fn endpoint(&self, view: &RequestView<'_>) -> Option<Endpoint> {
+        let path = view.path.as_str();
+        if self.providers.iter().any(|p| p.config.redirect_path == path) {
+            Some(Endpoint::Callback)
+        } else if self.providers.iter().any(|p| p.config.logout_path == path) {
+            Some(Endpoint::Logout)
+        } else {
+            None
+        }
+    }
+
+    pub async fn handle(&self, endpoint: Endpoint, view: &RequestView<'_>, oidc: &OidcVerifier) -> Reply {
+        match endpoint {
+            Endpoint::Callback => self.callback(view, oidc).await,
+            Endpoint::Logout => self.logout(view).await,
+        }
+    }
+
+    /// The session cookie's value, if the request has one.
+    pub fn cookie<'a>(&self, view: &RequestView<'a>) -> Option<&'a str> {
+        cookie::find(view.header_values("cookie"), &self.cookie_name).filter(|v| !v.is_empty())
+    }
+
+    /// Our cookies (session and login state) never reach the upstream.
+    pub fn upstream_cookie_edit(&self, view: &RequestView<'_>) -> CookieEdit {
+        headers::strip_cookies(view.header_values("cookie"), |name| {
+            name == self.cookie_name || name.starts_with(&self.login_prefix)
+        })
+    }
+
+    /// `Set-Cookie` that deletes the session cookie.
+    pub fn clear_session(&self) -> String {
+        cookie::clear(&self.cookie_name)
+    }
+
+    /// The identity of a session cookie; refreshed at the provider when its
+    /// tokens are near expiry and a refresh token is kept.
+    pub async fn authenticate(&self, value: &str, oidc: &OidcVerifier) -> Result<Authenticated, Deny> {
+        let key = self.hash(b"session", value.as_bytes());
+        let opened = match self.opened.get(&key) {
+            Some(o) => o,
+            None => {
+                let data = self.open_session(value)?;
+                let o = Arc::new(Opened {
+                    identity: Arc::new(data.identity()),
+                    data,
+                });
+                self.opened.insert(key, o.clone());
+                o
+            }
+        };
+        let now = unix(SystemTime::now());
+        let d = &opened.data;
+        if now >= d.end {
+            return Err(Deny::SessionExpired);
+        }
+        let refresh_due = self
+            .refresh_before
+            .is_some_and(|before| now.saturating_add(before.as_secs()) >= d.exp);
+        if refresh_due && d.rt.is_some() {
+            return self.refresh(key, &opened.data, oidc).await;
+        }
+        if now >= d.exp {
+            return Err(Deny::SessionExpired);
+        }
+        Ok(Authenticated {
+            identity: opened.identity.clone(),
+            set_cookie: None,
+        })
+    }
+
+    /// Starts a login with `login` (a rule's `login:`): a redirect to the
+    /// authorization endpoint, the login state in its own sealed cookie.
+    pub async fn start_login(&self, login: &str, view: &RequestView<'_>) -> Reply {
+        let Some(provider) = self.provider(login) else {
+            return Reply::deny(Deny::LoginFailed);
+        };
+        let endpoints = match provider.endpoints().await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(event = "login_unavailable", login, error = %e);
+                return Reply::deny(Deny::LoginFailed);
+            }
+        };
+        let is_oidc = matches!(provider.config.kind, crate::config::LoginKind::Oidc { .. });
+        let state = LoginState {
+            p: login.to_string(),
+            state: login::random_token(),
+            nonce: if is_oidc { login::random_token() } else { String::new() },
+            v: login::random_token(),
+            ret: login::safe_return_path(view.raw_path).to_string(),
+            exp: unix(SystemTime::now() + self.login_timeout),
+        };
+        let name = login::state_cookie_name(&self.cookie_name, &state.state);
+        let Ok(json) = serde_json::to_vec(&state) else {
+            return Reply::deny(Deny::LoginFailed);
+        };
+        let sealed = self.sealer.seal(&login_aad(&name), &json);
+        let url = login::authorize_url(
+            &endpoints.authorization,
+            &provider.config,
+            &state.state,
+            is_oidc.then_some(state.nonce.as_str()),
+            &state.v,
+        );
+        Reply::Redirect {
+            location: url.to_string(),
+            set_cookies: vec![cookie::set(&name, &sealed, Some(self.login_timeout.as_secs()))],
+        }
+    }
+
+    fn provider(&self, login: &str) -> Option<&LoginProvider> {
+        self.providers.iter().find(|p| p.config.name == login)
+    }
+
+    fn open_session(&self, value: &str) -> Result<SessionData, Deny> {
+        let json = self
+            .sealer
+            .open(&self.session_aad(), value)
+            .map_err(|_| Deny::SessionInvalid)?;
+        let data: SessionData = serde_json::from_slice(&json).map_err(|_| Deny::SessionInvalid)?;
+        // A session of a login that is no longer configured is void.
+        if self.provider(&data.p).is_none() {
+            return Err(Deny::SessionInvalid);
+        }
+        Ok(data)
+    }
+
+    /// Seals a session into a `Set-Cookie` value that fits a browser's
+    /// per-cookie limit: without the logout hint (ID token) if needed, then
+    /// without the refresh token; a session that still does not fit is
+    /// refused.
+    fn seal_session(&self, data: &mut SessionData) -> Result<String, Deny> {
+        let now = unix(SystemTime::now());
+        let max_age = data.end.saturating_sub(now);
+        loop {
+            let json = serde_json::to_vec(&*data).map_err(|_| Deny::SessionTooLarge)?;
+            let value = self.sealer.seal(&self.session_aad(), &json);
+            let set = cookie::set(&self.cookie_name, &value, Some(max_age));
+            if set.len() <= MAX_COOKIE_BYTES {
+                return Ok(set);
+            }
+            if data.idt.take().is_some() {
+                tracing::debug!(event = "session_cookie_trimmed", dropped = "id_token");
+            } else if data.rt.take().is_some() {
+                tracing::info!(event = "session_cookie_trimmed", dropped = "refresh_token", user = %data.user);
+            } else {
+                tracing::warn!(event = "session_too_large", user = %data.user, bytes = set.len());
+                return Err(Deny::SessionTooLarge);
+            }
+        }
+    }
+
+    fn session_aad(&self) -> String {
+        format!("session:{}", self.cookie_name)
+    }
+
+    fn hash(&self, domain: &[u8], bytes: &[u8]) -> u128 {
+        let mut h = SipHasher13::new_with_keys(self.hash_keys.0, self.hash_keys.1);
+        h.write(domain);
+        h.write_u8(0);
+        h.write(bytes);
+        h.finish128().as_u128()
+    }
+
+    fn max_age_end(&self, now: u64) -> u64 {
+        now.saturating_add(self.max_age.as_secs())
+    }
+}
+
+fn login_aad(cookie_name: &str) -> String {
+    format!("login:{cookie_name}")
+}
+
+impl Reply {
+    fn deny(deny: Deny) -> Self {
+        Reply::Deny {
+            deny,
+            set_cookies: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::sessions::Secret;
+    use crate::config::RawConfig;
+
+    fn sessions() -> Sessions {
+        let yaml = "
+oidc:
+  providers:
+    - issuer: https://dex.example.com/dex
+      audiences: [portcullis]
+      login: {name: dex, client_id: web}
+sessions:
+  keys: [{file: /k}]
+  public_url: https://app.example.com
+";
+        let mut cfg = RawConfig::from_yaml(yaml).unwrap().validate().unwrap();
+        let mut s = cfg.sessions.take().unwrap();
+        s.keys = vec![Secret::with_value("k", &[3; 32])];
+        Sessions::new(&s, &cfg.oidc).unwrap()
+    }
+
+    fn data(groups: usize, rt: usize, idt: usize) -> SessionData {
+        let t = unix(SystemTime::now());
+        SessionData {
+            p: "dex".into(),
+            iss: "https://dex.example.com/dex".into(),
+            sub: "alice".into(),
+            user: "alice".into(),
+            email: None,
+            groups: "g".repeat(groups),
+            iat: t,
+            exp: t + 600,
+            end: t + 3600,
+            rt: Some("r".repeat(rt)),
+            idt: Some("i".repeat(idt)),
+        }
+    }
+
+    #[test]
+    fn cookies_stay_under_4kb_by_dropping_the_id_token_then_the_refresh_token() {
+        let s = sessions();
+        let mut small = data(10, 100, 800);
+        let c = s.seal_session(&mut small).unwrap();
+        assert!(c.len() <= MAX_COOKIE_BYTES && small.idt.is_some() && small.rt.is_some());
+        let mut big_idt = data(10, 100, 2800);
+        s.seal_session(&mut big_idt).unwrap();
+        assert!(big_idt.idt.is_none() && big_idt.rt.is_some());
+        let mut big_rt = data(10, 2800, 2800);
+        s.seal_session(&mut big_rt).unwrap();
+        assert!(big_rt.idt.is_none() && big_rt.rt.is_none());
+        let mut huge = data(3000, 10, 10);
+        assert_eq!(s.seal_session(&mut huge), Err(Deny::SessionTooLarge));
+    }
+
+    #[test]
+    fn sealed_sessions_open_to_the_same_identity() {
+        let s = sessions();
+        let mut d = data(0, 10, 10);
+        d.groups = "devs,ops".into();
+        let set = s.seal_session(&mut d).unwrap();
+        let value = set.split(';').next().unwrap().split_once('=').unwrap().1;
+        let opened = s.open_session(value).unwrap();
+        assert_eq!(opened, d);
+        let id = opened.identity();
+        assert_eq!((&*id.user, id.source), ("alice", crate::identity::Source::Session));
+        assert_eq!(id.groups().collect::<Vec<_>>(), vec!["devs", "ops"]);
+        assert_eq!(s.open_session("x"), Err(Deny::SessionInvalid));
+    }
+}

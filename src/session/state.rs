@@ -1,0 +1,92 @@
+//! What the sealed cookies hold. Short field names: every byte is in every
+//! request's `cookie` header.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{Identity, Source};
+
+/// The session cookie: the identity claims the headers and rules need,
+/// when it ends, and what refresh and logout need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionData {
+    /// Login name (`login.name`) of the provider.
+    pub p: String,
+    /// Issuer for OIDC logins, the login name for plain OAuth2.
+    pub iss: String,
+    pub sub: String,
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Group names joined with `,` (names never contain one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub groups: String,
+    /// Unix seconds: login time.
+    pub iat: u64,
+    /// Unix seconds: the tokens' expiry; refresh is due before it.
+    pub exp: u64,
+    /// Unix seconds: absolute end (`iat + max_age`), refresh or not.
+    pub end: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rt: Option<String>,
+    /// ID token, kept as the `id_token_hint` of logout when it fits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idt: Option<String>,
+}
+
+/// The login-state cookie, alive for one login (`login_timeout_seconds`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginState {
+    /// Login name of the provider.
+    pub p: String,
+    pub state: String,
+    pub nonce: String,
+    /// PKCE code verifier.
+    pub v: String,
+    /// Same-origin path (with query) to return to.
+    pub ret: String,
+    /// Unix seconds.
+    pub exp: u64,
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn from_unix(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+impl SessionData {
+    /// The identity this session proves until `min(exp, end)`.
+    pub fn identity(&self) -> Identity {
+        let groups: Vec<&str> = self.groups.split(',').filter(|g| !g.is_empty()).collect();
+        Identity::new(
+            Source::Session,
+            Arc::from(self.iss.as_str()),
+            &self.sub,
+            &self.user,
+            from_unix(self.exp.min(self.end)),
+        )
+        .with_email(self.email.as_deref())
+        .with_groups(&groups)
+    }
+
+    pub fn from_identity(login: &str, id: &Identity, now: u64, exp: u64, end: u64) -> Self {
+        Self {
+            p: login.to_string(),
+            iss: id.issuer.to_string(),
+            sub: id.subject.to_string(),
+            user: id.user.to_string(),
+            email: id.email.as_deref().map(str::to_string),
+            groups: id.groups_header().to_string(),
+            iat: now,
+            exp: exp.min(end),
+            end,
+            rt: None,
+            idt: None,
+        }
+    }
+}
