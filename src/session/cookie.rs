@@ -97,9 +97,18 @@ impl Sealer {
 }
 
 /// The value of the first cookie called `name` in the `cookie` header values.
+///
+/// Only `;` separates cookies (RFC 6265 §5.4). Browsers accept `,` inside a
+/// value, so a sibling subdomain that cannot set a `__Host-` cookie could
+/// still set `x=1,__Host-portcullis=<its own session>`: splitting on `,`
+/// would read that as ours (session fixation, login CSRF). Browsers send
+/// one `cookie` header (HTTP/2 crumbs are rejoined with `; ` by Envoy);
+/// only non-browsers send several, which Envoy's ext_authz joins with `,`
+/// (indistinguishable from the attack, so not read) unless it is
+/// configured with `encode_raw_headers`, where each arrives apart.
 pub fn find<'a>(values: impl Iterator<Item = &'a str>, name: &str) -> Option<&'a str> {
     values
-        .flat_map(|v| v.split([';', ',']))
+        .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
         .find(|(n, _)| n.trim() == name)
         .map(|(_, v)| v.trim().trim_matches('"'))
@@ -167,6 +176,12 @@ mod tests {
         assert_eq!(find(h.into_iter(), "__Host-p"), Some("v1"));
         assert_eq!(find(["x=1"].into_iter(), "__Host-p"), None);
         assert_eq!(find(["__Host-pp=1"].into_iter(), "__Host-p"), None);
+        // Smuggled inside another cookie's value (cookie tossing).
+        assert_eq!(find(["x=1,__Host-p=evil"].into_iter(), "__Host-p"), None);
+        assert_eq!(
+            find(["x=\"1, __Host-p=evil\"; __Host-p=v"].into_iter(), "__Host-p"),
+            Some("v")
+        );
         assert_eq!(
             set("n", "v", Some(60)),
             "n=v; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=60"
