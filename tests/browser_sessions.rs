@@ -690,8 +690,9 @@ fn a_plain_oauth2_provider_gets_the_identity_from_userinfo() {
     assert_eq!(log["userinfo"][0]["ok"], true);
 }
 
-#[test]
-fn one_callback_path_serves_two_providers() {
+/// Providers `one` (logout `/oauth2/logout`) and `two` (logout
+/// `/oauth2/two/logout`), both on the default callback path.
+fn two_provider_stack() -> (Stack, TempDir) {
     let dir = TempDir::new().unwrap();
     let key = write_secret(dir.path(), "key", URL_SAFE_NO_PAD.encode(new_key()).as_bytes());
     let secret = write_secret(dir.path(), "client-secret", CLIENT_SECRET.as_bytes());
@@ -711,6 +712,12 @@ fn one_callback_path_serves_two_providers() {
         .start();
     s.idps[0].code_flow(json!({"client_secret": CLIENT_SECRET, "claims": {"sub": "user-of-one"}}));
     s.idps[1].code_flow(json!({"client_secret": CLIENT_SECRET, "claims": {"sub": "user-of-two"}}));
+    (s, dir)
+}
+
+#[test]
+fn one_callback_path_serves_two_providers() {
+    let (s, _dir) = two_provider_stack();
     for (path, idp, user) in [("/one", 0, "user-of-one"), ("/two", 1, "user-of-two")] {
         let mut b = Browser::new();
         let authorize = b.start_login(&s, path);
@@ -720,4 +727,31 @@ fn one_callback_path_serves_two_providers() {
         assert_eq!(b.get(&s, &callback).status, 302);
         assert_eq!(assert_allowed(&b.get(&s, path)).header_all("x-user-id"), vec![user]);
     }
+}
+
+/// An ID token is a credential of the provider that issued it: logging out
+/// at another provider's logout path never hands it to that provider.
+#[test]
+fn logout_sends_the_id_token_hint_only_to_the_provider_that_issued_it() {
+    let (s, _dir) = two_provider_stack();
+    let mut b = Browser::new();
+    b.login(&s, "/two");
+    let mut elsewhere = b.clone();
+    let r = elsewhere.get(&s, "/oauth2/logout");
+    assert_eq!(r.status, 302, "{}", r.summary());
+    let end = Url::parse(r.header("location").unwrap()).unwrap();
+    assert_eq!(end.port(), Some(s.idps[0].port), "provider one's end_session");
+    assert_eq!(
+        query_param(&end, "id_token_hint"),
+        None,
+        "two's ID token went to one: {end}"
+    );
+    assert!(
+        elsewhere.cookie(COOKIE).is_none(),
+        "the session is cleared all the same"
+    );
+    let r = b.get(&s, "/oauth2/two/logout");
+    let end = Url::parse(r.header("location").unwrap()).unwrap();
+    assert_eq!(end.port(), Some(s.idps[1].port));
+    assert!(query_param(&end, "id_token_hint").is_some());
 }

@@ -44,7 +44,13 @@ impl Sessions {
             Some(mut url) => {
                 {
                     let mut q = url.query_pairs_mut();
-                    if let Some(hint) = session.as_ref().and_then(|s| s.idt.as_deref()) {
+                    // Only to the provider that issued it: an ID token is
+                    // that provider's credential, never another's business.
+                    let hint = session
+                        .as_ref()
+                        .filter(|s| s.p == c.name)
+                        .and_then(|s| s.idt.as_deref());
+                    if let Some(hint) = hint {
                         q.append_pair("id_token_hint", hint);
                     }
                     q.append_pair("client_id", &c.client_id);
