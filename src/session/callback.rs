@@ -62,12 +62,10 @@ impl Sessions {
         else {
             return fail(Deny::LoginStateInvalid);
         };
-        // Single use, checked before the exchange so parallel replays lose too.
-        let used = self.hash(b"state", state.as_bytes());
-        if self.used_states.contains_key(&used) {
+        // Single use, spent before the exchange so parallel replays lose too.
+        if !self.spend_state(&state) {
             return fail(Deny::LoginStateReplayed);
         }
-        self.used_states.insert(used, ());
         if let Some(error) = p.error {
             let error: String = error.chars().filter(char::is_ascii_graphic).take(64).collect();
             tracing::info!(event = "login_error", login = %login.p, error);
@@ -83,6 +81,16 @@ impl Sessions {
             },
             Err(deny) => fail(deny),
         }
+    }
+
+    /// Marks a state used; `true` for exactly one caller per state (within
+    /// `login_timeout`, on this replica). A check followed by an insert
+    /// would let two parallel callbacks both pass, and so would moka's
+    /// `or_insert`; `or_insert_with` coalesces concurrent calls on one key
+    /// and reports `is_fresh` to only one of them.
+    pub(super) fn spend_state(&self, state: &str) -> bool {
+        let used = self.hash(b"state", state.as_bytes());
+        self.used_states.entry(used).or_insert_with(|| ()).is_fresh()
     }
 
     /// Code → tokens → identity → sealed session (`Set-Cookie` value).

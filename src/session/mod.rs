@@ -402,6 +402,32 @@ sessions:
     }
 
     #[test]
+    fn a_state_is_spent_by_exactly_one_of_many_parallel_callbacks() {
+        let s = sessions();
+        for round in 0..20 {
+            let state = format!("state-{round}");
+            let barrier = std::sync::Barrier::new(8);
+            let winners = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            s.spend_state(&state)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|h| h.join().ok())
+                    .filter(|won| *won)
+                    .count()
+            });
+            assert_eq!(winners, 1, "round {round}");
+        }
+        assert!(!s.spend_state("state-0"), "spent for good");
+    }
+
+    #[test]
     fn sealed_sessions_open_to_the_same_identity() {
         let s = sessions();
         let mut d = data(0, 10, 10);
