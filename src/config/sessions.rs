@@ -271,9 +271,13 @@ impl Secret {
 
 /// A 32-byte key: 32 raw bytes (file only), or 64 hex digits, or base64
 /// (standard or URL-safe, padded or not), surrounding whitespace ignored.
+///
+/// 32 bytes that are all printable text are never taken raw: that is a
+/// typed passphrase (`my-cookie-secret-of-32-chars-ok!`), far weaker than
+/// a key, while random bytes are all printable with odds of ~1e-14.
 pub fn parse_key(bytes: &[u8]) -> Result<[u8; KEY_BYTES], String> {
     if let Ok(raw) = <[u8; KEY_BYTES]>::try_from(bytes) {
-        if !raw.iter().all(|b| b.is_ascii_alphanumeric()) {
+        if !raw.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) {
             return Ok(raw);
         }
     }
@@ -666,5 +670,9 @@ mod tests {
         assert_eq!(parse_key(URL_SAFE_NO_PAD.encode(key).as_bytes()), Ok(key));
         assert!(parse_key(STANDARD.encode([1u8; 16]).as_bytes()).is_err());
         assert!(parse_key(b"not a key").is_err());
+        // Typed text of 32 bytes is a passphrase, not raw key bytes.
+        assert!(parse_key(b"my-cookie-secret-of-32-chars-ok!").is_err());
+        assert!(parse_key(b"correct horse battery staple 31\n").is_err());
+        assert!(parse_key(URL_SAFE_NO_PAD.encode([0xfbu8; 24]).as_bytes()).is_err());
     }
 }
