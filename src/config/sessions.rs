@@ -321,6 +321,21 @@ pub(super) fn validate(raw: &RawConfig, errs: &mut Errors) -> Option<SessionsCon
             })
         })
         .collect();
+    // The login's ID tokens have `aud = client_id`. Were that one of the
+    // provider's audiences, every ID token would also pass as a bearer
+    // token — and ID tokens leave the cookie (the logout URL's
+    // `id_token_hint` sits in browser history and IdP logs).
+    for (i, p) in raw.oidc.providers.iter().enumerate() {
+        if let Some(l) = p.login.as_ref().filter(|l| p.audiences.contains(&l.client_id)) {
+            errs.push(
+                format!("oidc.providers[{i}].login.client_id"),
+                format!(
+                    "{:?} is also an audience: its ID tokens would pass as bearer tokens; register a separate client for the login",
+                    l.client_id
+                ),
+            );
+        }
+    }
     let Some(s) = &raw.sessions else {
         for (path, _, _) in &logins_in_oidc {
             errs.push(
@@ -674,5 +689,27 @@ mod tests {
         assert!(parse_key(b"my-cookie-secret-of-32-chars-ok!").is_err());
         assert!(parse_key(b"correct horse battery staple 31\n").is_err());
         assert!(parse_key(URL_SAFE_NO_PAD.encode([0xfbu8; 24]).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_login_client_id_must_not_be_a_bearer_audience() {
+        let yaml = "
+oidc:
+  providers:
+    - issuer: https://dex.example.com/dex
+      audiences: [portcullis, web]
+      login: {name: dex, client_id: web}
+sessions:
+  keys: [{file: /k}]
+  public_url: https://app.example.com
+";
+        let errs = match RawConfig::from_yaml(yaml).and_then(|r| r.validate()) {
+            Err(ConfigError::Invalid(e)) => e,
+            other => panic!("expected field errors, got {other:?}"),
+        };
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["oidc.providers[0].login.client_id"]);
+        let ok = yaml.replace("[portcullis, web]", "[portcullis]");
+        assert!(RawConfig::from_yaml(&ok).and_then(|r| r.validate()).is_ok());
     }
 }
