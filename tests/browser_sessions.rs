@@ -261,6 +261,10 @@ fn open_redirect_attempts_return_to_a_same_origin_path() {
         "/%5Cevil.com",
         "/%2F%2Fevil.com",
         "/%2f%2fevil.com",
+        "/%09/evil.com",
+        "/%5C%5Cevil.com",
+        "/@evil.com",
+        "/%E2%88%95%E2%88%95evil.com",
         "/app?next=https://evil.com",
     ] {
         let mut b = Browser::new();

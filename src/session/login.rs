@@ -37,13 +37,14 @@ pub fn is_browser(view: &RequestView<'_>) -> bool {
 
 /// The request target if it is a plain same-origin path: one leading `/`,
 /// never `//host` or `/\host` (browsers read both as another origin), no
-/// backslash, control byte or space anywhere, also once percent-decoded.
-/// Anything else returns to `/`.
+/// backslash, control byte or space anywhere, also once percent-decoded,
+/// and nothing but ASCII as sent (browsers percent-encode the rest, and the
+/// path goes back out in a `Location` header). Anything else returns to `/`.
 pub fn safe_return_path(raw: &str) -> &str {
     let ok = raw.starts_with('/')
         && !raw.starts_with("//")
         && raw.len() <= 2048
-        && !raw.bytes().any(|b| b == b'\\' || b <= b' ' || b == 0x7f)
+        && !raw.bytes().any(|b| b == b'\\' || b <= b' ' || b >= 0x7f)
         && {
             let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
             !decoded.starts_with(b"//")
@@ -109,7 +110,15 @@ mod tests {
 
     #[test]
     fn only_same_origin_paths_are_returned_to() {
-        for ok in ["/", "/app", "/app/x?y=1&z=%2F", "/a%20b", "/?next=//evil.com"] {
+        for ok in [
+            "/",
+            "/app",
+            "/app/x?y=1&z=%2F",
+            "/a%20b",
+            "/?next=//evil.com",
+            "/caf%C3%A9",
+            "/@evil.com",
+        ] {
             assert_eq!(safe_return_path(ok), ok);
         }
         for bad in [
@@ -131,6 +140,10 @@ mod tests {
             "/%0d%0aSet-Cookie:x=1",
             "",
             "javascript:alert(1)",
+            "/caf\u{e9}",
+            "/\u{2215}\u{2215}evil.com",
+            "/\u{ff0f}evil.com",
+            "/%09/evil.com",
         ] {
             assert_eq!(safe_return_path(bad), "/", "{bad:?}");
         }
