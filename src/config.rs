@@ -657,6 +657,12 @@ impl RawConfig {
                 if matches!(require, Require::Tenuo | Require::All) && !has_tenuo {
                     errs.push(format!("{path}.require"), "needs a `tenuo` section");
                 }
+                if r.login.is_some() && require == Require::Tenuo {
+                    errs.push(
+                        format!("{path}.login"),
+                        "a login gives an OIDC session; this rule requires only tenuo",
+                    );
+                }
                 Rule::new(&r.path_prefix, &r.allowed_users, &r.allowed_groups, require).with_login(r.login.as_deref())
             })
             .collect();

@@ -423,6 +423,14 @@ fn a_wrong_nonce_or_audience_in_the_id_token_is_refused() {
     let mut b = Browser::new();
     let authorize = b.start_login(&s, "/");
     assert_denied(&b.get(&s, &b.authorize(&s, &authorize)), 401, "wrong_audience");
+
+    // Our client in `aud`, but authorized for another party (`azp`).
+    let mut flow = alice();
+    flow["claims"]["azp"] = json!("another-client");
+    s.idp().code_flow(flow);
+    let mut b = Browser::new();
+    let authorize = b.start_login(&s, "/");
+    assert_denied(&b.get(&s, &b.authorize(&s, &authorize)), 401, "wrong_audience");
     assert_eq!(s.echo_hits(), 0);
 }
 

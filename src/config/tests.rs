@@ -359,3 +359,13 @@ fn secrets_are_read_from_files_and_env_with_paths_on_failure() {
         "{err}"
     );
 }
+
+#[test]
+fn a_login_on_a_tenuo_only_rule_is_refused() {
+    let yaml = format!(
+        "{}  - path_prefix: /agents\n    login: dex\n    require: tenuo\n{}",
+        SESSIONS,
+        tenuo_yaml("")
+    );
+    assert_eq!(paths(&yaml), ["rules[1].login"]);
+}

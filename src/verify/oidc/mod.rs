@@ -119,7 +119,7 @@ impl OidcVerifier {
     /// An ID token from a browser login (OIDC Core §3.1.3.7): the same
     /// checks as a bearer token (signature, `exp`, exact `iss`), and it must
     /// come from `issuer`, name `client_id` in `aud` (and in `azp` when
-    /// there are several audiences) and, after a code exchange, carry our
+    /// there are several audiences or an `azp` at all) and, after a code exchange, carry our
     /// `nonce`. The identity is mapped with the provider's claim settings.
     pub async fn verify_id_token(
         &self,
@@ -140,7 +140,9 @@ impl OidcVerifier {
         if !auds.contains(&client_id) {
             return Err(Deny::WrongAudience);
         }
-        if auds.len() > 1 && claims.get("azp").and_then(Value::as_str) != Some(client_id) {
+        // Required with several audiences; when present anyway, it must be us (§3.1.3.7 items 4–5).
+        let azp = claims.get("azp");
+        if (auds.len() > 1 || azp.is_some()) && azp.and_then(Value::as_str) != Some(client_id) {
             return Err(Deny::WrongAudience);
         }
         if let Some(nonce) = nonce {
