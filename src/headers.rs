@@ -47,6 +47,10 @@ pub struct HeaderPolicy {
     pub groups: String,
     exact: Vec<String>,
     prefixes: Vec<String>,
+    /// `exact` minus the names portcullis may inject: removed from every allowed request.
+    fixed: Vec<String>,
+    /// The names portcullis may inject (as configured, normalized), in `edits` order.
+    injectable: Vec<(String, String)>,
 }
 
 /// The header edits of one allowed request.
@@ -92,12 +96,21 @@ impl HeaderPolicy {
                 None => {}
             }
         }
+        let injectable = [user, email, groups, WARRANT_ID, WARRANT_TOOL, WARRANT_HOLDER, WARRANT_ROOT_ISSUER];
+        let injectable: Vec<(String, String)> = injectable.iter().map(|n| (n.to_string(), normalize(n))).collect();
+        let fixed = exact
+            .iter()
+            .filter(|n| !injectable.iter().any(|(_, i)| i == *n))
+            .cloned()
+            .collect();
         Self {
             user: user.to_string(),
             email: email.to_string(),
             groups: groups.to_string(),
             exact,
             prefixes,
+            fixed,
+            injectable,
         }
     }
 
@@ -141,7 +154,14 @@ impl HeaderPolicy {
             set.push((WARRANT_ROOT_ISSUER.to_string(), g.root_issuer.to_string()));
         }
         let injected = |n: &str| set.iter().any(|(s, _)| s.eq_ignore_ascii_case(n));
-        let mut remove: Vec<String> = self.exact.iter().filter(|n| !injected(n)).cloned().collect();
+        // Built from precomputed lists: this runs on every allowed request.
+        let mut remove: Vec<String> = Vec::with_capacity(self.fixed.len() + self.injectable.len() + 4);
+        remove.extend(self.fixed.iter().cloned());
+        for (name, normalized) in &self.injectable {
+            if !injected(name) || name != normalized {
+                remove.push(normalized.clone());
+            }
+        }
         remove.extend(also_remove.iter().map(|n| n.to_string()));
         for name in request_headers {
             // An exact injected name is overwritten, so only other spellings
