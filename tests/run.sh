@@ -71,7 +71,9 @@ step "cargo test --all-targets (unit, integration, benches in test mode)"
 cargo test --all-targets --no-fail-fast 2>&1 | tee -a "$test_log" || status=1
 
 step "quickstart/run.sh --once (the README's first command, answers asserted)"
-./quickstart/run.sh --once || status=1
+# The debug binary the suite has just tested: same code, no second (release) build.
+cargo build --quiet --bin portcullis
+PORTCULLIS_BIN=target/debug/portcullis ./quickstart/run.sh --once || status=1
 
 read -r passed failed < <(
   grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$test_log" |
