@@ -592,6 +592,27 @@ fn near_expiry_sessions_are_refreshed_once_and_a_failed_refresh_means_login() {
     assert!(r.header("location").unwrap().contains("/authorize?"));
 }
 
+/// An IdP outage is not a logout: while the session's tokens are valid it
+/// keeps working (no renewal, nothing cleared); once they expire, login again.
+#[test]
+fn an_idp_outage_during_refresh_keeps_a_still_valid_session_until_it_expires() {
+    let (s, _dir) = session_stack(|_, _| {});
+    let mut flow = alice();
+    flow["ttl"] = json!(3); // refresh due at once; tokens valid 3 s
+    s.idp().code_flow(flow);
+    let mut b = Browser::new();
+    b.login(&s, "/");
+    let cookie = session_cookie(&b);
+    s.jwks_down(); // the token endpoint is unreachable
+    let r = s.send(&Req::get("/app").header("Cookie", &format!("{COOKIE}={cookie}")));
+    assert_eq!(assert_allowed(&r).header_all("x-user-id"), vec!["alice"]);
+    assert!(set_cookie_for(&r, COOKIE).is_none(), "{:?}", r.header_all("set-cookie"));
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let r = s.send(&Req::get("/app").header("Cookie", &format!("{COOKIE}={cookie}")));
+    assert_denied(&r, 401, "refresh_failed");
+    s.jwks_up();
+}
+
 #[test]
 fn an_expired_session_without_refresh_means_login() {
     let (s, _dir) = session_stack(|c, _| c["sessions"]["refresh"]["enabled"] = json!(false));

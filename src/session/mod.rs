@@ -64,7 +64,7 @@ pub struct Sessions {
     providers: Vec<LoginProvider>,
     opened: Cache<u128, Arc<Opened>>,
     used_states: Cache<u128, ()>,
-    refreshing: Cache<u128, Arc<OnceCell<Result<Renewed, Deny>>>>,
+    refreshing: Cache<u128, Arc<OnceCell<Result<Renewed, refresh::Failure>>>>,
     hash_keys: (u64, u64),
 }
 
@@ -222,7 +222,7 @@ impl Sessions {
             .refresh_before
             .is_some_and(|before| now.saturating_add(before.as_secs()) >= d.exp);
         if refresh_due && d.rt.is_some() {
-            return self.refresh(key, &opened.data, oidc).await;
+            return self.refresh(key, &opened, now, oidc).await;
         }
         if now >= d.exp {
             return Err(Deny::SessionExpired);

@@ -1,16 +1,19 @@
 //! Refresh: a session near its tokens' expiry is renewed at the token
 //! endpoint with its refresh token, once per cookie however many requests
 //! carry it at the same time (the result is shared for a minute, so a
-//! rotated refresh token is never spent twice). A failed refresh ends the
-//! session: the browser logs in again; it is never a 500.
+//! rotated refresh token is never spent twice). A refused refresh ends the
+//! session: the browser logs in again; it is never a 500. An unreachable or
+//! failing provider (network, 5xx, 429, its keys unavailable) does not end
+//! a session whose tokens are still valid: it keeps working until they expire.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::sync::OnceCell;
 
+use super::provider::CallError;
 use super::state::{unix, SessionData};
-use super::{Authenticated, Renewed, Sessions};
+use super::{Authenticated, Opened, Renewed, Sessions};
 use crate::config::LoginKind;
 use crate::deny::Deny;
 use crate::verify::oidc::OidcVerifier;
@@ -19,31 +22,54 @@ use crate::verify::oidc::OidcVerifier;
 /// no new ID token).
 const DEFAULT_LIFETIME_SECONDS: u64 = 300;
 
+/// Why a refresh did not renew the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The provider refused (e.g. `invalid_grant`) or answered nonsense: the session ends.
+    Refused(Deny),
+    /// The provider could not be asked: try again later, meanwhile the
+    /// session lasts as long as its tokens.
+    Unavailable,
+}
+
 impl Sessions {
     pub(super) async fn refresh(
         &self,
         key: u128,
-        data: &SessionData,
+        opened: &Opened,
+        now: u64,
         oidc: &OidcVerifier,
     ) -> Result<Authenticated, Deny> {
         let cell = self.refreshing.get_with(key, || Arc::new(OnceCell::new()));
-        let renewed = cell.get_or_init(|| self.renew(data, oidc)).await.clone()?;
-        Ok(Authenticated {
-            identity: renewed.identity,
-            set_cookie: Some(renewed.set_cookie),
-        })
+        match cell.get_or_init(|| self.renew(&opened.data, oidc)).await.clone() {
+            Ok(renewed) => Ok(Authenticated {
+                identity: renewed.identity,
+                set_cookie: Some(renewed.set_cookie),
+            }),
+            Err(Failure::Unavailable) if now < opened.data.exp => Ok(Authenticated {
+                identity: opened.identity.clone(),
+                set_cookie: None,
+            }),
+            Err(Failure::Unavailable) => Err(Deny::RefreshFailed),
+            Err(Failure::Refused(deny)) => Err(deny),
+        }
     }
 
-    async fn renew(&self, d: &SessionData, oidc: &OidcVerifier) -> Result<Renewed, Deny> {
-        let provider = self.provider(&d.p).ok_or(Deny::SessionInvalid)?;
+    async fn renew(&self, d: &SessionData, oidc: &OidcVerifier) -> Result<Renewed, Failure> {
+        let refused = || Failure::Refused(Deny::RefreshFailed);
+        let provider = self.provider(&d.p).ok_or(Failure::Refused(Deny::SessionInvalid))?;
         let c = &provider.config;
-        let rt = d.rt.as_deref().ok_or(Deny::RefreshFailed)?;
+        let rt = d.rt.as_deref().ok_or_else(refused)?;
         let tokens = provider.refresh(rt).await.map_err(|e| {
             tracing::info!(event = "refresh_failed", login = %c.name, user = %d.user, error = %e);
-            Deny::RefreshFailed
+            match e {
+                CallError::Http { .. } => Failure::Unavailable,
+                CallError::Status { status, .. } if status >= 500 || status == 429 => Failure::Unavailable,
+                _ => refused(),
+            }
         })?;
         if tokens.access_token.is_none() && tokens.id_token.is_none() {
-            return Err(Deny::RefreshFailed);
+            return Err(refused());
         }
         let now = unix(SystemTime::now());
         let token_exp = now.saturating_add(tokens.expires_in.unwrap_or(DEFAULT_LIFETIME_SECONDS));
@@ -56,10 +82,13 @@ impl Sessions {
                     .await
                     .map_err(|deny| {
                         tracing::info!(event = "refresh_failed", login = %c.name, reason = deny.reason());
-                        Deny::RefreshFailed
+                        match deny {
+                            Deny::KeysUnavailable | Deny::UnknownKey => Failure::Unavailable,
+                            _ => refused(),
+                        }
                     })?;
                 if *id.subject != *d.sub {
-                    return Err(Deny::RefreshFailed);
+                    return Err(refused());
                 }
                 let exp = unix(id.expires_at).min(tokens.expires_in.map_or(u64::MAX, |_| token_exp));
                 next = SessionData::from_identity(&c.name, &id, d.iat, exp, d.end);
@@ -69,7 +98,7 @@ impl Sessions {
         }
         // Providers that rotate refresh tokens send a new one.
         next.rt = tokens.refresh_token.or_else(|| d.rt.clone());
-        let set_cookie = self.seal_session(&mut next)?;
+        let set_cookie = self.seal_session(&mut next).map_err(Failure::Refused)?;
         tracing::debug!(event = "session_refreshed", login = %c.name, user = %next.user);
         Ok(Renewed {
             identity: Arc::new(next.identity()),
