@@ -257,7 +257,7 @@ fn verify_chain(trust: &Trust, header: &str, now: i64) -> Result<Chain, Box<Deni
         wire::WireError::TooLong(_) => Denial::new(Deny::ChainInvalid, e.to_string()),
         _ => Denial::new(Deny::InvalidWarrant, e.to_string()),
     })?;
-    let Some(leaf) = warrants.last() else {
+    let (Some(root), Some(leaf)) = (warrants.first(), warrants.last()) else {
         return Err(Denial::new(Deny::InvalidWarrant, "empty warrant stack"));
     };
     let leaf_id = leaf.id().to_string();
@@ -279,7 +279,7 @@ fn verify_chain(trust: &Trust, header: &str, now: i64) -> Result<Chain, Box<Deni
         warrant_id: leaf_id.into(),
         tool: Arc::from(""),
         holder: leaf.authorized_holder().fingerprint().into(),
-        root_issuer: hex::encode(warrants[0].issuer().to_bytes()).into(),
+        root_issuer: hex::encode(root.issuer().to_bytes()).into(),
         expires_at,
     };
     Ok(Chain {
@@ -323,10 +323,9 @@ fn decide(
         Single::One(text) => match wire::pop(text) {
             Some(sig) => Some(sig),
             None => {
-                return deny(Denial::new(
-                    Deny::InvalidPop,
-                    "not a 64-byte signature in base64 or hex",
-                ))
+                let mut d = Denial::new(Deny::InvalidPop, "not a 64-byte signature in base64 or hex");
+                d.error = Some(ErrorCode::SignatureInvalid);
+                return deny(d);
             }
         },
         Single::Unusable => return deny(Denial::new(Deny::InvalidPop, "sent more than once")),
@@ -376,7 +375,10 @@ fn decide(
         return deny(d);
     }
     let Some(signature) = signature else {
-        return deny(Denial::new(Deny::MissingPop, "Proof-of-Possession required"));
+        // The crate reports a missing PoP as a signature error too (its 403 body says so).
+        let mut d = Denial::new(Deny::MissingPop, "Proof-of-Possession required");
+        d.error = Some(ErrorCode::SignatureInvalid);
+        return deny(d);
     };
     let Some(signed_at) = pop_window(leaf, tool, &args, &signature, now, window, windows) else {
         let mut d = Denial::new(Deny::InvalidPop, "Proof-of-Possession verification failed");
