@@ -96,7 +96,15 @@ impl HeaderPolicy {
                 None => {}
             }
         }
-        let injectable = [user, email, groups, WARRANT_ID, WARRANT_TOOL, WARRANT_HOLDER, WARRANT_ROOT_ISSUER];
+        let injectable = [
+            user,
+            email,
+            groups,
+            WARRANT_ID,
+            WARRANT_TOOL,
+            WARRANT_HOLDER,
+            WARRANT_ROOT_ISSUER,
+        ];
         let injectable: Vec<(String, String)> = injectable.iter().map(|n| (n.to_string(), normalize(n))).collect();
         let fixed = exact
             .iter()
