@@ -447,6 +447,17 @@ fn dashboard_and_alert_rules_use_only_metrics_portcullis_exports() {
         400,
         "invalid_warrant",
     );
+    // A broken config file, then SIGHUP: the reload is refused (and counted).
+    std::fs::write(&s.config_path, "tenuo: [broken").expect("write config");
+    s.portcullis.signal("HUP");
+    wait_until("a refused Tenuo reload", READY_TIMEOUT, POLL, || {
+        let text = s.admin("/metrics").text();
+        if text.contains(r#"portcullis_tenuo_reloads_total{result="failure"}"#) {
+            Ok(())
+        } else {
+            Err("no failure counted yet".to_string())
+        }
+    });
 
     let scrape = s.admin("/metrics");
     assert_eq!(scrape.status, 200);
