@@ -53,49 +53,25 @@ ENVOY_VERSION=1.40.0
 TENUO_CRATE_VERSION=0.3.5
 TENUO_FEATURES=data-plane,server
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-cd "$ROOT"
+# shellcheck source=benches/load/lib.sh
+. "$HERE/lib.sh" # also: cd to the repo (ROOT), the shared BENCH_* knobs, checked
 
-DURATION=${BENCH_DURATION:-10}
-WARMUP=${BENCH_WARMUP:-2}
-CONNS=${BENCH_CONNECTIONS:-32}
-THREADS=${BENCH_THREADS:-1}
-RUNS=${BENCH_RUNS:-3}
 PC_MODE=${BENCH_PORTCULLIS:-auto}
 RESULTS=${BENCH_RESULTS:-$HERE/RESULTS-tenuo.md}
-COMMAND_LINE=
-for v in ENVOY_BIN TENUO_AUTHORIZER PORTCULLIS_BIN BENCH_DURATION BENCH_WARMUP BENCH_CONNECTIONS BENCH_THREADS BENCH_RUNS \
-  BENCH_PORTCULLIS BENCH_AUTHZ_QUIET; do
-  if [ -n "${!v:-}" ]; then COMMAND_LINE+="$v=${!v} "; fi
-done
-COMMAND_LINE+="$0${*:+ $*}"
-for v in DURATION WARMUP CONNS THREADS RUNS; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "error: the BENCH_* knobs must be positive integers ($v=${!v})" >&2; exit 2; }
-done
+COMMAND_LINE="$(knobs_set ENVOY_BIN TENUO_AUTHORIZER PORTCULLIS_BIN BENCH_DURATION BENCH_WARMUP BENCH_CONNECTIONS \
+  BENCH_THREADS BENCH_RUNS BENCH_PORTCULLIS BENCH_AUTHZ_QUIET)$0${*:+ $*}"
 [ "$DURATION" -le 25 ] && [ "$WARMUP" -le 25 ] && [ "$RUNS" -le 10 ] && [ "$CONNS" -le 1000 ] ||
   { echo "error: bounds: duration and warm-up <= 25 s (one PoP window), runs <= 10, connections <= 1000" >&2; exit 2; }
 case "$PC_MODE" in auto | 0 | 1) ;; *) echo "error: BENCH_PORTCULLIS must be auto, 0 or 1" >&2; exit 2 ;; esac
 
-step() { printf '\n==> %s\n' "$*" >&2; }
-note() { printf '    %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
 # --- tools ------------------------------------------------------------------------
 step "tools"
-if ! command -v wrk >/dev/null; then
-  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "wrk not found (apt-get install wrk)"
-  note "installing wrk (apt)"
-  apt-get update -qq >&2 && apt-get install -y -qq wrk >&2
-fi
-for t in curl python3 cargo lscpu; do command -v "$t" >/dev/null || die "$t not found"; done
+need_tools curl python3 cargo lscpu
 
 if [ -z "${ENVOY_BIN:-}" ]; then
   ENVOY_BIN=$(ENVOY_VERSION="$ENVOY_VERSION" ./envoy/install.sh)
 fi
-[ -x "$ENVOY_BIN" ] || die "envoy not executable: $ENVOY_BIN"
-ENVOY_VERSION_LINE=$("$ENVOY_BIN" --version | sed -n 's/.*version: //p' | head -n1)
-note "envoy: $ENVOY_BIN ($ENVOY_VERSION_LINE)"
-note "wrk: $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)"
+check_envoy
 
 TENUO_PYTHON=${TENUO_PYTHON:-$(./tests/tenuo/install.sh)}
 SDK_VERSION=$("$TENUO_PYTHON" -c 'import tenuo; print(tenuo.__version__)')
@@ -138,40 +114,10 @@ pc_skip() {
   note "portcullis skipped: $1"
 }
 
-# --- work dir, process bookkeeping, cleanup ---------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-tenuo-load.XXXXXX")
-PIDS=()
-ok=0
-cleanup() {
-  local pid
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${PIDS[i]}" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [ "$ok" = 1 ] && [ "${BENCH_KEEP:-0}" != 1 ]; then
-    rm -rf "$WORK"
-  else
-    echo "work directory kept: $WORK" >&2
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# --- work dir, ports ----------------------------------------------------------------------
+init_work portcullis-tenuo-load
 
-read -r -a PORTS < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(12):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)
+read -r -a PORTS < <(free_ports 12)
 UP_PORT=${PORTS[0]} UP_ADMIN=${PORTS[1]}
 AZ_PORT=${PORTS[2]} AZ_HEALTH=${PORTS[3]}
 PC_GRPC=${PORTS[4]} PC_ADMIN=${PORTS[5]}
@@ -181,17 +127,6 @@ LISTEN[tenuohttp]=${PORTS[8]} ADMIN[tenuohttp]=${PORTS[9]}
 LISTEN[pctenuo]=${PORTS[10]} ADMIN[pctenuo]=${PORTS[11]}
 declare -A LABEL=([noauth]="no-auth" [tenuohttp]="HTTP ext_authz → tenuo-authorizer"
   [pctenuo]="gRPC ext_authz → portcullis")
-
-wait_http() { # url expected-status timeout-seconds
-  local deadline=$((SECONDS + $3)) code
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true)
-    [ "$code" = "$2" ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-json() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
 
 # --- warrant and PoP (Python SDK) -------------------------------------------------------
 step "Tenuo minting service (tests/tenuo/mint.py, SDK $SDK_VERSION)"
@@ -300,64 +235,16 @@ fi
 
 # --- Envoy configs -----------------------------------------------------------------------
 step "render Envoy configs"
-fill() { # template out key=value...
-  local tpl=$1 out=$2 kv
-  shift 2
-  cp "$tpl" "$out"
-  for kv in "$@"; do
-    python3 - "$out" "${kv%%=*}" "${kv#*=}" <<'PY'
-import sys
-path, key, val = sys.argv[1:]
-text = open(path).read()
-if f"@{key}@" not in text:
-    sys.exit(f"placeholder @{key}@ missing in {path}")
-open(path, "w").write(text.replace(f"@{key}@", val))
-PY
-  done
-  ! grep -n '@[A-Z_]*@' "$out" || die "unfilled placeholder in $out"
-}
-fill "$HERE/upstream.yaml" "$WORK/upstream.yaml" LISTEN_PORT="$UP_PORT" ADMIN_PORT="$UP_ADMIN"
-fill "$HERE/front-noauth.yaml" "$WORK/front-noauth.yaml" \
-  LISTEN_PORT="${LISTEN[noauth]}" ADMIN_PORT="${ADMIN[noauth]}" UPSTREAM_PORT="$UP_PORT"
+fill_common
 fill "$HERE/front-tenuo-http.yaml" "$WORK/front-tenuohttp.yaml" LISTEN_PORT="${LISTEN[tenuohttp]}" \
   ADMIN_PORT="${ADMIN[tenuohttp]}" UPSTREAM_PORT="$UP_PORT" AUTHZ_PORT="$AZ_PORT"
-# portcullis: the repo's own envoy/envoy.yaml, rendered exactly as run.sh does.
-python3 - envoy/envoy.yaml "$WORK/front-pctenuo.yaml" \
-  "port_value: 8080=port_value: ${LISTEN[pctenuo]}" "port_value: 9090=port_value: $PC_GRPC" \
-  "port_value: 8081=port_value: $UP_PORT" "port_value: 9901=port_value: ${ADMIN[pctenuo]}" \
-  "address: 0.0.0.0,=address: 127.0.0.1," <<'PY'
-import re, sys
-src, dst, *subs = sys.argv[1:]
-text = open(src).read()
-for sub in subs:
-    old, new = sub.split("=", 1)
-    pat = re.escape(old) + (r"(?![0-9])" if old[-1].isdigit() else "")
-    n = len(re.findall(pat, text))
-    if n != 1:
-        sys.exit(f"{src}: expected exactly one '{old}', found {n}")
-    text = re.sub(pat, new, text)
-if "0.0.0.0" in text:
-    sys.exit(f"{src}: a non-loopback address is left after rendering")
-open(dst, "w").write(text)
-PY
-for f in upstream "${SETUPS[@]/#/front-}"; do
-  "$ENVOY_BIN" --mode validate -c "$WORK/$f.yaml" -l error >/dev/null || die "invalid config $WORK/$f.yaml"
-done
+# portcullis: the repo's own envoy/envoy.yaml, rendered exactly as run.sh does (lib.sh).
+render_repo_envoy pctenuo "$PC_GRPC"
+validate_configs
 
 # --- Envoys ---------------------------------------------------------------------------------
 step "Envoys (each --concurrency 1)"
-declare -A ENVOY_PID
-start_envoy() { # name config
-  "$ENVOY_BIN" -c "$2" --concurrency 1 --disable-hot-restart -l warning >"$WORK/envoy-$1.log" 2>&1 &
-  PIDS+=($!)
-  ENVOY_PID[$1]=$!
-}
-start_envoy upstream "$WORK/upstream.yaml"
-for s in "${SETUPS[@]}"; do start_envoy "$s" "$WORK/front-$s.yaml"; done
-wait_http "http://127.0.0.1:$UP_ADMIN/ready" 200 30 || die "upstream Envoy not ready: $(tail -n 5 "$WORK/envoy-upstream.log")"
-for s in "${SETUPS[@]}"; do
-  wait_http "http://127.0.0.1:${ADMIN[$s]}/ready" 200 30 || die "front Envoy $s not ready: $(tail -n 5 "$WORK/envoy-$s.log")"
-done
+start_envoys
 
 # --- sanity ----------------------------------------------------------------------------------
 step "sanity checks (one request each)"
@@ -365,9 +252,6 @@ probe() { # setup path [curl args...] -> status
   local s=$1 path=$2
   shift 2
   curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" "http://127.0.0.1:${LISTEN[$s]}$path" || true
-}
-expect() { # description got want
-  if [ "$2" = "$3" ]; then note "ok   $1: $2"; else die "$1: got '$2', want '$3'"; fi
 }
 POP=$(pop)
 OTHER_POP=$(pop '{"resource": "bench2"}')
@@ -397,23 +281,12 @@ if [[ " ${SETUPS[*]} " == *" pctenuo "* ]]; then
 fi
 
 # --- load ----------------------------------------------------------------------------------------
-cpu_ticks() { # utime+stime of a pid (all threads), in clock ticks; "-" for none
-  [ "$1" = - ] && { echo 0; return; }
-  awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"
-}
-machine_ticks() { # "busy total" over all CPUs, from /proc/stat (busy excludes idle and iowait)
-  awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
-}
-child_ticks() { # cutime+cstime of this shell: CPU of its reaped children (wrk)
-  awk '{sub(/^.*\) /, ""); print $14 + $15}' "/proc/$$/stat"
-}
 fresh_pop() { # seconds -> a PoP signed in a window that lasts at least that long
   window_for "$1"
   pop
 }
 run_wrk() { # setup seconds outfile pop
-  wrk -t"$THREADS" -c"$CONNS" -d"$2s" --latency -H "X-Tenuo-Warrant: $WARRANT" -H "X-Tenuo-PoP: $4" \
-    "http://127.0.0.1:${LISTEN[$1]}/bench" >"$3"
+  wrk_at "$1" "$2" "$3" -H "X-Tenuo-Warrant: $WARRANT" -H "X-Tenuo-PoP: $4"
 }
 authz_pid() {
   case $1 in tenuohttp) echo "$AZ_PID" ;; pctenuo) echo "$PC_PID" ;; *) echo - ;; esac
@@ -425,30 +298,13 @@ for s in "${SETUPS[@]}"; do
   run_wrk "$s" "$WARMUP" "$WORK/warmup-$s.txt" "$p"
 done
 
-n=${#SETUPS[@]}
 for ((r = 1; r <= RUNS; r++)); do
-  order=()
-  for ((i = 0; i < n; i++)); do order+=("${SETUPS[$(((i + r - 1) % n))]}"); done
-  step "round $r/$RUNS: ${order[*]} (${DURATION} s each)"
-  for s in "${order[@]}"; do
+  round_order "$r"
+  step "round $r/$RUNS: ${ORDER[*]} (${DURATION} s each)"
+  for s in "${ORDER[@]}"; do
     apid=$(authz_pid "$s")
     p=$(fresh_pop "$DURATION")
-    b_front=$(cpu_ticks "${ENVOY_PID[$s]}") b_up=$(cpu_ticks "${ENVOY_PID[upstream]}")
-    b_authz=$(cpu_ticks "$apid") b_wrk=$(child_ticks)
-    read -r b_busy b_total < <(machine_ticks)
-    t0=$(date +%s.%N)
-    run_wrk "$s" "$DURATION" "$WORK/wrk-$s-$r.txt" "$p"
-    t1=$(date +%s.%N)
-    {
-      echo "wall=$(python3 -c "print($t1 - $t0)")"
-      echo "front=$(($(cpu_ticks "${ENVOY_PID[$s]}") - b_front))"
-      echo "upstream=$(($(cpu_ticks "${ENVOY_PID[upstream]}") - b_up))"
-      echo "authz=$(($(cpu_ticks "$apid") - b_authz))"
-      echo "wrk=$(($(child_ticks) - b_wrk))"
-      read -r a_busy a_total < <(machine_ticks)
-      echo "machine_busy=$((a_busy - b_busy))"
-      echo "machine_total=$((a_total - b_total))"
-    } >"$WORK/cpu-$s-$r.txt"
+    measure "$s" "$r" "$apid" run_wrk "$s" "$DURATION" "$WORK/wrk-$s-$r.txt" "$p"
     note "$(printf '%-10s %s  %s' "$s" "$(grep -E '^Requests/sec' "$WORK/wrk-$s-$r.txt")" \
       "$(grep -E 'Non-2xx' "$WORK/wrk-$s-$r.txt" || true)")"
   done
@@ -456,33 +312,19 @@ done
 
 # --- report -----------------------------------------------------------------------------------------
 step "report"
-for s in "${SETUPS[@]}"; do kill -0 "${ENVOY_PID[$s]}" || die "front Envoy $s died during the run"; done
+check_fronts_alive
 kill -0 "$AZ_PID" || die "tenuo-authorizer died during the run"
 [[ " ${SETUPS[*]} " != *" pctenuo "* ]] || kill -0 "$PC_PID" || die "portcullis died during the run"
-cat >"$WORK/meta.env" <<EOF
-command=$COMMAND_LINE
-date=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-envoy=$ENVOY_VERSION_LINE
-cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) CPUs$(lscpu | sed -n 's/^Hypervisor vendor: *\(.*\)/, \1 guest/p' | head -n1)
-kernel=$(uname -r)
-wrk=wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -H 'X-Tenuo-Warrant: <root warrant>' -H 'X-Tenuo-PoP: <PoP>' http://127.0.0.1:<port>/bench
-warmup=$WARMUP
-runs=$RUNS
-clk_tck=$(getconf CLK_TCK)
-ncpu=$(nproc)
+write_meta "-H 'X-Tenuo-Warrant: <root warrant>' -H 'X-Tenuo-PoP: <PoP>'"
+cat >>"$WORK/meta.env" <<EOF
 sdk=$SDK_VERSION
 tenuo_crate=$TENUO_CRATE_VERSION
 authz_version=${AZ_VERSION:-?}
 tenuo_features=$TENUO_FEATURES
 authz_quiet=${BENCH_AUTHZ_QUIET:-0}
 warrant_bytes=${#WARRANT}
-portcullis_rev=$([ -n "${PORTCULLIS_BIN:-}" ] && echo "$PORTCULLIS_BIN, prebuilt, tree at ")$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')
+portcullis_rev=$([ -n "${PORTCULLIS_BIN:-}" ] && echo "$PORTCULLIS_BIN, prebuilt, tree at ")$(tree_rev)
 portcullis_skip=$PC_SKIP
-setups=${SETUPS[*]}
 EOF
-for s in "${SETUPS[@]}"; do echo "label_$s=${LABEL[$s]}" >>"$WORK/meta.env"; done
-python3 "$HERE/summarize_tenuo.py" "$WORK" >"$RESULTS"
-cat "$RESULTS"
-echo >&2
-echo "written: $RESULTS" >&2
+summarize summarize_tenuo.py
 ok=1
