@@ -613,6 +613,28 @@ fn an_idp_outage_during_refresh_keeps_a_still_valid_session_until_it_expires() {
     s.jwks_up();
 }
 
+/// Every unauthenticated navigation starts a login with its own state
+/// cookie; they are capped so the `cookie` header cannot grow without bound.
+#[test]
+fn pending_login_cookies_are_capped_and_the_newest_login_completes() {
+    let (s, _dir) = session_stack(|_, _| {});
+    let mut b = Browser::new();
+    let prefix = format!("{COOKIE}-login-");
+    let pending = |b: &Browser| b.jar.iter().filter(|(n, _)| n.starts_with(&prefix)).count();
+    for i in 0..10 {
+        b.start_login(&s, &format!("/page{i}"));
+        assert!(pending(&b) <= 4, "{} login cookies after {} logins", pending(&b), i + 1);
+    }
+    assert!(pending(&b) >= 1);
+    let r = b.login(&s, "/last");
+    assert!(
+        r.header("location").is_some_and(|l| l.ends_with("/last")),
+        "{}",
+        r.summary()
+    );
+    assert_allowed(&b.get(&s, "/last"));
+}
+
 #[test]
 fn an_expired_session_without_refresh_means_login() {
     let (s, _dir) = session_stack(|c, _| c["sessions"]["refresh"]["enabled"] = json!(false));

@@ -114,6 +114,16 @@ pub fn find<'a>(values: impl Iterator<Item = &'a str>, name: &str) -> Option<&'a
         .map(|(_, v)| v.trim().trim_matches('"'))
 }
 
+/// Names of the cookies whose name starts with `prefix` (same splitting as `find`).
+pub fn names_with_prefix<'a>(values: impl Iterator<Item = &'a str>, prefix: &str) -> Vec<&'a str> {
+    values
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
+        .map(|(n, _)| n.trim())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
 /// `Set-Cookie` value: `Secure; HttpOnly; SameSite=Lax; Path=/`, with a
 /// `Max-Age` (a session cookie of the browser when `None`).
 pub fn set(name: &str, value: &str, max_age_seconds: Option<u64>) -> String {

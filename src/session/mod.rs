@@ -50,6 +50,10 @@ use state::{unix, LoginState, SessionData};
 /// How long a refresh result is shared by requests that still carry the
 /// cookie it replaced (parallel requests of one page).
 const REFRESH_SHARE: Duration = Duration::from_secs(60);
+/// Logins in progress a browser may hold (one per tab); beyond this a new
+/// login clears the others, so repeated unauthenticated navigations cannot
+/// grow the `cookie` header towards Envoy's header limit.
+const MAX_PENDING_LOGINS: usize = 4;
 /// Opened sessions are re-checked against the clock on every request; the
 /// cache only saves the decryption.
 const OPENED_TTL: Duration = Duration::from_secs(300);
@@ -267,9 +271,14 @@ impl Sessions {
             is_oidc.then_some(state.nonce.as_str()),
             &state.v,
         );
+        let mut set_cookies = vec![cookie::set(&name, &sealed, Some(self.login_timeout.as_secs()))];
+        let pending = cookie::names_with_prefix(view.header_values("cookie"), &self.login_prefix);
+        if pending.len() >= MAX_PENDING_LOGINS {
+            set_cookies.extend(pending.into_iter().map(cookie::clear));
+        }
         Reply::Redirect {
             location: url.to_string(),
-            set_cookies: vec![cookie::set(&name, &sealed, Some(self.login_timeout.as_secs()))],
+            set_cookies,
         }
     }
 
