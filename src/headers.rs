@@ -196,6 +196,10 @@ impl Edits {
     }
 }
 
+fn cookie_name(pair: &str) -> &str {
+    pair.split('=').next().unwrap_or_default().trim()
+}
+
 /// Drops the cookies whose name matches `drop` from the `cookie` header
 /// values (Envoy may join several headers with `; ` or `,`). Other cookies
 /// keep their bytes and order.
@@ -208,20 +212,15 @@ pub fn strip_cookies<'a>(values: impl Iterator<Item = &'a str>, drop: impl Fn(&s
             if pair.is_empty() {
                 continue;
             }
-            let name = pair.split('=').next().unwrap_or_default().trim();
-            if drop(name) {
+            if drop(cookie_name(pair)) {
                 dropped = true;
-            } else if pair.contains(',')
-                && pair
-                    .split(',')
-                    .any(|p| drop(p.split('=').next().unwrap_or_default().trim()))
-            {
+            } else if pair.contains(',') && pair.split(',').any(|p| drop(cookie_name(p))) {
                 // Two headers merged with ',': keep the parts that stay.
                 dropped = true;
                 kept.extend(
                     pair.split(',')
                         .map(str::trim)
-                        .filter(|p| !p.is_empty() && !drop(p.split('=').next().unwrap_or_default().trim())),
+                        .filter(|p| !p.is_empty() && !drop(cookie_name(p))),
                 );
             } else {
                 kept.push(pair);

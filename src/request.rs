@@ -80,7 +80,7 @@ impl<'a> RequestView<'a> {
 
     /// Every value of a header (lower-case name): one merged value, or one
     /// per occurrence with `encode_raw_headers`. Non-UTF-8 values are skipped.
-    pub fn header_values(&self, name: &'a str) -> impl Iterator<Item = &'a str> + '_ {
+    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
         let (merged, raw) = match self.headers {
             Headers::Merged(m) => (m.get(name).map(String::as_str), None),
             Headers::Raw(r) => (None, Some(r.iter())),
@@ -94,7 +94,7 @@ impl<'a> RequestView<'a> {
     }
 
     /// The first value of a header (lower-case name).
-    pub fn header(&self, name: &'a str) -> Option<&'a str> {
+    pub fn header(&self, name: &str) -> Option<&'a str> {
         self.header_values(name).next()
     }
 
@@ -125,22 +125,14 @@ impl<'a> RequestView<'a> {
 
     /// Every value of a header, joined with ',' as Envoy does (`name` lower-case).
     pub fn joined(&self, name: &str) -> Option<std::borrow::Cow<'a, str>> {
-        match self.headers {
-            Headers::Merged(m) => m.get(name).map(|v| std::borrow::Cow::Borrowed(v.as_str())),
-            Headers::Raw(r) => {
-                let mut values = r
-                    .iter()
-                    .filter(|h| h.key.eq_ignore_ascii_case(name))
-                    .filter_map(raw_value);
-                let first = values.next()?;
-                Some(values.fold(std::borrow::Cow::Borrowed(first), |mut acc, v| {
-                    let s = acc.to_mut();
-                    s.push(',');
-                    s.push_str(v);
-                    acc
-                }))
-            }
-        }
+        let mut values = self.header_values(name);
+        let first = values.next()?;
+        Some(values.fold(std::borrow::Cow::Borrowed(first), |mut acc, v| {
+            let s = acc.to_mut();
+            s.push(',');
+            s.push_str(v);
+            acc
+        }))
     }
 }
 

@@ -107,21 +107,25 @@ impl Sealer {
 /// (indistinguishable from the attack, so not read) unless it is
 /// configured with `encode_raw_headers`, where each arrives apart.
 pub fn find<'a>(values: impl Iterator<Item = &'a str>, name: &str) -> Option<&'a str> {
-    values
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
-        .find(|(n, _)| n.trim() == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
+    pairs(values)
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim_matches('"'))
 }
 
-/// Names of the cookies whose name starts with `prefix` (same splitting as `find`).
+/// Names of the cookies whose name starts with `prefix`.
 pub fn names_with_prefix<'a>(values: impl Iterator<Item = &'a str>, prefix: &str) -> Vec<&'a str> {
+    pairs(values)
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// `(name, value)` of every cookie, trimmed, split on `;` only (see `find`).
+fn pairs<'a>(values: impl Iterator<Item = &'a str>) -> impl Iterator<Item = (&'a str, &'a str)> {
     values
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
-        .map(|(n, _)| n.trim())
-        .filter(|n| n.starts_with(prefix))
-        .collect()
+        .map(|(n, v)| (n.trim(), v.trim()))
 }
 
 /// `Set-Cookie` value: `Secure; HttpOnly; SameSite=Lax; Path=/`, with a
