@@ -167,14 +167,11 @@ pub fn redirect(location: &str, set_cookies: Vec<String>) -> CheckResponse {
 }
 
 /// Adds `Set-Cookie` values to a denied response (e.g. clearing a broken
-/// session cookie along with the 401).
+/// session cookie along with the 401). Allowed responses carry theirs in
+/// [`Edits::set_cookies`].
 pub fn with_set_cookies(mut response: CheckResponse, set_cookies: Vec<String>) -> CheckResponse {
-    match response.http_response.as_mut() {
-        Some(HttpResponse::DeniedResponse(d)) => d.headers.extend(set_cookies.into_iter().map(set_cookie)),
-        Some(HttpResponse::OkResponse(ok)) => ok
-            .response_headers_to_add
-            .extend(set_cookies.into_iter().map(set_cookie)),
-        _ => {}
+    if let Some(HttpResponse::DeniedResponse(d)) = response.http_response.as_mut() {
+        d.headers.extend(set_cookies.into_iter().map(set_cookie));
     }
     response
 }

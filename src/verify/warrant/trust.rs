@@ -176,10 +176,6 @@ impl Trust {
     pub(super) fn hasher(&self) -> SipHasher13 {
         SipHasher13::new_with_keys(self.keys.0, self.keys.1)
     }
-
-    pub fn cached_entries(&self) -> u64 {
-        self.stacks.entry_count() + self.decisions.entry_count()
-    }
 }
 
 fn read(path: &Path, field: &'static str) -> Result<String, LoadError> {
