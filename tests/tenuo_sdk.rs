@@ -240,9 +240,8 @@ fn rust_crate_pop_is_byte_identical_to_the_sdk_pop_for_every_arg_type() {
     assert!(matches!(e, Error::ConstraintNotSatisfied { .. }), "{e:?}");
 }
 
-#[test]
-fn two_link_stack_from_the_sdk_verifies() {
-    let f = fixture();
+/// A deploy-only child of the root for a fresh holder: `web-front*`, 1..=5 replicas.
+fn narrowed_child(f: &Fixture) -> (Key, Minted) {
     let worker = f.m.key();
     let child = f.m.grant(
         &f.root,
@@ -252,6 +251,13 @@ fn two_link_stack_from_the_sdk_verifies() {
         json!({"service": {"pattern": "web-front*"}, "replicas": {"range": [1, 5]}}),
         300,
     );
+    (worker, child)
+}
+
+#[test]
+fn two_link_stack_from_the_sdk_verifies() {
+    let f = fixture();
+    let (worker, child) = narrowed_child(&f);
     assert_eq!(child.depth, 1);
     assert_eq!(
         child.issuer_hex, f.agent.public_hex,
@@ -471,15 +477,7 @@ fn delegated_leaf_without_its_parents_is_denied() {
 #[test]
 fn delegated_narrowing_is_enforced_and_widening_is_refused_by_the_sdk() {
     let f = fixture();
-    let worker = f.m.key();
-    let child = f.m.grant(
-        &f.root,
-        &f.agent,
-        &worker,
-        "deploy",
-        json!({"service": {"pattern": "web-front*"}, "replicas": {"range": [1, 5]}}),
-        300,
-    );
+    let (worker, child) = narrowed_child(&f);
     let header = f.m.stack(&[&f.root, &child]);
     let auth = authorizer(&f.issuer);
     // Allowed by the root, not by the child.

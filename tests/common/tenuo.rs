@@ -84,11 +84,7 @@ pub struct Minted {
 
 impl Minted {
     fn from_json(v: &Value) -> Minted {
-        let s = |k: &str| {
-            v[k].as_str()
-                .unwrap_or_else(|| panic!("minter answer lacks {k}: {v}"))
-                .to_string()
-        };
+        let s = |k: &str| text(v, k);
         Minted {
             warrant: s("warrant"),
             id: s("id"),
@@ -315,12 +311,15 @@ impl Minter {
     }
 }
 
+/// A string field of a minter answer (panics with the answer if absent).
+fn text(v: &Value, k: &str) -> String {
+    v[k].as_str()
+        .unwrap_or_else(|| panic!("minter answer lacks {k}: {v}"))
+        .to_string()
+}
+
 fn key_from(v: &Value) -> Key {
-    let s = |k: &str| {
-        v[k].as_str()
-            .unwrap_or_else(|| panic!("key lacks {k}: {v}"))
-            .to_string()
-    };
+    let s = |k: &str| text(v, k);
     Key {
         id: s("id"),
         public_hex: s("public_hex"),
