@@ -19,7 +19,9 @@ use crate::cache::{Cached, DecisionCache};
 use crate::config::{Config, Require};
 use crate::deny::Deny;
 use crate::identity::Identity;
-use crate::request::RequestView;
+use crate::identity::Source;
+use crate::policy::Rule;
+use crate::request::{RequestView, Single};
 use crate::response::{self, WarrantDenied};
 use crate::session::{login, Reply, Sessions};
 use crate::telemetry::{CacheResult, Metrics};
@@ -41,6 +43,10 @@ struct Allowed {
     identity: Option<Arc<Identity>>,
     grant: Option<Arc<Grant>>,
     set_cookie: Option<String>,
+    /// The request's `Authorization` header was not what portcullis
+    /// verified (a warrant-only route, a cookie-authenticated request, a
+    /// non-Bearer scheme): it does not reach the upstream.
+    remove_authorization: bool,
 }
 
 /// A denial with what is known about who was denied, for the log line.
@@ -120,10 +126,13 @@ impl Checker {
                     warrant_id = grant.map(|g| &*g.warrant_id),
                     path = %view.path
                 );
-                let credentials = match (&self.warrant, grant) {
+                let mut credentials = match (&self.warrant, grant) {
                     (Some(w), Some(_)) => w.credential_headers(),
                     _ => Vec::new(),
                 };
+                if allowed.remove_authorization {
+                    credentials.push("authorization".into());
+                }
                 let credentials: Vec<&str> = credentials.iter().map(String::as_str).collect();
                 let mut edits = self
                     .config
@@ -146,13 +155,16 @@ impl Checker {
     /// log in; API calls, XHR and non-GET requests keep their 401.
     async fn login_redirect(&self, denied: &Denied, view: &RequestView<'_>) -> Option<Reply> {
         let sessions = self.sessions.as_ref()?;
+        let session_of_another_login = denied.deny == Deny::ProviderNotAllowed
+            && denied.identity.as_ref().is_some_and(|i| i.source == Source::Session);
         if !matches!(
             denied.deny,
             Deny::MissingCredential | Deny::SessionInvalid | Deny::SessionExpired | Deny::RefreshFailed
-        ) {
+        ) && !session_of_another_login
+        {
             return None;
         }
-        let login = self.config.policy.rule_for(&view.path).ok()?.login()?;
+        let login = self.config.policy.rule_for(view.path).ok()?.login()?;
         if !login::is_browser(view) {
             return None;
         }
@@ -211,14 +223,20 @@ impl Checker {
     }
 
     async fn decide(&self, view: &RequestView<'_>, started: Instant) -> Result<Allowed, Denied> {
-        let rule = self.config.policy.rule_for(&view.path)?;
+        let rule = self.config.policy.rule_for(view.path)?;
         let (credential, wants_warrant) = match rule.require() {
-            Require::Oidc => (Some(self.oidc_credential(view)?.ok_or(Deny::MissingCredential)?), false),
+            Require::Oidc => (
+                Some(self.oidc_credential(view, rule)?.ok_or(Deny::MissingCredential)?),
+                false,
+            ),
             Require::Tenuo => (None, true),
-            Require::All => (Some(self.oidc_credential(view)?.ok_or(Deny::MissingCredential)?), true),
+            Require::All => (
+                Some(self.oidc_credential(view, rule)?.ok_or(Deny::MissingCredential)?),
+                true,
+            ),
             // Every credential presented must be valid; at least one must be presented.
             Require::Any => {
-                let credential = self.oidc_credential(view)?;
+                let credential = self.oidc_credential(view, rule)?;
                 let warrant = self.warrant.as_ref().is_some_and(|w| w.is_presented(view));
                 if credential.is_none() && !warrant {
                     return Err(Deny::MissingCredential.into());
@@ -226,9 +244,15 @@ impl Checker {
                 (credential, warrant)
             }
         };
+        let bearer_verified = matches!(credential, Some(Credential::Bearer(_)));
         let (identity, set_cookie) = match credential {
             Some(Credential::Session(value)) => {
                 let (identity, set_cookie) = self.session(value).await?;
+                self.check_origin(&identity, view).map_err(|deny| Denied {
+                    identity: Some(identity.clone()),
+                    set_cookies: set_cookie.iter().cloned().collect(),
+                    ..deny.into()
+                })?;
                 (Some(identity), set_cookie)
             }
             Some(other) => (Some(self.identify(other).await?), None),
@@ -248,6 +272,9 @@ impl Checker {
                 identity,
                 grant,
                 set_cookie,
+                remove_authorization: !bearer_verified
+                    && view.authorization() != Single::Absent
+                    && !rule.forwards_unverified_authorization(),
             }),
             Err(deny) => Err(Denied {
                 deny,
@@ -259,16 +286,33 @@ impl Checker {
     }
 
     /// The OIDC credential presented: `Authorization: Bearer`, else the
-    /// session cookie; `None` when there is neither.
-    fn oidc_credential<'a>(&self, view: &RequestView<'a>) -> Result<Option<Credential<'a>>, Deny> {
+    /// session cookie where the rule accepts sessions; `None` when there is
+    /// neither. On other rules the cookie is not a credential at all, so a
+    /// browser's cookie cannot drive a bearer-only API.
+    fn oidc_credential<'a>(&self, view: &RequestView<'a>, rule: &Rule) -> Result<Option<Credential<'a>>, Deny> {
         match credential::extract(view, self.oidc.max_token_bytes()) {
             Ok(c) => Ok(Some(c)),
-            Err(Deny::MissingCredential) => Ok(self
+            Err(Deny::MissingCredential) if rule.accepts_sessions() => Ok(self
                 .sessions
                 .as_ref()
                 .and_then(|s| s.cookie(view))
                 .map(Credential::Session)),
             Err(deny) => Err(deny),
+        }
+    }
+
+    /// A cookie is sent with cross-site requests too, so a state-changing
+    /// request it authenticates must show it comes from our own pages:
+    /// `Sec-Fetch-Site: same-origin` (or `none`: typed by the user), or,
+    /// from browsers that do not send Fetch metadata, an `Origin` equal to
+    /// the login's `public_url`.
+    fn check_origin(&self, identity: &Identity, view: &RequestView<'_>) -> Result<(), Deny> {
+        if is_safe_method(view.method) {
+            return Ok(());
+        }
+        match &self.sessions {
+            Some(s) if s.same_origin(&identity.provider, view) => Ok(()),
+            _ => Err(Deny::CrossOriginRequest),
         }
     }
 
@@ -356,6 +400,13 @@ impl Checker {
     }
 }
 
+/// RFC 9110 §9.2.1: methods that do not change state (CORS lets other
+/// sites send none of the others without a preflight except POST, but any
+/// of them may be made state-changing by an upstream, so only these pass).
+fn is_safe_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -397,7 +448,7 @@ fn log_denial(denied: &Denied, view: Option<&RequestView<'_>>, request_id: &str)
         warrant_id = w.and_then(|w| w.warrant_id.as_deref()),
         detail = w.map(|w| w.detail.as_str()).filter(|d| !d.is_empty()),
         method = view.map(|v| v.method),
-        path = view.map(|v| v.path.as_str()),
+        path = view.map(|v| v.path),
         request_id,
     );
 }

@@ -1,6 +1,9 @@
-//! Why a request is not allowed. One enum, one stable reason string per
-//! variant, and one table (`status`) that gives each its HTTP status: the
-//! response builder is the only place that turns a `Deny` into a response.
+//! Why a request is not allowed. One enum, and one exhaustive table
+//! ([`Deny::class`]) that gives each variant its stable reason string, its
+//! HTTP status, the verifier family it comes from, and whether the decision
+//! cache may remember it. A new variant does not compile until it has chosen
+//! all four. The response builder is the only place that turns a `Deny`
+//! into a response.
 
 /// HTTP status class of a denial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,12 @@ pub enum Deny {
     InvalidPath,
     #[error("the request is not an HTTP request")]
     NotHttp,
+    #[error("the request has too many headers")]
+    TooManyHeaders,
+    #[error("the credential's provider is not accepted on this route")]
+    ProviderNotAllowed,
+    #[error("a state-changing request authenticated by the session cookie did not come from our origin")]
+    CrossOriginRequest,
     // Tenuo warrants. Reasons follow Tenuo's Kubernetes guide where it names one.
     #[error("no warrant")]
     MissingWarrant,
@@ -119,152 +128,171 @@ pub enum Deny {
     LoginFailed,
 }
 
+/// Which part of portcullis decides a denial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// The request itself, before any credential (path, headers, shape).
+    Request,
+    /// A bearer token (OIDC JWT) or the identity it proves.
+    Token,
+    /// The route rule applied to an identity.
+    Rule,
+    /// A Tenuo warrant (the warrant verifier caches on its own).
+    Warrant,
+    /// A browser session: cookie, login, callback, refresh.
+    Session,
+}
+
+/// Whether a token's denial may be remembered in the negative cache, keyed
+/// by the token's bytes (and the key-set generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// The same token bytes always get this answer until the keys change.
+    Stable,
+    /// The answer can change without the token changing (a JWKS refetch, the
+    /// clock, the route), or it is not about a token at all.
+    Never,
+}
+
+/// Everything that follows from a denial's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    pub reason: &'static str,
+    pub status: Status,
+    pub family: Family,
+    pub cache: Cache,
+}
+
+const fn class(reason: &'static str, status: Status, family: Family, cache: Cache) -> Class {
+    Class {
+        reason,
+        status,
+        family,
+        cache,
+    }
+}
+
 impl Deny {
+    /// The one table: reason, status, family, cacheability. Exhaustive on
+    /// purpose (no `_` arm): a new variant must choose each of them.
+    pub fn class(&self) -> Class {
+        use Cache::{Never, Stable};
+        use Family::{Request, Rule, Session, Token, Warrant};
+        use Status::{BadRequest, Forbidden, NotFound, Unauthenticated};
+        match self {
+            Deny::InvalidPath => class("invalid_path", BadRequest, Request, Never),
+            Deny::NotHttp => class("not_http", BadRequest, Request, Never),
+            Deny::TooManyHeaders => class("too_many_headers", BadRequest, Request, Never),
+            // The token is the whole question: the same bytes, the same answer.
+            Deny::MissingCredential => class("missing_credential", Unauthenticated, Token, Never),
+            Deny::MultipleCredentials => class("multiple_credentials", Unauthenticated, Token, Never),
+            Deny::MalformedToken => class("malformed_token", Unauthenticated, Token, Stable),
+            Deny::TokenTooLarge => class("token_too_large", Unauthenticated, Token, Never),
+            Deny::UnknownIssuer => class("unknown_issuer", Unauthenticated, Token, Stable),
+            // A refetch may bring the key, or the IdP may come back.
+            Deny::UnknownKey => class("unknown_key", Unauthenticated, Token, Never),
+            Deny::KeysUnavailable => class("keys_unavailable", Unauthenticated, Token, Never),
+            Deny::DisallowedAlgorithm => class("disallowed_algorithm", Unauthenticated, Token, Stable),
+            Deny::InvalidSignature => class("invalid_signature", Unauthenticated, Token, Stable),
+            Deny::TokenExpired => class("token_expired", Unauthenticated, Token, Stable),
+            // Becomes valid with time.
+            Deny::TokenNotYetValid => class("token_not_yet_valid", Unauthenticated, Token, Never),
+            Deny::WrongAudience => class("wrong_audience", Unauthenticated, Token, Stable),
+            Deny::InvalidClaims => class("invalid_claims", Unauthenticated, Token, Stable),
+            Deny::MissingUserClaim => class("missing_user_claim", Unauthenticated, Token, Stable),
+            Deny::MissingGroups => class("missing_groups", Forbidden, Token, Stable),
+            Deny::ClientNotAllowed => class("client_not_allowed", Unauthenticated, Token, Stable),
+            // Rules run on every request, after the cache: never cached.
+            Deny::UserNotAllowed => class("user_not_allowed", Forbidden, Rule, Never),
+            Deny::GroupNotAllowed => class("group_not_allowed", Forbidden, Rule, Never),
+            Deny::NoMatchingRule => class("no_matching_rule", Forbidden, Rule, Never),
+            Deny::ProviderNotAllowed => class("provider_not_allowed", Forbidden, Rule, Never),
+            Deny::CrossOriginRequest => class("cross_origin_request", Forbidden, Rule, Never),
+            // Warrants: tenuo-authorizer's statuses; a warrant that decodes
+            // but does not authorize is a 403.
+            Deny::MissingWarrant => class("missing_warrant", Unauthenticated, Warrant, Never),
+            Deny::InvalidWarrant => class("invalid_warrant", BadRequest, Warrant, Never),
+            Deny::NoRoute => class("no_route", NotFound, Warrant, Never),
+            Deny::ExtractionFailed => class("extraction_failed", BadRequest, Warrant, Never),
+            Deny::InvalidApprovals => class("invalid_approvals", BadRequest, Warrant, Never),
+            Deny::ToolNotInWarrant => class("tool_not_in_warrant", Forbidden, Warrant, Never),
+            Deny::ConstraintViolation => class("constraint_violation", Forbidden, Warrant, Never),
+            Deny::WarrantExpired => class("warrant_expired", Forbidden, Warrant, Never),
+            Deny::MissingPop => class("missing_pop", Forbidden, Warrant, Never),
+            Deny::InvalidPop => class("invalid_pop", Forbidden, Warrant, Never),
+            Deny::ChainInvalid => class("chain_invalid", Forbidden, Warrant, Never),
+            Deny::UntrustedRoot => class("untrusted_root", Forbidden, Warrant, Never),
+            Deny::WarrantRevoked => class("warrant_revoked", Forbidden, Warrant, Never),
+            Deny::ApprovalRequired => class("approval_required", Forbidden, Warrant, Never),
+            // Sessions are opened by their own cache, never the decision cache.
+            Deny::SessionInvalid => class("session_invalid", Unauthenticated, Session, Never),
+            Deny::SessionExpired => class("session_expired", Unauthenticated, Session, Never),
+            Deny::RefreshFailed => class("refresh_failed", Unauthenticated, Session, Never),
+            Deny::SessionTooLarge => class("session_too_large", Unauthenticated, Session, Never),
+            Deny::LoginStateMissing => class("login_state_missing", Unauthenticated, Session, Never),
+            Deny::LoginStateInvalid => class("login_state_invalid", Unauthenticated, Session, Never),
+            Deny::LoginStateReplayed => class("login_state_replayed", Unauthenticated, Session, Never),
+            Deny::NonceMismatch => class("nonce_mismatch", Unauthenticated, Session, Never),
+            Deny::LoginFailed => class("login_failed", Unauthenticated, Session, Never),
+        }
+    }
+
     /// Stable snake_case reason: in the JSON body, the debug header, logs and
     /// the `reason` metric label (bounded by this enum).
     pub fn reason(&self) -> &'static str {
-        match self {
-            Deny::MissingCredential => "missing_credential",
-            Deny::MultipleCredentials => "multiple_credentials",
-            Deny::MalformedToken => "malformed_token",
-            Deny::TokenTooLarge => "token_too_large",
-            Deny::UnknownIssuer => "unknown_issuer",
-            Deny::UnknownKey => "unknown_key",
-            Deny::KeysUnavailable => "keys_unavailable",
-            Deny::DisallowedAlgorithm => "disallowed_algorithm",
-            Deny::InvalidSignature => "invalid_signature",
-            Deny::TokenExpired => "token_expired",
-            Deny::TokenNotYetValid => "token_not_yet_valid",
-            Deny::WrongAudience => "wrong_audience",
-            Deny::InvalidClaims => "invalid_claims",
-            Deny::MissingUserClaim => "missing_user_claim",
-            Deny::MissingGroups => "missing_groups",
-            Deny::ClientNotAllowed => "client_not_allowed",
-            Deny::UserNotAllowed => "user_not_allowed",
-            Deny::GroupNotAllowed => "group_not_allowed",
-            Deny::NoMatchingRule => "no_matching_rule",
-            Deny::InvalidPath => "invalid_path",
-            Deny::NotHttp => "not_http",
-            Deny::MissingWarrant => "missing_warrant",
-            Deny::InvalidWarrant => "invalid_warrant",
-            Deny::NoRoute => "no_route",
-            Deny::ExtractionFailed => "extraction_failed",
-            Deny::InvalidApprovals => "invalid_approvals",
-            Deny::ToolNotInWarrant => "tool_not_in_warrant",
-            Deny::ConstraintViolation => "constraint_violation",
-            Deny::WarrantExpired => "warrant_expired",
-            Deny::MissingPop => "missing_pop",
-            Deny::InvalidPop => "invalid_pop",
-            Deny::ChainInvalid => "chain_invalid",
-            Deny::UntrustedRoot => "untrusted_root",
-            Deny::WarrantRevoked => "warrant_revoked",
-            Deny::ApprovalRequired => "approval_required",
-            Deny::SessionInvalid => "session_invalid",
-            Deny::SessionExpired => "session_expired",
-            Deny::RefreshFailed => "refresh_failed",
-            Deny::SessionTooLarge => "session_too_large",
-            Deny::LoginStateMissing => "login_state_missing",
-            Deny::LoginStateInvalid => "login_state_invalid",
-            Deny::LoginStateReplayed => "login_state_replayed",
-            Deny::NonceMismatch => "nonce_mismatch",
-            Deny::LoginFailed => "login_failed",
-        }
+        self.class().reason
     }
 
     pub fn status(&self) -> Status {
-        match self {
-            Deny::InvalidPath
-            | Deny::NotHttp
-            | Deny::InvalidWarrant
-            | Deny::ExtractionFailed
-            | Deny::InvalidApprovals => Status::BadRequest,
-            Deny::NoRoute => Status::NotFound,
-            Deny::MissingWarrant
-            | Deny::MissingCredential
-            | Deny::MultipleCredentials
-            | Deny::MalformedToken
-            | Deny::TokenTooLarge
-            | Deny::UnknownIssuer
-            | Deny::UnknownKey
-            | Deny::KeysUnavailable
-            | Deny::DisallowedAlgorithm
-            | Deny::InvalidSignature
-            | Deny::TokenExpired
-            | Deny::TokenNotYetValid
-            | Deny::WrongAudience
-            | Deny::InvalidClaims
-            | Deny::MissingUserClaim
-            | Deny::ClientNotAllowed
-            | Deny::SessionInvalid
-            | Deny::SessionExpired
-            | Deny::RefreshFailed
-            | Deny::SessionTooLarge
-            | Deny::LoginStateMissing
-            | Deny::LoginStateInvalid
-            | Deny::LoginStateReplayed
-            | Deny::NonceMismatch
-            | Deny::LoginFailed => Status::Unauthenticated,
-            // A warrant that decodes but does not authorize is a 403, as in tenuo-authorizer.
-            Deny::MissingGroups
-            | Deny::UserNotAllowed
-            | Deny::GroupNotAllowed
-            | Deny::NoMatchingRule
-            | Deny::ToolNotInWarrant
-            | Deny::ConstraintViolation
-            | Deny::WarrantExpired
-            | Deny::MissingPop
-            | Deny::InvalidPop
-            | Deny::ChainInvalid
-            | Deny::UntrustedRoot
-            | Deny::WarrantRevoked
-            | Deny::ApprovalRequired => Status::Forbidden,
-        }
+        self.class().status
     }
 
-    /// Whether the same credential bytes always produce this denial, so a
-    /// short negative cache entry is safe. Anything a JWKS refetch could
-    /// change (an unknown or unavailable key) is never cached.
+    /// Whether the same token bytes always produce this denial, so a short
+    /// negative cache entry is safe.
     pub fn is_stable(&self) -> bool {
-        !matches!(self, Deny::UnknownKey | Deny::KeysUnavailable | Deny::TokenNotYetValid)
-            && !self.is_warrant()
-            && !self.is_session()
+        self.class().cache == Cache::Stable
     }
 
-    /// Denials of the browser-session path (cookie, login, refresh); never
-    /// put in the decision cache, which holds bearer-token decisions.
+    /// Denials of the browser-session path (cookie, login, refresh).
     pub fn is_session(&self) -> bool {
-        matches!(
-            self,
-            Deny::SessionInvalid
-                | Deny::SessionExpired
-                | Deny::RefreshFailed
-                | Deny::SessionTooLarge
-                | Deny::LoginStateMissing
-                | Deny::LoginStateInvalid
-                | Deny::LoginStateReplayed
-                | Deny::NonceMismatch
-                | Deny::LoginFailed
-        )
+        self.class().family == Family::Session
     }
 
-    /// Denials decided by the warrant verifier, which caches on its own.
+    /// Denials decided by the warrant verifier.
     pub fn is_warrant(&self) -> bool {
-        matches!(
-            self,
-            Deny::MissingWarrant
-                | Deny::InvalidWarrant
-                | Deny::NoRoute
-                | Deny::ExtractionFailed
-                | Deny::InvalidApprovals
-                | Deny::ToolNotInWarrant
-                | Deny::ConstraintViolation
-                | Deny::WarrantExpired
-                | Deny::MissingPop
-                | Deny::InvalidPop
-                | Deny::ChainInvalid
-                | Deny::UntrustedRoot
-                | Deny::WarrantRevoked
-                | Deny::ApprovalRequired
-        )
+        self.class().family == Family::Warrant
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_token_facts_are_negative_cacheable() {
+        // Every Stable denial is about a token's own bytes; nothing that
+        // depends on the route, the clock or a key refetch is.
+        for d in [
+            Deny::UnknownKey,
+            Deny::KeysUnavailable,
+            Deny::TokenNotYetValid,
+            Deny::UserNotAllowed,
+            Deny::ProviderNotAllowed,
+            Deny::CrossOriginRequest,
+            Deny::SessionExpired,
+            Deny::InvalidPop,
+            Deny::InvalidPath,
+        ] {
+            assert!(!d.is_stable(), "{d:?}");
+        }
+        for d in [
+            Deny::InvalidSignature,
+            Deny::TokenExpired,
+            Deny::WrongAudience,
+            Deny::MalformedToken,
+        ] {
+            assert!(d.is_stable(), "{d:?}");
+            assert_eq!(d.class().family, Family::Token);
+        }
     }
 }

@@ -45,6 +45,8 @@ pub struct HeaderPolicy {
     pub user: String,
     pub email: String,
     pub groups: String,
+    /// The verified identity's issuer (its provider's name for plain OAuth2).
+    pub issuer: String,
     exact: Vec<String>,
     prefixes: Vec<String>,
     /// `exact` minus the names portcullis may inject: removed from every allowed request.
@@ -78,7 +80,7 @@ pub enum CookieEdit {
 // === impl HeaderPolicy ===
 
 impl HeaderPolicy {
-    pub fn new(user: &str, email: &str, groups: &str, strip: &[String]) -> Self {
+    pub fn new(user: &str, email: &str, groups: &str, issuer: &str, strip: &[String]) -> Self {
         let mut exact: Vec<String> = Vec::new();
         let mut prefixes: Vec<String> = Vec::new();
         let all = BUILTIN_STRIP
@@ -86,7 +88,7 @@ impl HeaderPolicy {
             .chain(BUILTIN_EXACT)
             .copied()
             .chain(strip.iter().map(String::as_str))
-            .chain([user, email, groups]);
+            .chain([user, email, groups, issuer]);
         for name in all {
             let name = normalize(name);
             match name.strip_suffix('*') {
@@ -100,6 +102,7 @@ impl HeaderPolicy {
             user,
             email,
             groups,
+            issuer,
             WARRANT_ID,
             WARRANT_TOOL,
             WARRANT_HOLDER,
@@ -115,6 +118,7 @@ impl HeaderPolicy {
             user: user.to_string(),
             email: email.to_string(),
             groups: groups.to_string(),
+            issuer: issuer.to_string(),
             exact,
             prefixes,
             fixed,
@@ -145,9 +149,10 @@ impl HeaderPolicy {
         also_remove: &[&str],
         request_headers: impl Iterator<Item = &'a str>,
     ) -> Edits {
-        let mut set = Vec::with_capacity(7);
+        let mut set = Vec::with_capacity(8);
         if let Some(identity) = identity {
             set.push((self.user.clone(), identity.user.to_string()));
+            set.push((self.issuer.clone(), identity.issuer.to_string()));
             if let Some(email) = &identity.email {
                 set.push((self.email.clone(), email.to_string()));
             }
@@ -171,13 +176,18 @@ impl HeaderPolicy {
             }
         }
         remove.extend(also_remove.iter().map(|n| n.to_string()));
-        for name in request_headers {
-            // An exact injected name is overwritten, so only other spellings
-            // (e.g. `x_user_id`) need removing.
-            if self.is_spoofable(name) && !injected(name) && !remove.iter().any(|r| r == name) {
-                remove.push(name.to_string());
-            }
-        }
+        // Request headers that are spoofable under another spelling (a
+        // prefix match, `x_user_id`): the exact configured names are in the
+        // lists above already, or overwritten when injected. Sorted and
+        // deduplicated once instead of a scan per header: the request's
+        // header count is capped, but this stays O(n log n) regardless.
+        let mut spelled: Vec<String> = request_headers
+            .filter(|name| self.is_spoofable(name) && !injected(name) && !self.exact.iter().any(|e| e == name))
+            .map(str::to_string)
+            .collect();
+        spelled.sort_unstable();
+        spelled.dedup();
+        remove.append(&mut spelled);
         Edits {
             set,
             remove,
@@ -256,6 +266,7 @@ mod tests {
             "x-user-id",
             "x-auth-request-email",
             "x-auth-request-groups",
+            "x-auth-request-issuer",
             &["x-tenant".into(), "x-internal-*".into()],
         )
     }
@@ -319,15 +330,18 @@ mod tests {
             Some(&identity()),
             None,
             &[],
-            ["x_user_id", "x-auth-request-foo", "accept"].into_iter(),
+            ["x_user_id", "x-auth-request-foo", "accept", "x_user_id"].into_iter(),
         );
         assert_eq!(
             e.set,
             vec![
                 ("x-user-id".to_string(), "alice".to_string()),
+                ("x-auth-request-issuer".into(), "https://issuer.test".into()),
                 ("x-auth-request-groups".into(), "dev".into())
             ]
         );
+        // `x_user_id` once, though a raw header map may repeat it.
+        assert_eq!(e.remove.iter().filter(|n| *n == "x_user_id").count(), 1);
         assert!(
             e.remove.contains(&"x-auth-request-email".to_string()),
             "email not injected, so removed"

@@ -20,6 +20,10 @@ pub enum Source {
 pub struct Identity {
     pub source: Source,
     pub issuer: Arc<str>,
+    /// The configured provider that vouches for this identity (its `name`;
+    /// for a session, its login's name). Rules accept identities by
+    /// provider, so equal user names from two providers never meet.
+    pub provider: Arc<str>,
     pub subject: Box<str>,
     /// The value injected as the user header (from `user_claim`).
     pub user: Box<str>,
@@ -35,6 +39,7 @@ impl Identity {
     pub fn new(source: Source, issuer: Arc<str>, subject: &str, user: &str, expires_at: SystemTime) -> Self {
         Self {
             source,
+            provider: issuer.clone(),
             issuer,
             subject: subject.into(),
             user: user.into(),
@@ -42,6 +47,11 @@ impl Identity {
             groups: "".into(),
             expires_at,
         }
+    }
+
+    pub fn with_provider(mut self, provider: Arc<str>) -> Self {
+        self.provider = provider;
+        self
     }
 
     pub fn with_email(mut self, email: Option<&str>) -> Self {

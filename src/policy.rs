@@ -1,10 +1,12 @@
-//! Route rules: the first rule whose `path_prefix` starts the normalized
-//! path decides who may pass. Evaluated on every request (also on a cache
-//! hit), because it is cheap and must follow the route, not the credential.
+//! Route rules: the first rule whose `path_prefix` starts the judged path
+//! decides who may pass. Evaluated on every request (also on a cache hit),
+//! because it is cheap and must follow the route, not the credential.
+
+use std::sync::Arc;
 
 use crate::config::Require;
 use crate::deny::Deny;
-use crate::identity::Identity;
+use crate::identity::{Identity, Source};
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -15,7 +17,16 @@ pub struct Policy {
 
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// Only `A-Za-z0-9-._~` and single `/` between segments (config
+    /// validation), no trailing `/` except for the root.
     path_prefix: String,
+    access: Access,
+}
+
+/// What a rule asks of a request, apart from where it applies. Two rules
+/// with equal access decide every request alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
     allowed_users: Vec<String>,
     allowed_groups: Vec<String>,
     /// Resolved against what is configured: `Any` only when both OIDC and
@@ -23,6 +34,13 @@ pub struct Rule {
     require: Require,
     /// The login (a `login.name`) browsers without a session are sent to.
     login: Option<String>,
+    /// Providers whose bearer tokens this rule accepts; `None`: every one.
+    token_providers: Option<Vec<Arc<str>>>,
+    /// Providers (by login name) whose session cookies this rule accepts;
+    /// empty: the cookie is not a credential here.
+    session_providers: Vec<Arc<str>>,
+    /// Let an `Authorization` header portcullis did not verify reach the upstream.
+    forward_unverified_authorization: bool,
 }
 
 // === impl Policy ===
@@ -36,12 +54,34 @@ impl Policy {
         }
     }
 
-    /// The rule that decides this path.
+    /// The rule that decides this path. Prefixes match case-sensitively, but
+    /// many upstreams route case-insensitively (Express by default, IIS…):
+    /// a path that would fall under a rule with other access if letter case
+    /// were ignored (`/ADMIN/x` beside an `/admin` rule) is refused as
+    /// ambiguous rather than judged by the open rule.
     pub fn rule_for(&self, path: &str) -> Result<&Rule, Deny> {
         if self.rules.is_empty() {
             return Ok(&self.fallback);
         }
-        self.rules.iter().find(|r| r.matches(path)).ok_or(Deny::NoMatchingRule)
+        let mut folded: Option<&Rule> = None;
+        for rule in &self.rules {
+            if !rule.matches_ignoring_case(path) {
+                continue;
+            }
+            let first = *folded.get_or_insert(rule);
+            if rule.matches(path) {
+                return if first.access == rule.access {
+                    Ok(rule)
+                } else {
+                    Err(Deny::InvalidPath)
+                };
+            }
+        }
+        Err(if folded.is_some() {
+            Deny::InvalidPath
+        } else {
+            Deny::NoMatchingRule
+        })
     }
 
     /// The rule for `path` applied to an OIDC identity (tests and tools).
@@ -53,63 +93,135 @@ impl Policy {
 // === impl Rule ===
 
 impl Rule {
+    /// A rule that accepts every provider's bearer tokens and no session
+    /// cookie; see [`Rule::with_providers`].
     pub fn new(path_prefix: &str, allowed_users: &[String], allowed_groups: &[String], require: Require) -> Self {
         Self {
             path_prefix: path_prefix.to_string(),
-            allowed_users: allowed_users.to_vec(),
-            allowed_groups: allowed_groups.to_vec(),
-            require,
-            login: None,
+            access: Access {
+                allowed_users: allowed_users.to_vec(),
+                allowed_groups: allowed_groups.to_vec(),
+                require,
+                login: None,
+                token_providers: None,
+                session_providers: Vec::new(),
+                forward_unverified_authorization: false,
+            },
         }
     }
 
     pub fn require(&self) -> Require {
-        self.require
+        self.access.require
     }
 
+    /// Browsers without a session are sent to this login; its sessions are accepted.
     pub fn with_login(mut self, login: Option<&str>) -> Self {
-        self.login = login.map(str::to_string);
+        self.access.login = login.map(str::to_string);
+        if let Some(l) = login {
+            if !self.access.session_providers.iter().any(|p| **p == *l) {
+                self.access.session_providers.push(l.into());
+            }
+        }
+        self
+    }
+
+    /// The providers whose bearer tokens, and whose logins' session cookies,
+    /// this rule accepts (names as in [`Identity::provider`]).
+    pub fn with_providers(mut self, tokens: Vec<Arc<str>>, sessions: Vec<Arc<str>>) -> Self {
+        self.access.token_providers = Some(tokens);
+        self.access.session_providers = sessions;
+        self
+    }
+
+    pub fn with_forward_unverified_authorization(mut self, forward: bool) -> Self {
+        self.access.forward_unverified_authorization = forward;
         self
     }
 
     /// The login browsers are redirected to on this rule's paths, if any.
     pub fn login(&self) -> Option<&str> {
-        self.login.as_deref()
+        self.access.login.as_deref()
     }
 
-    /// Prefixes match whole path segments: `/admin` covers `/admin` and
-    /// `/admin/x`, not `/administrator`; so an open `/admin/public` rule
-    /// cannot open `/admin/publicity`.
+    /// Whether the session cookie is a credential on this rule at all. When
+    /// it is not, the cookie is ignored (and still stripped for the
+    /// upstream): a bearer-only API cannot be driven by a browser's cookie.
+    pub fn accepts_sessions(&self) -> bool {
+        !self.access.session_providers.is_empty()
+    }
+
+    pub fn forwards_unverified_authorization(&self) -> bool {
+        self.access.forward_unverified_authorization
+    }
+
+    pub fn path_prefix(&self) -> &str {
+        &self.path_prefix
+    }
+
+    /// Prefixes match whole path segments: `/admin` covers `/admin`,
+    /// `/admin/` and `/admin/x`, not `/administrator`; so an open
+    /// `/admin/public` rule cannot open `/admin/publicity`.
     fn matches(&self, path: &str) -> bool {
-        let prefix = self.path_prefix.as_str();
-        match path.strip_prefix(prefix) {
-            Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-            None => false,
-        }
+        path.strip_prefix(self.path_prefix.as_str())
+            .is_some_and(|rest| self.at_boundary(rest.as_bytes()))
     }
 
-    /// Empty lists admit any authenticated identity; otherwise the user must
-    /// be listed or be in one of the listed groups.
-    /// Users and groups are OIDC facts: a rule that lists them never admits a
-    /// request without an OIDC identity (config validation makes such rules
-    /// require one, so this is a second lock).
+    fn matches_ignoring_case(&self, path: &str) -> bool {
+        let (p, prefix) = (path.as_bytes(), self.path_prefix.as_bytes());
+        p.len() >= prefix.len()
+            && p[..prefix.len()].eq_ignore_ascii_case(prefix)
+            && self.at_boundary(&p[prefix.len()..])
+    }
+
+    fn at_boundary(&self, rest: &[u8]) -> bool {
+        self.path_prefix == "/" || rest.is_empty() || rest[0] == b'/'
+    }
+
+    /// The identity's provider must be one this rule accepts (its users and
+    /// groups are that provider's: a GitHub `alice` is not an Entra
+    /// `alice`). Empty lists then admit any identity; otherwise the user must
+    /// be listed or be in one of the listed groups. Users and groups are
+    /// OIDC facts: a rule that lists them never admits a request without an
+    /// OIDC identity (config validation makes such rules require one, so
+    /// this is a second lock).
     pub fn admits(&self, identity: Option<&Identity>) -> Result<(), Deny> {
-        if self.allowed_users.is_empty() && self.allowed_groups.is_empty() {
+        if let Some(identity) = identity {
+            self.accepts_provider(identity)?;
+        }
+        let a = &self.access;
+        if a.allowed_users.is_empty() && a.allowed_groups.is_empty() {
             return Ok(());
         }
         let Some(identity) = identity else {
             return Err(Deny::MissingCredential);
         };
-        if self.allowed_users.iter().any(|u| **u == *identity.user)
-            || self.allowed_groups.iter().any(|g| identity.in_group(g))
+        if a.allowed_users.iter().any(|u| **u == *identity.user)
+            || a.allowed_groups.iter().any(|g| identity.in_group(g))
         {
             return Ok(());
         }
-        Err(if self.allowed_groups.is_empty() {
+        Err(if a.allowed_groups.is_empty() {
             Deny::UserNotAllowed
         } else {
             Deny::GroupNotAllowed
         })
+    }
+
+    fn accepts_provider(&self, identity: &Identity) -> Result<(), Deny> {
+        let a = &self.access;
+        let provider = &*identity.provider;
+        let accepted = match identity.source {
+            Source::Session => a.session_providers.iter().any(|p| **p == *provider),
+            Source::OidcUser | Source::OidcClient => a
+                .token_providers
+                .as_ref()
+                .is_none_or(|ps| ps.iter().any(|p| **p == *provider)),
+        };
+        if accepted {
+            Ok(())
+        } else {
+            Err(Deny::ProviderNotAllowed)
+        }
     }
 }
 
@@ -141,6 +253,7 @@ mod tests {
             Err(Deny::GroupNotAllowed)
         );
         assert_eq!(p.authorize("/admin", &who("alice", &[])), Err(Deny::GroupNotAllowed));
+        assert_eq!(p.authorize("/admin/", &who("alice", &[])), Err(Deny::GroupNotAllowed));
         // Segment boundary: not the /admin rule, so the open / rule decides.
         assert_eq!(p.authorize("/administrator", &who("alice", &[])), Ok(()));
         assert_eq!(p.authorize("/ops", &who("bob", &[])), Ok(()));
@@ -168,6 +281,49 @@ mod tests {
     }
 
     #[test]
+    fn letter_case_that_would_change_the_rule_is_refused() {
+        let p = policy();
+        // Express routes /ADMIN/x into app.use('/admin'): never judge it by `/`.
+        for path in ["/ADMIN/x", "/Admin", "/aDmIn/", "/OPS"] {
+            assert_eq!(
+                p.rule_for(path).map(Rule::path_prefix),
+                Err(Deny::InvalidPath),
+                "{path}"
+            );
+        }
+        // Case that cannot change the rule is not ambiguous.
+        assert_eq!(p.rule_for("/Users/Admin").map(Rule::path_prefix), Ok("/"));
+        assert_eq!(p.rule_for("/administrator").map(Rule::path_prefix), Ok("/"));
+        // An open sub-prefix: `/admin/PUBLIC` is `/admin` to a case-sensitive
+        // upstream and `/admin/public` to a case-insensitive one.
+        let p = Policy::new(
+            vec![
+                Rule::new("/admin/public", &[], &[], Require::Oidc),
+                Rule::new("/admin", &[], &["admins".into()], Require::Oidc),
+                Rule::new("/", &[], &[], Require::Oidc),
+            ],
+            Require::Oidc,
+        );
+        assert_eq!(
+            p.rule_for("/admin/PUBLIC").map(Rule::path_prefix),
+            Err(Deny::InvalidPath)
+        );
+        // Two rules with the same access: either reading decides alike.
+        let p = Policy::new(
+            vec![
+                Rule::new("/static", &[], &[], Require::Oidc),
+                Rule::new("/", &[], &[], Require::Oidc),
+            ],
+            Require::Oidc,
+        );
+        assert_eq!(p.rule_for("/STATIC/app.js").map(Rule::path_prefix), Ok("/"));
+        // Only a case-insensitive reading matches: refused, not "no rule".
+        let p = Policy::new(vec![Rule::new("/api", &[], &[], Require::Oidc)], Require::Oidc);
+        assert_eq!(p.rule_for("/API/x").map(Rule::path_prefix), Err(Deny::InvalidPath));
+        assert_eq!(p.rule_for("/other").map(Rule::path_prefix), Err(Deny::NoMatchingRule));
+    }
+
+    #[test]
     fn unmatched_path_is_denied_when_rules_exist() {
         let p = Policy::new(vec![Rule::new("/api", &[], &[], Require::Any)], Require::Any);
         assert_eq!(p.authorize("/other", &who("alice", &[])), Err(Deny::NoMatchingRule));
@@ -182,5 +338,35 @@ mod tests {
         let rule = p.rule_for("/x").expect("rule");
         assert_eq!(rule.admits(None), Err(Deny::MissingCredential));
         assert_eq!(rule.admits(Some(&who("a", &["dev"]))), Ok(()));
+    }
+
+    #[test]
+    fn identities_belong_to_their_provider() {
+        let entra_only = Rule::new("/internal", &["alice".into()], &[], Require::Oidc)
+            .with_providers(vec!["entra".into()], vec!["entra".into()]);
+        let alice_at = |provider: &str, source| {
+            let mut id = who("alice", &[]).with_provider(provider.into());
+            id.source = source;
+            id
+        };
+        assert_eq!(entra_only.admits(Some(&alice_at("entra", Source::OidcUser))), Ok(()));
+        assert_eq!(entra_only.admits(Some(&alice_at("entra", Source::Session))), Ok(()));
+        // The same user name from GitHub is someone else.
+        assert_eq!(
+            entra_only.admits(Some(&alice_at("github", Source::Session))),
+            Err(Deny::ProviderNotAllowed)
+        );
+        assert_eq!(
+            entra_only.admits(Some(&alice_at("dex", Source::OidcUser))),
+            Err(Deny::ProviderNotAllowed)
+        );
+        // Tokens only: a session of the same provider is not accepted.
+        let api = Rule::new("/api", &[], &[], Require::Oidc).with_providers(vec!["entra".into()], vec![]);
+        assert!(!api.accepts_sessions());
+        assert_eq!(
+            api.admits(Some(&alice_at("entra", Source::Session))),
+            Err(Deny::ProviderNotAllowed)
+        );
+        assert_eq!(api.admits(Some(&alice_at("entra", Source::OidcUser))), Ok(()));
     }
 }

@@ -13,12 +13,18 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 
 use crate::deny::Deny;
 
+/// More request headers than this is refused before anything reads them:
+/// every per-request scan stays bounded. Envoy's own default limit is 100
+/// (`max_request_headers_count`), so only a misconfigured or hostile sender
+/// gets here.
+pub const MAX_HEADERS: usize = 200;
+
 #[derive(Debug)]
 pub struct RequestView<'a> {
     pub method: &'a str,
-    /// The normalized path used for rule matching (no query, dot-segments
-    /// resolved, slashes merged, `;params` dropped).
-    pub path: String,
+    /// The path the rules judge: as Envoy sent it, without the query
+    /// (see [`judge_path`]).
+    pub path: &'a str,
     /// The request target as Envoy sent it (query included).
     pub raw_path: &'a str,
     /// The body, when Envoy is configured to send it (`with_request_body`).
@@ -50,6 +56,13 @@ impl<'a> RequestView<'a> {
             Some(map) if !map.headers.is_empty() => Headers::Raw(&map.headers),
             _ => Headers::Merged(&http.headers),
         };
+        let count = match headers {
+            Headers::Merged(m) => m.len(),
+            Headers::Raw(r) => r.len(),
+        };
+        if count > MAX_HEADERS {
+            return Err(Deny::TooManyHeaders);
+        }
         // `body` holds UTF-8 bodies, `raw_body` any body when Envoy packs it as bytes.
         let body = if http.raw_body.is_empty() {
             http.body.as_bytes()
@@ -58,7 +71,7 @@ impl<'a> RequestView<'a> {
         };
         Ok(Self {
             method: &http.method,
-            path: normalize_path(&http.path)?,
+            path: judge_path(&http.path)?,
             raw_path: &http.path,
             body,
             headers,
@@ -148,85 +161,103 @@ fn raw_value(h: &HeaderValue) -> Option<&str> {
     }
 }
 
-/// Normalizes a request target for rule matching, so that `/public/../admin`,
-/// `//admin`, `/%61dmin` and `/public/..;/admin` are all seen as `/admin`.
-/// Encoded `/`, `\`, `?`, `#`, `%`, control bytes and bad escapes are refused outright:
-/// upstreams disagree on what they mean.
-pub fn normalize_path(raw: &str) -> Result<String, Deny> {
-    let target = raw.split(['?', '#']).next().unwrap_or_default();
-    if !target.starts_with('/') || target.contains('\\') {
+/// The path the rules judge: the request target exactly as Envoy sends it
+/// (and so as the upstream receives it), without the query string — or a
+/// refusal. Nothing is decoded, resolved or dropped here: interpreting the
+/// path in a way Envoy does not would let the rules judge one path while the
+/// upstream routes another (`/admin/..;/users` is `/users` to a servlet
+/// container but `/admin/…` to nginx, Express and Starlette).
+///
+/// So a path is refused (`invalid_path`) when its meaning depends on the
+/// reader:
+/// - `;` (path parameters), `\`, `#`, `//`, and `.` or `..` segments: Envoy
+///   (`normalize_path`, `merge_slashes`) never forwards the last two, so a
+///   path that still has them was not normalized and upstreams differ;
+/// - a `%XX` that decodes to an unreserved character (`A-Za-z0-9-._~`: RFC
+///   3986 says these are never encoded, and decoders disagree on whether to
+///   decode them before routing), to `/ \ ; % ? #`, or to a control byte;
+///   escapes that decode to something that is not UTF-8 (overlong `%c0%ae`
+///   is `.` to lenient decoders);
+/// - code points that compatibility (NFKC) folding or Unicode-aware
+///   case-insensitive matchers turn into ASCII letters or punctuation
+///   (fullwidth `／．ａ`, dot leaders, `ſ`, `K`, `İ`, `ı`);
+/// - raw bytes outside printable ASCII (Envoy's codecs do not pass them).
+///
+/// Rule prefixes can only hold `A-Za-z0-9-._~/` (checked at load), and none
+/// of those may appear encoded here, so matching prefixes on the raw path is
+/// the same as matching them on any decoding of it.
+pub fn judge_path(raw: &str) -> Result<&str, Deny> {
+    let path = raw.split_once('?').map_or(raw, |(p, _)| p);
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
         return Err(Deny::InvalidPath);
     }
-    if is_plain(target) {
-        return Ok(target.to_string());
-    }
-    let decoded = percent_decode(target)?;
-    let mut segments: Vec<&str> = Vec::new();
-    for seg in decoded.split('/') {
-        // Servlet containers drop `;params` from each segment, so `..;` means `..`.
-        let seg = seg.split(';').next().unwrap_or_default();
-        match seg {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
+    let mut i = 0;
+    let mut decoded_high = false;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let d = hex_byte(b.get(i + 1..i + 3)).ok_or(Deny::InvalidPath)?;
+                if d < 0x20 || d == 0x7f || is_unreserved(d) || matches!(d, b'/' | b'\\' | b';' | b'%' | b'?' | b'#') {
+                    return Err(Deny::InvalidPath);
+                }
+                decoded_high |= d >= 0x80;
+                i += 3;
             }
-            s => segments.push(s),
+            b'/' if b.get(i + 1) == Some(&b'/') => return Err(Deny::InvalidPath),
+            b'\\' | b';' | b'#' => return Err(Deny::InvalidPath),
+            0x21..=0x7e => i += 1,
+            _ => return Err(Deny::InvalidPath),
         }
     }
-    let mut out = String::with_capacity(decoded.len());
-    for s in &segments {
-        out.push('/');
-        out.push_str(s);
+    if path.split('/').any(|s| s == "." || s == "..") {
+        return Err(Deny::InvalidPath);
     }
-    if out.is_empty() || (decoded.ends_with('/') && !segments.is_empty()) {
-        out.push('/');
+    if decoded_high {
+        check_decoded_text(b)?;
     }
-    Ok(out)
+    Ok(path)
 }
 
-/// Already normal (the common case, since Envoy normalizes first): nothing
-/// to decode, no empty, `.` or `..` segment, no `;params`.
-fn is_plain(target: &str) -> bool {
-    let b = target.as_bytes();
-    !b.iter().any(|&c| matches!(c, b'%' | b';') || c < 0x20 || c == 0x7f)
-        && !target.contains("//")
-        && !target.split('/').any(|s| s == "." || s == "..")
-}
-
-fn percent_decode(s: &str) -> Result<String, Deny> {
-    if !s.contains('%') {
-        return check_bytes(s.as_bytes()).map(|()| s.to_string());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+/// The bytes that `%XX` escapes stand for must be UTF-8 without
+/// characters that fold into ASCII (see [`judge_path`]).
+fn check_decoded_text(b: &[u8]) -> Result<(), Deny> {
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or(Deny::InvalidPath)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| Deny::InvalidPath)?;
-            let b = u8::from_str_radix(hex, 16).map_err(|_| Deny::InvalidPath)?;
-            // Decoded, these change how a path splits; upstreams that decode
-            // twice (or re-parse) would see another path than our rules.
-            if matches!(b, b'/' | b'\\' | b'%' | b'?' | b'#') {
-                return Err(Deny::InvalidPath);
-            }
-            out.push(b);
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(hex_byte(b.get(i + 1..i + 3)).ok_or(Deny::InvalidPath)?);
             i += 3;
         } else {
-            out.push(bytes[i]);
+            out.push(b[i]);
             i += 1;
         }
     }
-    check_bytes(&out)?;
-    String::from_utf8(out).map_err(|_| Deny::InvalidPath)
+    let text = std::str::from_utf8(&out).map_err(|_| Deny::InvalidPath)?;
+    if text.chars().any(folds_to_ascii) {
+        return Err(Deny::InvalidPath);
+    }
+    Ok(())
 }
 
-fn check_bytes(b: &[u8]) -> Result<(), Deny> {
-    if b.iter().any(|&c| c < 0x20 || c == 0x7f) {
-        Err(Deny::InvalidPath)
-    } else {
-        Ok(())
-    }
+/// Non-ASCII characters that some readers take for ASCII: NFKC maps the
+/// fullwidth forms (U+FF01–FF5E), the small forms (U+FE50–FE6B) and the dot
+/// leaders (U+2024–2026) to ASCII punctuation and letters; Unicode case
+/// folding matches `ſ`, `K` (Kelvin), `İ` and `ı` with ASCII letters.
+fn folds_to_ascii(c: char) -> bool {
+    matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{FE50}'..='\u{FE6B}' | '\u{2024}'..='\u{2026}')
+        || matches!(c, '\u{017F}' | '\u{212A}' | '\u{0130}' | '\u{0131}')
+}
+
+fn hex_byte(h: Option<&[u8]>) -> Option<u8> {
+    let &[hi, lo] = h? else { return None };
+    let digit = |c: u8| (c as char).to_digit(16);
+    u8::try_from(digit(hi)? * 16 + digit(lo)?).ok()
+}
+
+/// RFC 3986 `unreserved`.
+pub fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 #[cfg(test)]
@@ -234,42 +265,72 @@ mod tests {
     use super::*;
 
     #[test]
-    fn path_tricks_normalize_to_the_real_target() {
+    fn plain_paths_are_judged_as_sent() {
         for (raw, want) in [
             ("/admin", "/admin"),
             ("/admin/", "/admin/"),
             ("/admin?x=/public", "/admin"),
-            ("/public/../admin", "/admin"),
-            ("//admin", "/admin"),
-            ("/./admin", "/admin"),
-            ("/%61dmin", "/admin"),
-            ("/public/..;/admin", "/admin"),
-            ("/admin;jsessionid=1/x", "/admin/x"),
-            ("/../../admin", "/admin"),
+            ("/admin?a=..;/b&c=%2f", "/admin"),
             ("/", "/"),
-            ("/a/b/..", "/a"),
-            ("/%2e%2e/admin", "/admin"),
+            ("/a.b/c..d/.e/f.", "/a.b/c..d/.e/f."),
+            ("/my%20docs/caf%C3%A9", "/my%20docs/caf%C3%A9"),
+            ("/a%2Bb/%40me/%3a", "/a%2Bb/%40me/%3a"),
+            ("/~user/x-y_z", "/~user/x-y_z"),
         ] {
-            assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw}");
+            assert_eq!(judge_path(raw), Ok(want), "{raw}");
         }
     }
 
     #[test]
-    fn ambiguous_paths_are_refused() {
+    fn paths_readers_disagree_on_are_refused() {
         for raw in [
+            // Path parameters and what servlet containers make of them.
+            "/admin/..;/users",
+            "/admin/..%3Bx/users",
+            "/admin/..%3b/users",
+            "/admin;jsessionid=1/x",
+            "/public/..;/admin",
+            // Dot segments and doubled slashes Envoy would have removed.
+            "/public/../admin",
+            "/./admin",
+            "/admin/.",
+            "/..",
+            "//admin",
+            "/admin//x",
+            // Encoded unreserved characters and delimiters.
+            "/%61dmin",
+            "/%2e%2e/admin",
+            "/admin/%2E",
             "/admin%2fx",
+            "/admin%2Fx",
             "/admin%5cx",
-            "/a\\b",
+            "/%25",
+            "/a%3f",
+            "/a%23",
+            "/%7euser",
+            // Bad escapes, controls, raw non-ASCII, fragments, backslashes.
             "/%zz",
             "/%",
+            "/%a",
             "/%0a",
+            "/%7f",
+            "/a\\b",
+            "/a#b",
+            "/a b",
+            "/a\u{e9}",
+            // Escapes that are not UTF-8 or fold into ASCII.
+            "/public/%c0%ae%c0%ae/admin",
+            "/a%ff",
+            "/%EF%BC%8Fadmin",
+            "/adm%C4%B1n",
+            "/%E2%80%A5/admin",
+            // Not an origin-form path.
             "*",
             "http://x/admin",
             "",
-            "/%25",
-            "/a%ff",
+            "?x",
         ] {
-            assert_eq!(normalize_path(raw), Err(Deny::InvalidPath), "{raw}");
+            assert_eq!(judge_path(raw), Err(Deny::InvalidPath), "{raw:?}");
         }
     }
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{check_fetch_url, is_local_host, Config, ConfigError, Errors, FieldError, RawConfig, Strings};
-use crate::request::normalize_path;
+use crate::request::judge_path;
 
 /// Bytes of a cookie encryption key (XChaCha20-Poly1305).
 pub const KEY_BYTES: usize = 32;
@@ -521,7 +521,7 @@ fn validate_login(
         errs.push(format!("{path}.scopes"), "scopes are non-empty and have no spaces");
     }
     for (field, p) in [("redirect_path", &l.redirect_path), ("logout_path", &l.logout_path)] {
-        if !p.starts_with('/') || p.contains('?') || normalize_path(p).as_deref() != Ok(p.as_str()) {
+        if !p.starts_with('/') || p.contains('?') || judge_path(p) != Ok(p.as_str()) {
             errs.push(
                 format!("{path}.{field}"),
                 "must be a normalized absolute path without query, e.g. /oauth2/callback",

@@ -1,4 +1,5 @@
 use super::*;
+use crate::deny::Deny;
 use std::collections::HashMap;
 
 const MINIMAL: &str = "
@@ -368,4 +369,138 @@ fn a_login_on_a_tenuo_only_rule_is_refused() {
         tenuo_yaml("")
     );
     assert_eq!(paths(&yaml), ["rules[1].login"]);
+}
+
+#[test]
+fn rule_prefixes_must_be_in_the_one_form_a_judged_path_has() {
+    let yaml = |prefix: &str| format!("{MINIMAL}rules:\n  - path_prefix: '{prefix}'\n");
+    for bad in [
+        "admin",
+        "/admin/",
+        "/admin;x",
+        "/adm%69n",
+        "/a//b",
+        "/a/./b",
+        "/a/../b",
+        "/..",
+        "/caf\u{e9}",
+        "/a b",
+        "/a\\b",
+        "/a?b",
+    ] {
+        let e = errors(&yaml(bad));
+        assert_eq!(
+            e.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            ["rules[0].path_prefix"],
+            "{bad:?}: {e:?}"
+        );
+    }
+    for good in ["/", "/admin", "/api/v1.2/x-y_z~", "/.well-known"] {
+        RawConfig::from_yaml(&yaml(good))
+            .and_then(|r| r.validate())
+            .unwrap_or_else(|e| panic!("{good:?}: {e}"));
+    }
+    // check-config names the offending character.
+    let e = errors(&yaml("/admin;x"));
+    assert!(e[0].message.contains("';'"), "{e:?}");
+}
+
+const TWO_PROVIDERS: &str = "
+oidc:
+  providers:
+    - issuer: https://login.example.com/tenant/v2.0
+      audiences: [api]
+      login: {name: entra, client_id: web}
+    - issuer: https://dex.example.com/dex
+      name: dex
+      audiences: [api]
+sessions:
+  keys: [{file: /k}]
+  public_url: https://app.example.com
+  oauth2_providers:
+    - userinfo_url: https://api.github.com/user
+      login:
+        name: github
+        client_id: gh
+        authorization_endpoint: https://github.com/login/oauth/authorize
+        token_endpoint: https://github.com/login/oauth/access_token
+        redirect_path: /oauth2/github/callback
+        logout_path: /oauth2/github/logout
+";
+
+fn rule_of(rules: &str, path: &str) -> Rule {
+    let c = RawConfig::from_yaml(&format!("{TWO_PROVIDERS}rules:\n{rules}"))
+        .and_then(|r| r.validate())
+        .unwrap_or_else(|e| panic!("{rules}: {e}"));
+    c.policy.rule_for(path).unwrap().clone()
+}
+
+fn id(provider: &str, source: crate::identity::Source) -> crate::identity::Identity {
+    let mut i = crate::identity::Identity::test("alice").with_provider(provider.into());
+    i.source = source;
+    i
+}
+
+#[test]
+fn rules_accept_the_providers_they_name_and_sessions_only_where_asked() {
+    use crate::identity::Source::{OidcUser, Session};
+    // With a login: that provider's tokens and sessions, nobody else's.
+    let r = rule_of("  - path_prefix: /internal\n    login: entra\n", "/internal");
+    assert!(r.accepts_sessions());
+    assert_eq!(r.admits(Some(&id("entra", Session))), Ok(()));
+    assert_eq!(r.admits(Some(&id("entra", OidcUser))), Ok(()));
+    assert_eq!(r.admits(Some(&id("github", Session))), Err(Deny::ProviderNotAllowed));
+    assert_eq!(r.admits(Some(&id("dex", OidcUser))), Err(Deny::ProviderNotAllowed));
+    // Without: every OIDC provider's bearer tokens, and no session cookie.
+    let r = rule_of("  - path_prefix: /api\n", "/api/x");
+    assert!(!r.accepts_sessions());
+    assert_eq!(r.admits(Some(&id("dex", OidcUser))), Ok(()));
+    assert_eq!(r.admits(Some(&id("entra", OidcUser))), Ok(()));
+    assert_eq!(r.admits(Some(&id("entra", Session))), Err(Deny::ProviderNotAllowed));
+    // Named by name or by issuer; sessions by explicit opt-in.
+    let r = rule_of(
+        "  - path_prefix: /api\n    providers: ['https://login.example.com/tenant/v2.0', github]\n    accept_sessions: true\n",
+        "/api",
+    );
+    assert_eq!(r.admits(Some(&id("entra", OidcUser))), Ok(()));
+    assert_eq!(r.admits(Some(&id("github", Session))), Ok(()));
+    assert_eq!(r.admits(Some(&id("entra", Session))), Ok(()));
+    assert_eq!(r.admits(Some(&id("dex", OidcUser))), Err(Deny::ProviderNotAllowed));
+}
+
+#[test]
+fn provider_mistakes_are_config_errors() {
+    let errs = |rules: &str| paths(&format!("{TWO_PROVIDERS}rules:\n{rules}"));
+    // Users of several providers must say whose users they are.
+    assert_eq!(
+        errs("  - path_prefix: /\n    allowed_users: [alice]\n"),
+        ["rules[0].providers"]
+    );
+    assert_eq!(
+        errs("  - path_prefix: /\n    providers: [nope]\n"),
+        ["rules[0].providers[0]"]
+    );
+    assert_eq!(errs("  - path_prefix: /\n    providers: []\n"), ["rules[0].providers"]);
+    assert_eq!(
+        errs("  - path_prefix: /\n    login: entra\n    providers: [dex]\n"),
+        ["rules[0].providers"]
+    );
+    assert_eq!(
+        errs("  - path_prefix: /\n    login: entra\n    accept_sessions: false\n"),
+        ["rules[0].accept_sessions"]
+    );
+    assert_eq!(
+        errs("  - path_prefix: /\n    providers: [dex]\n    accept_sessions: true\n"),
+        ["rules[0].accept_sessions"]
+    );
+    // One name per provider, across OIDC and OAuth2.
+    let p = paths(&TWO_PROVIDERS.replace("name: dex", "name: github"));
+    assert!(p.contains(&"sessions.oauth2_providers[0].name".to_string()), "{p:?}");
+    let p = paths(&TWO_PROVIDERS.replace("login: {name: entra", "name: corp\n      login: {name: entra"));
+    assert_eq!(p, ["oidc.providers[0].name"]);
+    // Listed users with one named provider are fine.
+    rule_of(
+        "  - path_prefix: /\n    providers: [dex]\n    allowed_users: [alice]\n",
+        "/",
+    );
 }

@@ -24,6 +24,7 @@ mod callback;
 pub mod cookie;
 pub mod login;
 mod logout;
+mod origin;
 pub mod provider;
 mod refresh;
 pub mod state;
@@ -167,7 +168,7 @@ impl Sessions {
     /// The callback or logout path this request targets, if any. These are
     /// answered before any credential is looked at.
     pub fn endpoint(&self, view: &RequestView<'_>) -> Option<Endpoint> {
-        let path = view.path.as_str();
+        let path = view.path;
         if self.providers.iter().any(|p| p.config.redirect_path == path) {
             Some(Endpoint::Callback)
         } else if self.providers.iter().any(|p| p.config.logout_path == path) {

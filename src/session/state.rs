@@ -70,6 +70,7 @@ impl SessionData {
             &self.user,
             from_unix(self.exp.min(self.end)),
         )
+        .with_provider(Arc::from(self.p.as_str()))
         .with_email(self.email.as_deref())
         .with_groups(&groups)
     }

@@ -50,6 +50,7 @@ pub fn to_identity(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Id
     let expires_at = expires_at.min(SystemTime::now() + Duration::from_secs(400 * 86400));
     Ok(
         Identity::new(source, p.issuer.clone(), sub.unwrap_or(user), user, expires_at)
+            .with_provider(p.name.clone())
             .with_email(email)
             .with_groups(&groups.unwrap_or_default()),
     )
@@ -123,6 +124,7 @@ mod tests {
 
     fn provider() -> ProviderConfig {
         ProviderConfig {
+            name: "dex".into(),
             issuer: "https://dex.test".into(),
             audiences: vec!["portcullis".into()],
             jwks_uri: None,

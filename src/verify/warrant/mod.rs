@@ -175,7 +175,7 @@ impl WarrantVerifier {
     /// expiry → arguments → PoP → constraints.
     pub fn verify(&self, view: &RequestView<'_>, now: i64) -> Result<Arc<Grant>, Arc<Denial>> {
         let trust = self.trust.load();
-        let Some(route) = trust.gateway.match_route(view.method, &view.path) else {
+        let Some(route) = trust.gateway.match_route(view.method, view.path) else {
             return Err(Denial::new(Deny::NoRoute, format!("no route matches {} {}", view.method, view.path)).into());
         };
         let tool = route.route.tool.clone();
