@@ -2,18 +2,18 @@
 admin area: Mount('/admin', ...) plus a catch-all Route('/{p:path}').
 
 Each answer names the handler that dispatched the request ("admin" or
-"root"), the decoded path Starlette routed on (`path`) and the request target
-uvicorn received from Envoy (`raw`), so tests/path_differential.rs can tell whether
-a request reached the admin code. Binds 127.0.0.1:<free port>, prints
+"root"), the decoded path Starlette routed on (`path`) and the request
+target uvicorn received from Envoy (`raw`), so tests/path_differential.rs
+can tell whether a request reached the admin code. Binds 127.0.0.1:<free port>, prints
 {"port": N} as its first stdout line, exits when stdin closes (the test's
 ChildGuard holds it open).
 """
 
 import json
+import os
 import socket
 import sys
 import threading
-import os
 
 import uvicorn
 from starlette.applications import Starlette
