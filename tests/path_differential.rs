@@ -124,16 +124,17 @@ fn send(envoy: SocketAddr, target: &[u8], token: &str) -> Outcome {
     }
 }
 
-/// Sends every target over `SENDERS` connections at a time; results in corpus order.
-fn send_all(envoy: SocketAddr, corpus: &[Vec<u8>], token: &str) -> Vec<Outcome> {
-    let mut results: Vec<Option<Outcome>> = vec![None; corpus.len()];
+/// Runs `probe` on every target, `SENDERS` at a time; results in corpus order.
+fn for_all<T: Send>(corpus: &[Vec<u8>], probe: impl Fn(&[u8]) -> T + Sync) -> Vec<T> {
+    let probe = &probe;
+    let mut results: Vec<Option<T>> = (0..corpus.len()).map(|_| None).collect();
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..SENDERS)
             .map(|w| {
                 s.spawn(move || {
                     (w..corpus.len())
                         .step_by(SENDERS)
-                        .map(|i| (i, send(envoy, &corpus[i], token)))
+                        .map(|i| (i, probe(&corpus[i])))
                         .collect::<Vec<_>>()
                 })
             })
@@ -147,10 +148,26 @@ fn send_all(envoy: SocketAddr, corpus: &[Vec<u8>], token: &str) -> Vec<Outcome> 
     results.into_iter().map(|o| o.expect("every target sent")).collect()
 }
 
+/// Whether the router, asked directly (no Envoy, no portcullis), dispatches
+/// `target` to its admin handler.
+fn admin_when_direct(router: SocketAddr, target: &[u8]) -> bool {
+    http::send(router, &Req::get("/").target_bytes(target))
+        .ok()
+        .and_then(|r| dispatch_of(&r.body).filter(|_| r.status == 200))
+        .is_some_and(|d| d.handler == "admin")
+}
+
+/// Spelled as the protected prefix itself: `/admin` or `/admin/...`.
+fn literally_admin(target: &[u8]) -> bool {
+    target == b"/admin" || target.starts_with(b"/admin/")
+}
+
 /// The results of one router.
 struct Report {
     kind: Kind,
     outcomes: Vec<Outcome>,
+    /// Targets the router dispatches to admin when asked directly.
+    direct_admin: usize,
     /// How long the corpus took (stack start-up excluded).
     elapsed: std::time::Duration,
 }
@@ -174,6 +191,21 @@ fn assert_handlers_visible(kind: Kind, envoy: SocketAddr, user: &str, admin: &st
 }
 
 fn run_router(kind: Kind, router: &Router, corpus: &[Vec<u8>]) -> Report {
+    // The corpus must be able to fool this router: some target not spelled
+    // `/admin...` must reach its admin handler when nothing stands in front.
+    let direct = for_all(corpus, |t| admin_when_direct(loopback(router.port), t));
+    let tricky: Vec<String> = corpus
+        .iter()
+        .zip(&direct)
+        .filter(|(t, admin)| **admin && !literally_admin(t))
+        .map(|(t, _)| corpus::show(t))
+        .collect();
+    assert!(
+        !tricky.is_empty(),
+        "{}: no target of the corpus reaches the admin handler directly unless spelled /admin...; \
+         the corpus cannot expose this router's own reading of paths",
+        kind.name()
+    );
     let stack = Stack::builder()
         .upstream(router.port)
         .rules(json!([
@@ -186,12 +218,13 @@ fn run_router(kind: Kind, router: &Router, corpus: &[Vec<u8>]) -> Report {
     let envoy = stack.envoy();
     assert_handlers_visible(kind, envoy, &user, &admin, "before the corpus");
     let started = std::time::Instant::now();
-    let outcomes = send_all(envoy, corpus, &user);
+    let outcomes = for_all(corpus, |t| send(envoy, t, &user));
     let elapsed = started.elapsed();
     assert_handlers_visible(kind, envoy, &user, &admin, "after the corpus");
     Report {
         kind,
         outcomes,
+        direct_admin: direct.iter().filter(|a| **a).count(),
         elapsed,
     }
 }
@@ -201,7 +234,8 @@ fn table(reports: &[Report], sent: usize) -> String {
     for c in COLUMNS {
         out.push_str(&format!(" {c:>12}"));
     }
-    out.push('\n');
+    // For scale: how many targets reach admin with nothing in front.
+    out.push_str(&format!(" {:>12}\n", "direct-admin"));
     for r in reports {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for o in &r.outcomes {
@@ -211,7 +245,11 @@ fn table(reports: &[Report], sent: usize) -> String {
         for c in COLUMNS {
             out.push_str(&format!(" {:>12}", counts.get(c).copied().unwrap_or(0)));
         }
-        out.push_str(&format!("  ({:.1} s)\n", r.elapsed.as_secs_f64()));
+        out.push_str(&format!(
+            " {:>12}  ({:.1} s)\n",
+            r.direct_admin,
+            r.elapsed.as_secs_f64()
+        ));
     }
     out
 }
