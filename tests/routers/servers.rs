@@ -131,6 +131,9 @@ fn start_nginx(logs: &Logs) -> Result<(ChildGuard, u16), Unavailable> {
     let bin = env_path("NGINX_BIN")
         .or_else(|| which("nginx", &["/usr/sbin/nginx"]))
         .ok_or("nginx not found (set NGINX_BIN or run tests/routers/install.sh)")?;
+    if !bin.is_file() {
+        return Err(format!("NGINX_BIN={} does not exist", bin.display()));
+    }
     let template = std::fs::read_to_string(routers_dir().join("nginx.conf.in")).map_err(|e| e.to_string())?;
     // A port picked a moment ago can be taken by someone else: retry.
     for attempt in 1..=3 {
