@@ -168,13 +168,19 @@ async fn portcullis_decides_like_check_chain_cold_and_warm() {
         // Percent-encoded: the path parameter is the encoded text, the query value decoded.
         (
             "deploy",
-            vec![("cluster", s("staging-eu%201")), ("replicas", ConstraintValue::Integer(2))],
+            vec![
+                ("cluster", s("staging-eu%201")),
+                ("replicas", ConstraintValue::Integer(2)),
+            ],
         ),
         ("read_file", vec![("path", s("/data/my report.csv"))]),
         // Deliberate differences (see the module comment).
         (
             "deploy",
-            vec![("cluster", s("staging-eu1;x")), ("replicas", ConstraintValue::Integer(2))],
+            vec![
+                ("cluster", s("staging-eu1;x")),
+                ("replicas", ConstraintValue::Integer(2)),
+            ],
         ),
         ("tenant_report", vec![("tenant", s("acme,evil"))]),
     ];
