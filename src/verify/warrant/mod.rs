@@ -681,6 +681,45 @@ routes:
     }
 
     #[test]
+    fn warrant_caches_stay_within_their_byte_budget() {
+        let issuer = SigningKey::generate();
+        let t = trust(&issuer);
+        let budget: u64 = 1 << 20;
+        // One real verified stack, shared by many keys: each entry still weighs it.
+        let header = tenuo::wire::encode_base64(
+            &Warrant::builder()
+                .holder(issuer.public_key())
+                .capability("t", ConstraintSet::new())
+                .ttl(Duration::from_secs(600))
+                .build(&issuer)
+                .expect("mint"),
+        )
+        .expect("encode");
+        let now = chrono::Utc::now().timestamp();
+        let chain = Arc::new(verify_chain(&t, &header, now).expect("verified"));
+        assert!(
+            chain.weight > 1000,
+            "a stack weighs its decoded warrants: {}",
+            chain.weight
+        );
+        let mut big = Denial::new(Deny::ConstraintViolation, "x".repeat(4000));
+        big.actual = Some(serde_json::Value::String("y".repeat(4000)));
+        let big: Arc<Denial> = Arc::from(big);
+        for i in 0..5_000u128 {
+            t.stacks.insert(i, chain.clone());
+            t.rejected.insert(i, big.clone());
+            t.decisions.insert(i, Decision::Deny(big.clone(), now + 60));
+        }
+        let usage = t.cache_usage();
+        let limits = [budget / 2, budget / 8, budget - budget / 2 - budget / 8];
+        for ((name, entries, bytes), limit) in usage.iter().zip(limits) {
+            assert!(*bytes <= limit, "{name}: {bytes} B > {limit} B");
+            assert!(*bytes > limit / 2, "{name}: the budget is used: {bytes} B of {limit} B");
+            assert!(*entries < 5_000, "{name}: {entries} entries");
+        }
+    }
+
+    #[test]
     fn semicolons_and_dot_segments_in_tool_routes_are_refused() {
         for target in [
             "/files/a;b",

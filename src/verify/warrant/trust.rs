@@ -181,6 +181,23 @@ impl Trust {
         })
     }
 
+    /// Entries and weighted bytes of each warrant cache (stacks, rejected,
+    /// decisions), after settling moka's pending work; for memory reports.
+    pub fn cache_usage(&self) -> [(&'static str, u64, u64); 3] {
+        self.stacks.run_pending_tasks();
+        self.rejected.run_pending_tasks();
+        self.decisions.run_pending_tasks();
+        [
+            ("stacks", self.stacks.entry_count(), self.stacks.weighted_size()),
+            ("rejected", self.rejected.entry_count(), self.rejected.weighted_size()),
+            (
+                "decisions",
+                self.decisions.entry_count(),
+                self.decisions.weighted_size(),
+            ),
+        ]
+    }
+
     /// Keyed 128-bit hash: cache keys cannot be predicted or made to collide.
     pub(super) fn hasher(&self) -> SipHasher13 {
         SipHasher13::new_with_keys(self.keys.0, self.keys.1)
