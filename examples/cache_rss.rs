@@ -108,7 +108,7 @@ fn main() {
     let (issuer, agent) = (key(), key());
     let gateway: String = GATEWAY.lines().map(|l| format!("    {l}\n")).collect();
     let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\noidc:\n  providers:\n    - issuer: {}\n      audiences: [portcullis]\n      user_claim: email\nrules:\n  - path_prefix: /files\n    require: tenuo\n  - path_prefix: /\ntenuo:\n  trusted_issuers: [\"{}\"]\n  gateway:\n{gateway}",
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\noidc:\n  providers:\n    - issuer: {}\n      audiences: [portcullis]\n      user_claim: email\ncache:\n  max_ttl_seconds: 3600\nrules:\n  - path_prefix: /files\n    require: tenuo\n  - path_prefix: /\ntenuo:\n  trusted_issuers: [\"{}\"]\n  gateway:\n{gateway}",
         oidc.url,
         hex_key(&issuer)
     );
