@@ -10,6 +10,11 @@
 //! negative entries (stable denials only, see `Deny::is_stable`) live
 //! `negative_ttl`, in their own smaller cache so a flood of garbage cannot
 //! evict good identities.
+//!
+//! Memory: every cache in portcullis is bounded in bytes, not entries. Each
+//! entry weighs `ENTRY_OVERHEAD` (moka's own bookkeeping, measured) plus
+//! its key and its value's heap, so a cache's weighted size is an estimate
+//! of the memory it holds and `max_capacity` is a byte budget.
 
 use std::hash::Hasher;
 use std::sync::Arc;
@@ -46,13 +51,26 @@ struct UntilExpiry {
 // === impl DecisionCache ===
 
 impl DecisionCache {
+    /// `max_bytes` is shared: nine tenths for identities, one tenth for
+    /// denials. `max_entries` still bounds the count (older configs).
     pub fn new(cfg: &CacheConfig) -> Self {
+        let positive_bytes = cfg.max_bytes - cfg.max_bytes / 10;
         let positive = Cache::builder()
-            .max_capacity(cfg.max_entries)
+            .weigher(|_: &Key, id: &Arc<Identity>| weight(KEY_BYTES + identity_bytes(id)))
+            .max_capacity(capacity(
+                positive_bytes,
+                cfg.max_entries,
+                KEY_BYTES + IDENTITY_MIN_BYTES,
+            ))
             .expire_after(UntilExpiry { max_ttl: cfg.max_ttl })
             .build();
         let negative = Cache::builder()
-            .max_capacity((cfg.max_entries / 10).max(1000))
+            .weigher(|_: &Key, _: &Deny| weight(DENY_BYTES))
+            .max_capacity(capacity(
+                cfg.max_bytes / 10,
+                (cfg.max_entries / 10).max(1000),
+                DENY_BYTES,
+            ))
             .time_to_live(cfg.negative_ttl.max(Duration::from_millis(1)))
             .build();
         Self {
@@ -97,11 +115,44 @@ impl DecisionCache {
         self.positive.entry_count()
     }
 
+    /// Estimated bytes held by both caches (after `sync`, exact for moka).
+    pub fn weighted_size(&self) -> u64 {
+        self.positive.weighted_size() + self.negative.weighted_size()
+    }
+
     /// Runs pending evictions; for tests and memory reports.
     pub fn sync(&self) {
         self.positive.run_pending_tasks();
         self.negative.run_pending_tasks();
     }
+}
+
+/// moka's bookkeeping per entry (its node, deque links, hash-table slot and
+/// timer-wheel entry) plus allocator slack, calibrated with `cargo run
+/// --example cache_rss`: RSS growth per cached identity (≈ 590 B) minus the
+/// key and value bytes weighed below (≈ 200 B).
+pub const ENTRY_OVERHEAD: usize = 384;
+const KEY_BYTES: usize = std::mem::size_of::<Key>();
+const DENY_BYTES: usize = KEY_BYTES + std::mem::size_of::<Deny>();
+/// An `Arc<Identity>` with empty strings: the lightest positive entry.
+const IDENTITY_MIN_BYTES: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Identity>();
+
+/// An entry's weight: its bytes plus moka's overhead, saturating.
+pub fn weight(bytes: usize) -> u32 {
+    u32::try_from(ENTRY_OVERHEAD.saturating_add(bytes)).unwrap_or(u32::MAX)
+}
+
+/// A byte capacity that also holds at most `max_entries` entries when no
+/// entry weighs less than `weight(min_bytes)`.
+pub fn capacity(max_bytes: u64, max_entries: u64, min_bytes: usize) -> u64 {
+    max_bytes.min(max_entries.saturating_mul(u64::from(weight(min_bytes))))
+}
+
+/// Heap bytes of a shared identity: the `Arc` block and its strings (the
+/// issuer is shared by every identity of a provider, so not counted).
+pub fn identity_bytes(id: &Identity) -> usize {
+    let groups: usize = id.groups().map(|g| g.len() + 1).sum();
+    IDENTITY_MIN_BYTES + id.subject.len() + id.user.len() + id.email.as_ref().map_or(0, |e| e.len()) + groups
 }
 
 impl Expiry<Key, Arc<Identity>> for UntilExpiry {
@@ -121,9 +172,55 @@ mod tests {
     fn cache_with(negative_ttl: u64) -> DecisionCache {
         DecisionCache::new(&CacheConfig {
             max_entries: 100,
+            max_bytes: 1 << 20,
             max_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(negative_ttl),
         })
+    }
+
+    fn big_identity(i: usize) -> Arc<Identity> {
+        let groups: Vec<String> = (0..50).map(|g| format!("group-{g:04}-{}", "x".repeat(20))).collect();
+        let id = Identity::test(&format!("user-{i}-{}", "y".repeat(500))).with_groups(&groups);
+        Arc::new(id)
+    }
+
+    #[test]
+    fn cache_stays_within_its_byte_budget() {
+        let budget: u64 = 256 * 1024;
+        let c = DecisionCache::new(&CacheConfig {
+            max_entries: 1_000_000,
+            max_bytes: budget,
+            max_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(10),
+        });
+        let one = weight(KEY_BYTES + identity_bytes(&big_identity(0)));
+        assert!(one > 2000, "a large identity weighs its strings: {one}");
+        for i in 0usize..2_000 {
+            c.insert(c.key(0, &i.to_le_bytes()), &Ok(big_identity(i)));
+            c.insert(c.key(1, &i.to_le_bytes()), &Err(Deny::InvalidSignature));
+        }
+        c.sync();
+        let (pos, neg) = (c.positive.weighted_size(), c.negative.weighted_size());
+        assert!(pos <= budget - budget / 10, "positive {pos} B");
+        assert!(neg <= budget / 10, "negative {neg} B");
+        assert!(pos > budget / 2, "the budget is used, not wasted: {pos} B");
+        assert!(c.entry_count() < 2_000 && c.entry_count() * u64::from(one) <= budget);
+    }
+
+    #[test]
+    fn max_entries_still_bounds_the_count() {
+        let c = DecisionCache::new(&CacheConfig {
+            max_entries: 50,
+            max_bytes: 64 << 20,
+            max_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(10),
+        });
+        for i in 0u32..500 {
+            c.insert(c.key(0, &i.to_le_bytes()), &Ok(Arc::new(Identity::test("a"))));
+        }
+        c.sync();
+        assert!(c.entry_count() <= 50, "{}", c.entry_count());
+        assert!(c.entry_count() >= 40, "{}", c.entry_count());
     }
 
     fn cache() -> DecisionCache {

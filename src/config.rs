@@ -238,6 +238,9 @@ pub struct RawTenuo {
     pub max_warrant_bytes: usize,
     #[serde(default = "default_max_chain_length")]
     pub max_chain_length: usize,
+    /// Byte budget of the warrant caches (verified stacks, rejected stacks, exact repeats).
+    #[serde(default = "default_tenuo_cache_bytes")]
+    pub cache_max_bytes: u64,
 }
 
 /// Which credentials a route needs.
@@ -286,6 +289,9 @@ pub struct RawRule {
 pub struct RawCache {
     #[serde(default = "default_cache_entries")]
     pub max_entries: u64,
+    /// Byte budget of the decision cache (negative cache included).
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: u64,
     #[serde(default = "default_cache_ttl")]
     pub max_ttl_seconds: u64,
     #[serde(default = "default_negative_ttl")]
@@ -296,6 +302,7 @@ impl Default for RawCache {
     fn default() -> Self {
         Self {
             max_entries: default_cache_entries(),
+            max_bytes: default_cache_bytes(),
             max_ttl_seconds: default_cache_ttl(),
             negative_ttl_seconds: default_negative_ttl(),
         }
@@ -365,6 +372,14 @@ fn default_max_chain_length() -> usize {
 fn default_cache_entries() -> u64 {
     100_000
 }
+fn default_cache_bytes() -> u64 {
+    32 << 20
+}
+fn default_tenuo_cache_bytes() -> u64 {
+    16 << 20
+}
+/// Smallest byte budget a cache accepts: a few hundred entries.
+const MIN_CACHE_BYTES: u64 = 64 * 1024;
 fn default_cache_ttl() -> u64 {
     60
 }
@@ -405,6 +420,7 @@ pub struct TenuoConfig {
     pub reload_interval: Duration,
     pub max_warrant_bytes: usize,
     pub max_chain_length: usize,
+    pub cache_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -444,6 +460,7 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
     pub max_entries: u64,
+    pub max_bytes: u64,
     pub max_ttl: Duration,
     pub negative_ttl: Duration,
 }
@@ -522,6 +539,9 @@ impl RawConfig {
         if self.cache.max_entries == 0 {
             errs.push("cache.max_entries", "must be at least 1");
         }
+        if self.cache.max_bytes < MIN_CACHE_BYTES {
+            errs.push("cache.max_bytes", format!("must be at least {MIN_CACHE_BYTES}"));
+        }
         if self.cache.max_ttl_seconds == 0 {
             errs.push(
                 "cache.max_ttl_seconds",
@@ -553,6 +573,7 @@ impl RawConfig {
                 policy,
                 cache: CacheConfig {
                     max_entries: self.cache.max_entries,
+                    max_bytes: self.cache.max_bytes,
                     max_ttl: Duration::from_secs(self.cache.max_ttl_seconds),
                     negative_ttl: Duration::from_secs(self.cache.negative_ttl_seconds),
                 },
@@ -915,6 +936,9 @@ fn validate_tenuo(t: &RawTenuo, errs: &mut Errors) -> Option<TenuoConfig> {
     if !(1..=64).contains(&t.max_chain_length) {
         errs.push("tenuo.max_chain_length", "must be between 1 and 64");
     }
+    if t.cache_max_bytes < MIN_CACHE_BYTES {
+        errs.push("tenuo.cache_max_bytes", format!("must be at least {MIN_CACHE_BYTES}"));
+    }
     Some(TenuoConfig {
         trusted_issuers,
         gateway: gateway?,
@@ -925,6 +949,7 @@ fn validate_tenuo(t: &RawTenuo, errs: &mut Errors) -> Option<TenuoConfig> {
         reload_interval: Duration::from_secs(t.reload_interval_seconds),
         max_warrant_bytes: t.max_warrant_bytes,
         max_chain_length: t.max_chain_length,
+        cache_max_bytes: t.cache_max_bytes,
     })
 }
 

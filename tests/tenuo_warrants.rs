@@ -26,9 +26,21 @@ tools:
     constraints:
       cluster: { from: path, path: cluster, required: true }
       replicas: { from: body, path: spec.replicas, required: true }
+  get_doc:
+    description: Read a document of a tenant
+    constraints:
+      name: { from: path, path: name, required: true }
+      tenant: { from: header, path: X-Tenant, required: true }
+  scale:
+    description: Scale a cluster
+    constraints:
+      cluster: { from: path, path: cluster, required: true }
+      replicas: { from: body, path: replicas, default: 1 }
 routes:
   - { pattern: "/files", method: [GET], tool: read_file }
   - { pattern: "/clusters/{cluster}/deploy", method: [POST], tool: deploy }
+  - { pattern: "/docs/{name}", method: [GET], tool: get_doc }
+  - { pattern: "/clusters/{cluster}/scale", method: [POST], tool: scale }
 "#;
 
 fn caps() -> Value {
@@ -50,14 +62,23 @@ struct World {
 /// A stack whose portcullis trusts `issuers` (`None`: a fresh issuer key),
 /// reads `GATEWAY` from a file, and applies `edit` to its config.
 fn world(edit: impl FnOnce(&mut Value) + 'static) -> World {
+    world_with(true, edit)
+}
+
+/// `body`: whether Envoy forwards request bodies to portcullis.
+fn world_with(body: bool, edit: impl FnOnce(&mut Value) + 'static) -> World {
     let logs = Logs::new();
     let minter = Minter::start(&logs);
     let (issuer, agent) = (minter.key(), minter.key());
     let gateway = logs.path().join("gateway.yaml");
     std::fs::write(&gateway, GATEWAY).expect("write gateway");
     let (gw, key) = (gateway.display().to_string(), issuer.public_hex.clone());
-    let stack = Stack::builder()
-        .with_request_body()
+    let builder = if body {
+        Stack::builder().with_request_body()
+    } else {
+        Stack::builder()
+    };
+    let stack = builder
         .config(move |c| {
             c["tenuo"] = json!({
                 "trusted_issuers": [key],
@@ -217,6 +238,153 @@ fn sdk_warrants_and_chains_pass_envoy_with_injected_identity() {
     ] {
         assert!(metrics.contains(needle), "{needle} missing in\n{metrics}");
     }
+}
+
+fn doc_caps() -> Value {
+    json!({
+        "get_doc": {"name": {"wildcard": true}, "tenant": {"exact": "acme"}},
+        "scale": {"cluster": {"pattern": "staging-*"}, "replicas": {"range": [1, 3]}},
+    })
+}
+
+fn get_doc(s: &Stack, target: &str, tenants: &[&str], warrant: &str, pop: &str) -> Resp {
+    let mut req = Req::get(target)
+        .header("X-Tenuo-Warrant", warrant)
+        .header("X-Tenuo-PoP", pop);
+    for t in tenants {
+        req = req.header("X-Tenant", t);
+    }
+    s.send(&req)
+}
+
+fn scale(s: &Stack, cluster: &str, body: Option<(&str, &[u8])>, warrant: &str, pop: &str) -> Resp {
+    let mut req = Req::new("POST", &format!("/clusters/{cluster}/scale"))
+        .header("X-Tenuo-Warrant", warrant)
+        .header("X-Tenuo-PoP", pop);
+    if let Some((content_type, bytes)) = body {
+        req = req.header("content-type", content_type).body(bytes);
+    }
+    s.send(&req)
+}
+
+/// Path parameters are what Envoy sent (so an SDK PoP over the encoded name
+/// verifies, as with tenuo-authorizer); what the upstream could read another
+/// way than the verifier did is refused.
+#[test]
+fn arguments_are_read_as_sent_and_ambiguous_ones_refused() {
+    let w = world(|_| {});
+    let (m, s) = (&w.minter, &w.stack);
+    let root = m.mint(&w.issuer, &w.agent, doc_caps(), 600);
+    let pop_for = |name: &str, tenant: &str| {
+        m.pop(
+            &root,
+            &w.agent,
+            "get_doc",
+            &json!({"name": name, "tenant": tenant}),
+            None,
+        )
+        .std
+    };
+
+    // A file name with a space, percent-encoded in the path: signed as sent.
+    let pop = pop_for("my%20file.txt", "acme");
+    let r = get_doc(s, "/docs/my%20file.txt", &["acme"], &root.warrant, &pop);
+    assert_eq!(r.status, 200, "{}", r.summary());
+    assert_eq!(r.upstream().path, "/docs/my%20file.txt");
+    // Signed over the decoded name: not what tenuo-authorizer extracts either.
+    let decoded = pop_for("my file.txt", "acme");
+    let r = get_doc(s, "/docs/my%20file.txt", &["acme"], &root.warrant, &decoded);
+    expect_denied(&w, &r, 403, "invalid_pop");
+
+    // `;` in a tool route's path: refused, whatever the PoP covers. (The
+    // global path judge may refuse it first, as `invalid_path`.)
+    let hits = s.echo_hits();
+    let pop = pop_for("a;b.txt", "acme");
+    let r = get_doc(s, "/docs/a;b.txt", &["acme"], &root.warrant, &pop);
+    let (status, reason, _) = denial(&r);
+    assert_eq!(status, 400, "{}", r.summary());
+    assert!(
+        ["extraction_failed", "invalid_path"].contains(&reason.as_str()),
+        "{reason}"
+    );
+
+    // A header argument sent twice, or as a comma-joined list: ambiguous.
+    let pop = pop_for("x.txt", "acme");
+    let r = get_doc(s, "/docs/x.txt", &["acme", "acme"], &root.warrant, &pop);
+    expect_denied(&w, &r, 400, "extraction_failed");
+    let joined = pop_for("x.txt", "acme,evil");
+    let r = get_doc(s, "/docs/x.txt", &["acme,evil"], &root.warrant, &joined);
+    expect_denied(&w, &r, 400, "extraction_failed");
+    assert_eq!(s.echo_hits(), hits, "no refused request reached the upstream");
+    let r = get_doc(s, "/docs/x.txt", &["acme"], &root.warrant, &pop);
+    assert_eq!(r.status, 200, "{}", r.summary());
+
+    // Bodies: JSON is read; a body that is not JSON never means "use the default".
+    let scale_pop = |replicas: i64| {
+        m.pop(
+            &root,
+            &w.agent,
+            "scale",
+            &json!({"cluster": "staging-1", "replicas": replicas}),
+            None,
+        )
+        .std
+    };
+    let r = scale(
+        s,
+        "staging-1",
+        Some(("application/json", br#"{"replicas":2}"#)),
+        &root.warrant,
+        &scale_pop(2),
+    );
+    assert_eq!(r.status, 200, "{}", r.summary());
+    let r = scale(
+        s,
+        "staging-1",
+        Some(("text/plain", b"replicas=50")),
+        &root.warrant,
+        &scale_pop(1),
+    );
+    expect_denied(&w, &r, 400, "extraction_failed");
+    // No body at all: the default applies, as in tenuo-authorizer.
+    let r = scale(s, "staging-1", None, &root.warrant, &scale_pop(1));
+    assert_eq!(r.status, 200, "{}", r.summary());
+}
+
+/// Without `with_request_body` Envoy sends the headers only: a body
+/// argument cannot be read, and must not silently become its default while
+/// the upstream reads the real body.
+#[test]
+fn a_body_that_envoy_did_not_forward_is_never_replaced_by_the_default() {
+    let w = world_with(false, |_| {});
+    let (m, s) = (&w.minter, &w.stack);
+    let root = m.mint(&w.issuer, &w.agent, doc_caps(), 600);
+    let default_pop = m
+        .pop(
+            &root,
+            &w.agent,
+            "scale",
+            &json!({"cluster": "staging-1", "replicas": 1}),
+            None,
+        )
+        .std;
+    let hits = s.echo_hits();
+    let r = scale(
+        s,
+        "staging-1",
+        Some(("application/json", br#"{"replicas":50}"#)),
+        &root.warrant,
+        &default_pop,
+    );
+    expect_denied(&w, &r, 400, "extraction_failed");
+    assert_eq!(s.echo_hits(), hits);
+    assert!(
+        w.stack.portcullis.logs_tail(20).contains("did not forward"),
+        "{}",
+        w.stack.portcullis.logs_tail(20)
+    );
+    let r = scale(s, "staging-1", None, &root.warrant, &default_pop);
+    assert_eq!(r.status, 200, "{}", r.summary());
 }
 
 #[test]

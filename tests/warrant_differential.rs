@@ -3,6 +3,12 @@
 //! `Authorizer::check_chain` on the same stack, tool, arguments and PoP —
 //! on the first request (cold caches), on an immediate repeat (exact-repeat
 //! cache) and after the whole corpus has warmed the stack cache.
+//!
+//! Path parameters are compared as sent (`staging-eu%201` stays encoded, as
+//! tenuo-authorizer's matchit leaves it). Two deliberate differences are
+//! checked the other way round: a `;` in a tool route's path and a header
+//! argument holding a comma-joined list (what Envoy makes of a repeated
+//! header) are allowed by the crate but refused by portcullis.
 
 #[path = "../benches/support/warrant.rs"]
 mod fixture;
@@ -24,6 +30,8 @@ struct Case {
     args: HashMap<String, ConstraintValue>,
     pop: Option<String>,
     request: CheckRequest,
+    /// Refused by portcullis on purpose although the crate allows it.
+    refused: bool,
 }
 
 /// What tenuo-authorizer does with the same headers: decode (URL-safe, then
@@ -133,6 +141,8 @@ async fn portcullis_decides_like_check_chain_cold_and_warm() {
         ("files-only", header(&[&files_only]), &files_only, &agent),
         ("expired", header(&[&short]), &short, &agent),
         ("tampered", tamper(&header(&[&root])), &root, &agent),
+        // Refused on its untrusted issuer before the broken signature is looked at.
+        ("untrusted-tampered", tamper(&header(&[&rogue])), &rogue, &agent),
         ("leaf-first", header(&[&child, &root]), &child, &sub),
     ];
     let calls: Vec<(&'static str, Vec<(&str, ConstraintValue)>)> = vec![
@@ -155,7 +165,30 @@ async fn portcullis_decides_like_check_chain_cold_and_warm() {
             vec![("cluster", s("prod-eu1")), ("replicas", ConstraintValue::Integer(1))],
         ),
         ("tenant_report", vec![("tenant", s("acme"))]),
+        // Percent-encoded: the path parameter is the encoded text, the query value decoded.
+        (
+            "deploy",
+            vec![
+                ("cluster", s("staging-eu%201")),
+                ("replicas", ConstraintValue::Integer(2)),
+            ],
+        ),
+        ("read_file", vec![("path", s("/data/my report.csv"))]),
+        // Deliberate differences (see the module comment).
+        (
+            "deploy",
+            vec![
+                ("cluster", s("staging-eu1;x")),
+                ("replicas", ConstraintValue::Integer(2)),
+            ],
+        ),
+        ("tenant_report", vec![("tenant", s("acme,evil"))]),
     ];
+    let refused = |pairs: &[(&str, ConstraintValue)]| {
+        pairs
+            .iter()
+            .any(|(_, v)| matches!(v, ConstraintValue::String(t) if t.contains([';', ','])))
+    };
     let now = chrono::Utc::now().timestamp();
     // PoP variants: offsets chosen so that a window boundary passing mid-test cannot flip them.
     let pops = [
@@ -206,23 +239,33 @@ async fn portcullis_decides_like_check_chain_cold_and_warm() {
                     args: a.clone(),
                     pop,
                     request,
+                    refused: refused(pairs),
                 });
             }
         }
     }
 
     let mut allowed = 0;
+    let mut refused_allowed_by_crate = 0;
+    let mut encoded_allowed = 0;
     let mut mismatches = Vec::new();
     for pass in ["cold", "repeat"] {
         for case in &cases {
-            let want = crate_allows(&authorizer, case);
+            let crate_says = crate_allows(&authorizer, case);
             let got = status(&checker.check(&case.request).await) == 200;
+            let want = crate_says && !case.refused;
             if want != got {
-                mismatches.push(format!("[{pass}] {}: crate {want}, portcullis {got}", case.label));
+                mismatches.push(format!("[{pass}] {}: crate {crate_says}, portcullis {got}", case.label));
             }
             allowed += usize::from(got && pass == "cold");
+            refused_allowed_by_crate += usize::from(case.refused && crate_says && pass == "cold");
+            encoded_allowed += usize::from(got && pass == "cold" && case.label.contains("%20"));
         }
     }
+    // An encoded path parameter is allowed when signed as sent (root, chain).
+    assert!(encoded_allowed >= 2, "{encoded_allowed}");
+    // The deliberate refusals must include requests the crate would allow.
+    assert!(refused_allowed_by_crate >= 2, "{refused_allowed_by_crate}");
     // Warm caches, shuffled order: still the crate's decisions.
     let mut order: Vec<usize> = (0..cases.len()).collect();
     for i in (1..order.len()).rev() {
@@ -230,10 +273,10 @@ async fn portcullis_decides_like_check_chain_cold_and_warm() {
     }
     for i in order {
         let case = &cases[i];
-        let want = crate_allows(&authorizer, case);
+        let crate_says = crate_allows(&authorizer, case);
         let got = status(&checker.check(&case.request).await) == 200;
-        if want != got {
-            mismatches.push(format!("[warm] {}: crate {want}, portcullis {got}", case.label));
+        if (crate_says && !case.refused) != got {
+            mismatches.push(format!("[warm] {}: crate {crate_says}, portcullis {got}", case.label));
         }
     }
     assert!(

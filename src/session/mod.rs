@@ -152,13 +152,38 @@ impl Sessions {
             refresh_before: cfg.refresh_before,
             sealer: Sealer::new(&keys),
             providers,
-            opened: Cache::builder().max_capacity(100_000).time_to_live(OPENED_TTL).build(),
+            // Byte budgets (weights: see crate::cache): 6 MiB of opened
+            // sessions, 1 MiB of used login states, 1 MiB of shared refreshes.
+            opened: Cache::builder()
+                .weigher(|_: &u128, o: &Arc<Opened>| {
+                    let d = &o.data;
+                    let text = [&d.p, &d.iss, &d.sub, &d.user, &d.groups]
+                        .iter()
+                        .map(|s| s.len())
+                        .sum::<usize>()
+                        + [&d.email, &d.rt, &d.idt]
+                            .iter()
+                            .map(|s| s.as_ref().map_or(0, String::len))
+                            .sum::<usize>();
+                    crate::cache::weight(
+                        16 + std::mem::size_of::<Opened>() + text + crate::cache::identity_bytes(&o.identity),
+                    )
+                })
+                .max_capacity(6 << 20)
+                .time_to_live(OPENED_TTL)
+                .build(),
             used_states: Cache::builder()
-                .max_capacity(100_000)
+                .weigher(|_: &u128, _: &()| crate::cache::weight(16))
+                .max_capacity(1 << 20)
                 .time_to_live(cfg.login_timeout)
                 .build(),
+            // The cell is filled after insertion: weigh it as the largest
+            // result it can hold, a renewed cookie of MAX_COOKIE_BYTES.
             refreshing: Cache::builder()
-                .max_capacity(10_000)
+                .weigher(|_: &u128, _: &Arc<OnceCell<Result<Renewed, refresh::Failure>>>| {
+                    crate::cache::weight(16 + MAX_COOKIE_BYTES + 512)
+                })
+                .max_capacity(1 << 20)
                 .time_to_live(REFRESH_SHARE)
                 .build(),
             hash_keys: (rand::random(), rand::random()),

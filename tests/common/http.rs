@@ -41,6 +41,12 @@ impl Req {
         r.header("content-type", "application/json")
     }
 
+    /// The body, sent as is (with its `Content-Length`).
+    pub fn body(mut self, body: &[u8]) -> Self {
+        self.body = body.to_vec();
+        self
+    }
+
     /// Request target as raw bytes (for targets that are not valid UTF-8).
     pub fn target_bytes(mut self, target: &[u8]) -> Self {
         self.target = target.to_vec();

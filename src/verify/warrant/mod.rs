@@ -112,6 +112,36 @@ pub(crate) struct Chain {
     grant_base: Grant,
     /// Approval gates or required approvers: decide with the full `check_chain`.
     gated: bool,
+    /// Cache weight (bytes, moka's overhead included), fixed when decoded.
+    weight: u32,
+}
+
+/// An `Arc`'s two counters, in front of the value it shares.
+const ARC_BYTES: usize = 2 * std::mem::size_of::<usize>();
+/// Heap bytes of decoded warrants per byte of their CBOR, measured with a
+/// counting allocator (`cargo run --example cache_rss`): 16.6 for a
+/// three-tool warrant of 381 bytes, 12.9 for a 2-link stack (the decoded
+/// payload keeps its bytes for re-verification, plus maps of constraints).
+const DECODED_PER_CBOR_BYTE: usize = 16;
+
+impl Grant {
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.warrant_id.len() + self.holder.len() + self.root_issuer.len()
+    }
+}
+
+impl Denial {
+    /// Approximate heap bytes (the `actual` JSON value by its text length).
+    fn heap_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let actual = self.actual.as_ref().map_or(0, |v| 64 + v.to_string().len());
+        std::mem::size_of::<Self>()
+            + self.warrant_id.as_ref().map_or(0, |w| w.len())
+            + opt(&self.constraint)
+            + opt(&self.expected)
+            + actual
+            + self.detail.len()
+    }
 }
 
 /// A cached outcome of one exact request, valid until `until` (unix seconds).
@@ -126,6 +156,16 @@ impl Decision {
         match self {
             Decision::Allow(_, t) | Decision::Deny(_, t) => *t,
         }
+    }
+
+    /// The entry and what its `Arc` holds (possibly shared, counted anyway).
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + ARC_BYTES
+            + match self {
+                Decision::Allow(g, _) => g.heap_bytes(),
+                Decision::Deny(d, _) => d.heap_bytes(),
+            }
     }
 }
 
@@ -175,10 +215,17 @@ impl WarrantVerifier {
     /// expiry → arguments → PoP → constraints.
     pub fn verify(&self, view: &RequestView<'_>, now: i64) -> Result<Arc<Grant>, Arc<Denial>> {
         let trust = self.trust.load();
-        let Some(route) = trust.gateway.match_route(view.method, view.path) else {
-            return Err(Denial::new(Deny::NoRoute, format!("no route matches {} {}", view.method, view.path)).into());
+        // As tenuo-authorizer: routes match the target as Envoy sent it
+        // (`RequestView::path` is exactly that, minus the query), so path
+        // parameters are what the client signed (`a%20b` stays `a%20b`).
+        let target = view.path;
+        let Some(route) = trust.gateway.match_route(view.method, target) else {
+            return Err(Denial::new(Deny::NoRoute, format!("no route matches {} {target}", view.method)).into());
         };
         let tool = route.route.tool.clone();
+        if let Some(why) = ambiguous_target(target) {
+            return Err(Denial::new(Deny::ExtractionFailed, why).about(&tool, None).into());
+        }
         let header = match view.single(&trust.names.warrant) {
             Single::Absent => return Err(Denial::new(Deny::MissingWarrant, "").about(&tool, None).into()),
             Single::Unusable => {
@@ -253,7 +300,19 @@ impl WarrantVerifier {
 }
 
 fn verify_chain(trust: &Trust, header: &str, now: i64) -> Result<Chain, Box<Denial>> {
-    let warrants = wire::warrants(header, trust.max_chain).map_err(|e| match e {
+    let bytes =
+        wire::base64(header).ok_or_else(|| Denial::new(Deny::InvalidWarrant, wire::WireError::Base64.to_string()))?;
+    // The root's issuer, read without verifying anything: a stack that no
+    // trusted key could have started is refused before it costs one
+    // signature check (decoding verifies every link's signature).
+    if let Some(issuer) = wire::root_issuer(&bytes) {
+        if !trust.roots.contains(&issuer) {
+            let mut d = Denial::new(Deny::UntrustedRoot, tenuo::Error::UntrustedRoot.to_string());
+            d.error = Some(ErrorCode::UntrustedRoot);
+            return Err(d);
+        }
+    }
+    let warrants = wire::warrants(&bytes, trust.max_chain).map_err(|e| match e {
         wire::WireError::TooLong(_) => Denial::new(Deny::ChainInvalid, e.to_string()),
         _ => Denial::new(Deny::InvalidWarrant, e.to_string()),
     })?;
@@ -282,11 +341,19 @@ fn verify_chain(trust: &Trust, header: &str, now: i64) -> Result<Chain, Box<Deni
         root_issuer: hex::encode(root.issuer().to_bytes()).into(),
         expires_at,
     };
+    let weight = crate::cache::weight(
+        ARC_BYTES
+            + std::mem::size_of::<Chain>()
+            + grant_base.heap_bytes()
+            + warrants.len() * std::mem::size_of::<Warrant>()
+            + bytes.len() * DECODED_PER_CBOR_BYTE,
+    );
     Ok(Chain {
         warrants,
         expires_at,
         grant_base,
         gated,
+        weight,
     })
 }
 
@@ -486,8 +553,187 @@ fn exact_key(
     }
     if reads_body {
         field(view.body);
-        let partial = matches!(view.single("x-envoy-auth-partial-body"), Single::One(_));
-        field(if partial { b"partial" } else { b"whole" });
+        for name in ["x-envoy-auth-partial-body", "content-length", "transfer-encoding"] {
+            match view.joined(name) {
+                Some(v) => field(v.as_bytes()),
+                None => field(b"\0absent"),
+            }
+        }
     }
     h.finish128().as_u128()
+}
+
+/// Why a tool route's target is refused, if it is: upstreams disagree on
+/// what `;params` and dot segments mean (servlet containers drop `;…` from a
+/// segment, so `/files/a;/../b` may reach another file than the `a;` the
+/// route extracted), so the tool or an argument could change between the
+/// warrant check and the upstream. Envoy resolves dot segments itself when
+/// `normalize_path` is on; this is the second lock.
+fn ambiguous_target(target: &str) -> Option<&'static str> {
+    if target.contains(';') {
+        return Some("`;` in the path of a tool route");
+    }
+    let dot = |s: &str| s.len() <= 6 && matches!(s.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | "..");
+    if target.split('/').any(dot) {
+        return Some("dot segment in the path of a tool route");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ciborium::Value;
+    use tenuo::{ConstraintSet, SigningKey};
+
+    use super::*;
+    use crate::config::{GatewaySource, TenuoConfig};
+
+    const GATEWAY: &str = r#"
+version: "1"
+settings: {}
+tools:
+  t:
+    description: A tool
+    constraints: {}
+routes:
+  - { pattern: "/t", method: [GET], tool: t }
+"#;
+
+    fn trust(issuer: &SigningKey) -> Trust {
+        Trust::load(&TenuoConfig {
+            trusted_issuers: vec![hex::encode(issuer.public_key().to_bytes())],
+            gateway: GatewaySource::Inline(GATEWAY.into()),
+            clock_tolerance: None,
+            debug: None,
+            remove_credential_headers: false,
+            revocation_list: None,
+            reload_interval: Duration::from_secs(10),
+            max_warrant_bytes: 64 * 1024,
+            max_chain_length: 8,
+            cache_max_bytes: 1 << 20,
+        })
+        .expect("trust")
+    }
+
+    /// A root and its child, every signature replaced by garbage, as a header.
+    fn garbage_stack(issuer: &SigningKey) -> String {
+        let (agent, sub) = (SigningKey::generate(), SigningKey::generate());
+        let root = Warrant::builder()
+            .holder(agent.public_key())
+            .capability("t", ConstraintSet::new())
+            .ttl(Duration::from_secs(60))
+            .build(issuer)
+            .expect("mint");
+        let child = root
+            .attenuate()
+            .capability("t", ConstraintSet::new())
+            .holder(sub.public_key())
+            .ttl(Duration::from_secs(30))
+            .build(&agent)
+            .expect("delegate");
+        let stack = tenuo::wire::encode_stack(&tenuo::wire::WarrantStack(vec![root, child])).expect("stack");
+        let mut value: Value = ciborium::de::from_reader(&stack[..]).expect("cbor");
+        let mut flipped = 0;
+        if let Value::Array(envelopes) = &mut value {
+            for envelope in envelopes {
+                if let Value::Array(items) = envelope {
+                    // [version, payload, signature]: garble the signature's 64 bytes.
+                    flipped += garble(&mut items[2]);
+                }
+            }
+        }
+        assert_eq!(flipped, 2, "both signatures garbled");
+        let mut out = Vec::new();
+        ciborium::ser::into_writer(&value, &mut out).expect("encode");
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    fn garble(v: &mut Value) -> usize {
+        match v {
+            Value::Bytes(b) if b.len() == 64 => {
+                b.iter_mut().for_each(|x| *x ^= 0x5a);
+                1
+            }
+            Value::Array(items) => items.iter_mut().map(garble).sum(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn an_untrusted_root_is_refused_before_any_signature_is_checked() {
+        let (issuer, stranger) = (SigningKey::generate(), SigningKey::generate());
+        let now = chrono::Utc::now().timestamp();
+        // Trusted issuer: the garbage reaches signature verification and fails there.
+        let trusted = garbage_stack(&issuer);
+        let d = verify_chain(&trust(&issuer), &trusted, now).expect_err("garbage");
+        assert_eq!(d.deny, Deny::InvalidWarrant, "{}", d.detail);
+        assert!(d.detail.contains("signature"), "{}", d.detail);
+        // The same garbage from an untrusted issuer: refused on the issuer
+        // alone; had any signature been checked, the answer would be the
+        // signature failure above.
+        let untrusted = garbage_stack(&stranger);
+        let d = verify_chain(&trust(&issuer), &untrusted, now).expect_err("untrusted");
+        assert_eq!(d.deny, Deny::UntrustedRoot, "{}", d.detail);
+        assert_eq!(d.error, Some(ErrorCode::UntrustedRoot));
+    }
+
+    #[test]
+    fn warrant_caches_stay_within_their_byte_budget() {
+        let issuer = SigningKey::generate();
+        let t = trust(&issuer);
+        let budget: u64 = 1 << 20;
+        // One real verified stack, shared by many keys: each entry still weighs it.
+        let header = tenuo::wire::encode_base64(
+            &Warrant::builder()
+                .holder(issuer.public_key())
+                .capability("t", ConstraintSet::new())
+                .ttl(Duration::from_secs(600))
+                .build(&issuer)
+                .expect("mint"),
+        )
+        .expect("encode");
+        let now = chrono::Utc::now().timestamp();
+        let chain = Arc::new(verify_chain(&t, &header, now).expect("verified"));
+        assert!(
+            chain.weight > 1000,
+            "a stack weighs its decoded warrants: {}",
+            chain.weight
+        );
+        let mut big = Denial::new(Deny::ConstraintViolation, "x".repeat(4000));
+        big.actual = Some(serde_json::Value::String("y".repeat(4000)));
+        let big: Arc<Denial> = Arc::from(big);
+        for i in 0..5_000u128 {
+            t.stacks.insert(i, chain.clone());
+            t.rejected.insert(i, big.clone());
+            t.decisions.insert(i, Decision::Deny(big.clone(), now + 60));
+        }
+        let usage = t.cache_usage();
+        let limits = [budget / 2, budget / 8, budget - budget / 2 - budget / 8];
+        for ((name, entries, bytes), limit) in usage.iter().zip(limits) {
+            assert!(*bytes <= limit, "{name}: {bytes} B > {limit} B");
+            assert!(*bytes > limit / 2, "{name}: the budget is used: {bytes} B of {limit} B");
+            assert!(*entries < 5_000, "{name}: {entries} entries");
+        }
+    }
+
+    #[test]
+    fn semicolons_and_dot_segments_in_tool_routes_are_refused() {
+        for target in [
+            "/files/a;b",
+            "/files/a;/../b",
+            "/files/..",
+            "/files/%2e%2E",
+            "/files/./x",
+            "/x/.%2e/y",
+        ] {
+            assert!(ambiguous_target(target).is_some(), "{target}");
+        }
+        for target in ["/files/a", "/files/a.b", "/files/...", "/files/.x", "/files/a%20b"] {
+            assert_eq!(ambiguous_target(target), None, "{target}");
+        }
+    }
 }

@@ -13,12 +13,12 @@ use moka::Expiry;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use tenuo::{Authorizer, CompiledGatewayConfig, GatewayConfig, PublicKey, SignedRevocationList};
 
-use super::{Chain, Decision, Denial};
+use super::{Chain, Decision, Denial, ARC_BYTES};
+use crate::cache::weight;
 use crate::config::{GatewaySource, TenuoConfig};
 
-const STACKS: u64 = 50_000;
-const REJECTED: u64 = 10_000;
-const DECISIONS: u64 = 100_000;
+const KEY_BYTES: usize = std::mem::size_of::<u128>();
+
 /// Rejected stacks are retried after this, in case the reason was transient.
 const REJECTED_TTL: Duration = Duration::from_secs(60);
 /// Upper bound for any cached verified stack, whatever its expiry.
@@ -77,6 +77,8 @@ pub struct Trust {
     pub(super) stacks: Cache<u128, Arc<Chain>>,
     pub(super) rejected: Cache<u128, Arc<Denial>>,
     pub(super) decisions: Cache<u128, Decision>,
+    /// Trusted issuer keys, for refusing an untrusted root before any signature work.
+    pub(super) roots: Vec<[u8; 32]>,
     keys: (u64, u64),
 }
 
@@ -156,20 +158,44 @@ impl Trust {
             issuers: keys.len(),
             srl_version,
             fingerprint,
+            // The byte budget: half for verified stacks (the expensive thing
+            // to rebuild), three eighths for exact repeats, an eighth for
+            // rejected stacks.
             stacks: Cache::builder()
-                .max_capacity(STACKS)
+                .weigher(|_: &u128, chain: &Arc<Chain>| chain.weight)
+                .max_capacity(cfg.cache_max_bytes / 2)
                 .expire_after(UntilChainExpiry)
                 .build(),
             rejected: Cache::builder()
-                .max_capacity(REJECTED)
+                .weigher(|_: &u128, d: &Arc<Denial>| weight(KEY_BYTES + ARC_BYTES + d.heap_bytes()))
+                .max_capacity(cfg.cache_max_bytes / 8)
                 .time_to_live(REJECTED_TTL)
                 .build(),
             decisions: Cache::builder()
-                .max_capacity(DECISIONS)
+                .weigher(|_: &u128, d: &Decision| weight(KEY_BYTES + d.heap_bytes()))
+                .max_capacity(cfg.cache_max_bytes - cfg.cache_max_bytes / 2 - cfg.cache_max_bytes / 8)
                 .expire_after(UntilDecisionEnds)
                 .build(),
+            roots: keys.iter().map(PublicKey::to_bytes).collect(),
             keys: (rand::random(), rand::random()),
         })
+    }
+
+    /// Entries and weighted bytes of each warrant cache (stacks, rejected,
+    /// decisions), after settling moka's pending work; for memory reports.
+    pub fn cache_usage(&self) -> [(&'static str, u64, u64); 3] {
+        self.stacks.run_pending_tasks();
+        self.rejected.run_pending_tasks();
+        self.decisions.run_pending_tasks();
+        [
+            ("stacks", self.stacks.entry_count(), self.stacks.weighted_size()),
+            ("rejected", self.rejected.entry_count(), self.rejected.weighted_size()),
+            (
+                "decisions",
+                self.decisions.entry_count(),
+                self.decisions.weighted_size(),
+            ),
+        ]
     }
 
     /// Keyed 128-bit hash: cache keys cannot be predicted or made to collide.

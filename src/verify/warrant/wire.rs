@@ -39,17 +39,55 @@ pub fn base64(text: &str) -> Option<Vec<u8>> {
     engine.decode(text).ok()
 }
 
-/// One warrant, or a stack (root first). The stack length is read from the
-/// CBOR header before decoding, because decoding verifies every signature.
-pub fn warrants(text: &str, max_chain: usize) -> Result<Vec<Warrant>, WireError> {
-    let bytes = base64(text).ok_or(WireError::Base64)?;
-    match stack_len(&bytes) {
+/// One warrant, or a stack (root first), from the base64-decoded header.
+/// The stack length is read from the CBOR header before decoding, because
+/// decoding verifies every signature.
+pub fn warrants(bytes: &[u8], max_chain: usize) -> Result<Vec<Warrant>, WireError> {
+    match stack_len(bytes) {
         Some(0) => Err(WireError::Empty),
         Some(n) if n > max_chain => Err(WireError::TooLong(n)),
-        Some(_) => tenuo::wire::decode_stack(&bytes)
-            .map(|s| s.0)
-            .map_err(WireError::Decode),
-        None => tenuo::wire::decode(&bytes).map(|w| vec![w]).map_err(WireError::Decode),
+        Some(_) => tenuo::wire::decode_stack(bytes).map(|s| s.0).map_err(WireError::Decode),
+        None => tenuo::wire::decode(bytes).map(|w| vec![w]).map_err(WireError::Decode),
+    }
+}
+
+/// Payload map key of the issuer (`tenuo::payload`: `5: issuer`).
+const PAYLOAD_ISSUER: u8 = 5;
+/// `PublicKey` on the wire is `[algorithm, key bytes]`; 1 is Ed25519.
+const ED25519_ALG: u8 = 1;
+
+/// The root warrant's issuer key, read from the CBOR without verifying any
+/// signature, or `None` when the bytes do not have that shape (the full
+/// decode then says why). Only ever used to refuse: a warrant the crate
+/// accepts has exactly this issuer, since its decode is strict (canonical
+/// CBOR, one value per key).
+pub fn root_issuer(bytes: &[u8]) -> Option<[u8; 32]> {
+    use ciborium::Value;
+    // A stack's first item is the root envelope; a single envelope is itself.
+    let envelope = match stack_len(bytes) {
+        Some(_) => array_header(bytes)?.1,
+        None => bytes,
+    };
+    // Reads one item: the root envelope, never the rest of the stack.
+    let Value::Array(items) = ciborium::de::from_reader::<Value, _>(envelope).ok()? else {
+        return None;
+    };
+    let Some(Value::Bytes(payload)) = items.get(1) else {
+        return None;
+    };
+    let Value::Map(fields) = ciborium::de::from_reader::<Value, _>(&payload[..]).ok()? else {
+        return None;
+    };
+    let key = fields
+        .iter()
+        .find(|(k, _)| matches!(k, Value::Integer(i) if *i == PAYLOAD_ISSUER.into()))
+        .map(|(_, v)| v)?;
+    match key {
+        Value::Array(parts) => match parts.as_slice() {
+            [Value::Integer(alg), Value::Bytes(key)] if *alg == ED25519_ALG.into() => key.as_slice().try_into().ok(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -134,12 +172,47 @@ mod tests {
 
     #[test]
     fn long_stacks_are_refused_before_decoding() {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let mut bytes = vec![0x98, 50];
         bytes.extend(std::iter::repeat_n(0x80, 50));
-        let text = URL_SAFE_NO_PAD.encode(&bytes);
-        assert!(matches!(warrants(&text, 8), Err(WireError::TooLong(50))));
-        assert!(matches!(warrants("%%%", 8), Err(WireError::Base64)));
+        assert!(matches!(warrants(&bytes, 8), Err(WireError::TooLong(50))));
+        assert!(base64("%%%").is_none());
+    }
+
+    fn minted(issuer: &tenuo::SigningKey, holder: &tenuo::SigningKey) -> Warrant {
+        Warrant::builder()
+            .holder(holder.public_key())
+            .capability("t", tenuo::ConstraintSet::new())
+            .ttl(std::time::Duration::from_secs(60))
+            .build(issuer)
+            .expect("mint")
+    }
+
+    #[test]
+    fn root_issuer_is_read_from_a_single_warrant_or_a_stack() {
+        let (issuer, agent, sub) = (
+            tenuo::SigningKey::generate(),
+            tenuo::SigningKey::generate(),
+            tenuo::SigningKey::generate(),
+        );
+        let root = minted(&issuer, &agent);
+        let child = root
+            .attenuate()
+            .capability("t", tenuo::ConstraintSet::new())
+            .holder(sub.public_key())
+            .ttl(std::time::Duration::from_secs(30))
+            .build(&agent)
+            .expect("delegate");
+        let want = Some(issuer.public_key().to_bytes());
+        let single = tenuo::wire::encode(&root).expect("encode");
+        assert_eq!(root_issuer(&single), want);
+        let stack = tenuo::wire::encode_stack(&tenuo::wire::WarrantStack(vec![root, child.clone()])).expect("stack");
+        assert_eq!(root_issuer(&stack), want);
+        // A delegated warrant sent alone is its own root: its issuer is the agent.
+        let alone = tenuo::wire::encode(&child).expect("encode");
+        assert_eq!(root_issuer(&alone), Some(agent.public_key().to_bytes()));
+        for junk in [&b""[..], &[0x80], &[0x83, 0x01, 0x40, 0x40], &[0xa1, 0x05, 0x05]] {
+            assert_eq!(root_issuer(junk), None, "{junk:?}");
+        }
     }
 
     #[test]
