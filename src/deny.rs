@@ -56,6 +56,8 @@ pub enum Deny {
     InvalidClaims,
     #[error("the token lacks the user claim")]
     MissingUserClaim,
+    #[error("the user claim is an email the provider has not verified")]
+    EmailUnverified,
     #[error("the token lacks the required groups claim")]
     MissingGroups,
     #[error("the client is not allowed")]
@@ -138,6 +140,7 @@ impl Deny {
             Deny::WrongAudience => "wrong_audience",
             Deny::InvalidClaims => "invalid_claims",
             Deny::MissingUserClaim => "missing_user_claim",
+            Deny::EmailUnverified => "email_unverified",
             Deny::MissingGroups => "missing_groups",
             Deny::ClientNotAllowed => "client_not_allowed",
             Deny::UserNotAllowed => "user_not_allowed",
@@ -194,6 +197,7 @@ impl Deny {
             | Deny::WrongAudience
             | Deny::InvalidClaims
             | Deny::MissingUserClaim
+            | Deny::EmailUnverified
             | Deny::ClientNotAllowed
             | Deny::SessionInvalid
             | Deny::SessionExpired
