@@ -68,6 +68,16 @@ impl Sessions {
             })
             .await
             .clone();
+        if outcome.is_ok() && entry.answer.initialized() {
+            // Later requests with this cookie need only the renewed session:
+            // keep that, and let the token endpoint's answer (the new
+            // refresh and ID tokens) go once no request holds it.
+            let done = Refreshing {
+                answer: Arc::default(),
+                renewed: OnceCell::new_with(Some(outcome.clone())),
+            };
+            self.refreshing.insert(key, Arc::new(done));
+        }
         match outcome {
             Ok(renewed) => Ok(Authenticated {
                 identity: renewed.identity,
