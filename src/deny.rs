@@ -59,6 +59,8 @@ pub enum Deny {
     InvalidClaims,
     #[error("the token lacks the user claim")]
     MissingUserClaim,
+    #[error("the user claim is an email the provider has not verified")]
+    EmailUnverified,
     #[error("the token lacks the required groups claim")]
     MissingGroups,
     #[error("the client is not allowed")]
@@ -200,6 +202,7 @@ impl Deny {
             Deny::WrongAudience => class("wrong_audience", Unauthenticated, Token, Stable),
             Deny::InvalidClaims => class("invalid_claims", Unauthenticated, Token, Stable),
             Deny::MissingUserClaim => class("missing_user_claim", Unauthenticated, Token, Stable),
+            Deny::EmailUnverified => class("email_unverified", Unauthenticated, Token, Stable),
             Deny::MissingGroups => class("missing_groups", Forbidden, Token, Stable),
             Deny::ClientNotAllowed => class("client_not_allowed", Unauthenticated, Token, Stable),
             // Rules run on every request, after the cache: never cached.

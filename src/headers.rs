@@ -15,14 +15,34 @@ pub const WARRANT_TOOL: &str = "x-tenuo-tool";
 pub const WARRANT_HOLDER: &str = "x-tenuo-holder";
 pub const WARRANT_ROOT_ISSUER: &str = "x-tenuo-root-issuer";
 
-/// Spoofable names every deployment strips, whatever its config says.
+/// Spoofable names every deployment strips, whatever its config says: the
+/// identity headers other auth proxies inject (an upstream written for one
+/// of them trusts its names), and routing overrides that would let a client
+/// make the upstream act on another method or path than the one checked.
 pub const BUILTIN_STRIP: &[&str] = &[
     "x-user-id",
     "x-auth-request-*",
+    // oauth2-proxy
     "x-forwarded-user",
     "x-forwarded-email",
     "x-forwarded-groups",
     "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    // Grafana and Gitea auth-proxy mode
+    "x-webauth-user",
+    "x-webauth-email",
+    // Authelia (and apps configured for it)
+    "remote-user",
+    "remote-groups",
+    "remote-email",
+    "remote-name",
+    "x-remote-user",
+    // Method and URL overrides (Rails, Express method-override, Symfony, IIS)
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
     WARRANT_ID,
     WARRANT_TOOL,
     WARRANT_HOLDER,
@@ -206,8 +226,37 @@ impl Edits {
     }
 }
 
-fn cookie_name(pair: &str) -> &str {
-    pair.split('=').next().unwrap_or_default().trim()
+/// One `name=value` pair of a `cookie` header, as both the session reader
+/// (`session::cookie`) and the stripper below read it, so the two can never
+/// disagree on which cookie is which.
+///
+/// Only SP and HTAB are trimmed (RFC 6265 §5.4, RFC 9110 OWS): `str::trim`
+/// would also drop Unicode spaces such as U+2000 or U+FEFF, and a sibling
+/// subdomain could then toss `\u{2000}__Host-x`, which the browser does
+/// not treat as `__Host-` but a lenient reader would. Names are compared as
+/// bytes and must be an RFC 9110 token; anything else (no `=`, an empty
+/// name, a control, a non-ASCII or separator byte) is `None`: not a cookie
+/// we ever read as ours.
+pub fn cookie_pair(pair: &str) -> Option<(&str, &str)> {
+    let (name, value) = pair.split_once('=')?;
+    let name = name.trim_matches(OWS);
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return None;
+    }
+    Some((name, value.trim_matches(OWS)))
+}
+
+const OWS: [char; 2] = [' ', '\t'];
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether one `;`-separated part of a `cookie` header is a cookie `drop`
+/// names. Parts that are not a token-named pair are never ours: they pass.
+fn is_dropped(part: &str, drop: &impl Fn(&str) -> bool) -> bool {
+    cookie_pair(part).is_some_and(|(name, _)| drop(name))
 }
 
 /// Drops the cookies whose name matches `drop` from the `cookie` header
@@ -218,19 +267,19 @@ pub fn strip_cookies<'a>(values: impl Iterator<Item = &'a str>, drop: impl Fn(&s
     let mut dropped = false;
     for value in values {
         for pair in value.split(';') {
-            let pair = pair.trim_matches([' ', '\t']);
+            let pair = pair.trim_matches(OWS);
             if pair.is_empty() {
                 continue;
             }
-            if drop(cookie_name(pair)) {
+            if is_dropped(pair, &drop) {
                 dropped = true;
-            } else if pair.contains(',') && pair.split(',').any(|p| drop(cookie_name(p))) {
+            } else if pair.contains(',') && pair.split(',').any(|p| is_dropped(p, &drop)) {
                 // Two headers merged with ',': keep the parts that stay.
                 dropped = true;
                 kept.extend(
                     pair.split(',')
-                        .map(str::trim)
-                        .filter(|p| !p.is_empty() && !drop(cookie_name(p))),
+                        .map(|p| p.trim_matches(OWS))
+                        .filter(|p| !p.is_empty() && !is_dropped(p, &drop)),
                 );
             } else {
                 kept.push(pair);
@@ -287,6 +336,12 @@ mod tests {
             "x-tenant",
             "x-internal-a",
             "x-forwarded-user",
+            "X-Forwarded-Access-Token",
+            "x_webauth_user",
+            "Remote-User",
+            "REMOTE_GROUPS",
+            "x-http-method-override",
+            "X_Original_URL",
         ] {
             assert!(p.is_spoofable(n), "{n} should be spoofable");
         }
@@ -322,6 +377,36 @@ mod tests {
         );
         // A look-alike name is not ours.
         assert_eq!(strip_cookies(["__Host-pp=1"].into_iter(), ours), CookieEdit::Keep);
+    }
+
+    /// Names that equal ours only once Unicode spaces or other controls are
+    /// trimmed are not ours: never read as the session, and passed on as sent.
+    #[test]
+    fn only_sp_and_htab_are_trimmed_around_cookie_names() {
+        for pad in ["\u{2000}", "\u{00a0}", "\u{feff}", "\x0b", "\x0c", "\r", "\0"] {
+            for pair in [format!("{pad}__Host-p=v"), format!("__Host-p{pad}=v")] {
+                assert_eq!(cookie_pair(&pair), None, "{pair:?}");
+                let ours = |n: &str| n == "__Host-p";
+                assert_eq!(
+                    strip_cookies([pair.as_str()].into_iter(), ours),
+                    CookieEdit::Keep,
+                    "{pair:?}"
+                );
+                let header = format!("a=1; {pair}; __Host-p=real");
+                assert_eq!(
+                    strip_cookies([header.as_str()].into_iter(), ours),
+                    CookieEdit::Set(format!("a=1; {pair}")),
+                    "{pair:?}"
+                );
+            }
+        }
+        assert_eq!(cookie_pair(" \t__Host-p \t=\t v \t"), Some(("__Host-p", "v")));
+        // The value keeps a Unicode space: only the name decides whose cookie it is.
+        assert_eq!(cookie_pair("a=\u{2000}v"), Some(("a", "\u{2000}v")));
+        for bad in ["=v", "a b=v", "a\"=v", "a(=v", "a@=v", "é=v", "novalue"] {
+            assert_eq!(cookie_pair(bad), None, "{bad:?}");
+        }
+        assert_eq!(cookie_pair("a!#$%&'*+-.^_`|~9=v"), Some(("a!#$%&'*+-.^_`|~9", "v")));
     }
 
     #[test]

@@ -32,6 +32,12 @@ const GRPC_PERMISSION_DENIED: i32 = 7;
 const GRPC_UNAUTHENTICATED: i32 = 16;
 
 pub fn allowed(edits: Edits) -> CheckResponse {
+    let mut response_headers: Vec<HeaderValueOption> = edits.set_cookies.into_iter().map(set_cookie).collect();
+    if !response_headers.is_empty() {
+        // A renewed session cookie must never be stored by a shared cache
+        // and replayed to someone else, whatever the upstream allowed.
+        response_headers.push(overwrite("cache-control", "no-store"));
+    }
     CheckResponse {
         status: Some(rpc::Status {
             code: GRPC_OK,
@@ -40,7 +46,7 @@ pub fn allowed(edits: Edits) -> CheckResponse {
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers: edits.set.into_iter().map(|(k, v)| overwrite(k, v)).collect(),
             headers_to_remove: edits.remove,
-            response_headers_to_add: edits.set_cookies.into_iter().map(set_cookie).collect(),
+            response_headers_to_add: response_headers,
             ..Default::default()
         })),
         ..Default::default()
@@ -227,6 +233,58 @@ mod tests {
 
     fn header<'a>(h: &'a [(String, String)], k: &str) -> Option<&'a str> {
         h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    fn header_pairs(h: &[HeaderValueOption]) -> Vec<(String, String, i32)> {
+        h.iter()
+            .filter_map(|o| {
+                o.header
+                    .as_ref()
+                    .map(|h| (h.key.clone(), h.value.clone(), o.append_action))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_response_that_sets_a_cookie_is_no_store() {
+        let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
+        let append = HeaderAppendAction::AppendIfExistsOrAdd as i32;
+        let renewed = allowed(Edits {
+            set_cookies: vec!["s=1".into()],
+            ..Default::default()
+        });
+        let Some(HttpResponse::OkResponse(ok)) = renewed.http_response else {
+            panic!("not OK")
+        };
+        assert_eq!(
+            header_pairs(&ok.response_headers_to_add),
+            vec![
+                ("set-cookie".into(), "s=1".into(), append),
+                ("cache-control".into(), "no-store".into(), overwrite)
+            ]
+        );
+        // Without a cookie the upstream's caching is none of our business.
+        let Some(HttpResponse::OkResponse(ok)) = allowed(Edits::default()).http_response else {
+            panic!("not OK")
+        };
+        assert!(ok.response_headers_to_add.is_empty());
+        for r in [
+            redirect("/x", vec!["s=1".into()]),
+            with_set_cookies(
+                denied(&Deny::SessionInvalid, "p", false, None),
+                vec!["s=; Max-Age=0".into()],
+            ),
+        ] {
+            let Some(HttpResponse::DeniedResponse(d)) = r.http_response else {
+                panic!("not a denial")
+            };
+            let h = header_pairs(&d.headers);
+            assert!(
+                h.contains(&("cache-control".into(), "no-store".into(), overwrite)),
+                "{h:?}"
+            );
+            assert!(h.iter().any(|(k, _, _)| k == "set-cookie"), "{h:?}");
+        }
     }
 
     #[test]

@@ -395,6 +395,51 @@ fn cookies_smuggled_inside_another_cookies_value_are_not_ours() {
     assert_eq!(s.echo_hits(), 0);
 }
 
+/// Cookie tossing past the `__Host-` prefix: a sibling subdomain can set a
+/// cookie named `\u{2000}__Host-portcullis` (U+2000 is not a `__Host-`
+/// name to the browser). Read with Unicode trimming it would be our session
+/// (fixation); names are compared as bytes, so it is not, and it passes to
+/// the upstream untouched like any cookie that is not ours.
+#[test]
+fn a_session_cookie_name_padded_with_unicode_spaces_is_not_ours() {
+    let (s, _dir) = session_stack(|_, _| {});
+    let mut attacker = Browser::new();
+    attacker.login(&s, "/");
+    let attacker_session = session_cookie(&attacker);
+    for pad in ["\u{2000}", "\u{00a0}", "\u{feff}"] {
+        for tossed in [format!("{pad}{COOKIE}"), format!("{COOKIE}{pad}")] {
+            // Raw UTF-8 bytes in the Cookie header.
+            let cookie = format!("{tossed}={attacker_session}");
+            let r = s.send(&Req::get("/app").header_bytes(b"Cookie", cookie.as_bytes()));
+            assert_denied(&r, 401, "missing_credential");
+            let r = s.send(
+                &Req::get("/app")
+                    .header("Accept", "text/html")
+                    .header_bytes(b"Cookie", cookie.as_bytes()),
+            );
+            assert_eq!(
+                r.status,
+                302,
+                "sent to log in, not logged in as the attacker: {}",
+                r.summary()
+            );
+        }
+    }
+    assert_eq!(s.echo_hits(), 0);
+    // Beside the victim's own session, the look-alike neither wins nor is
+    // taken for ours by the stripper: the victim is the user, and the
+    // upstream gets the look-alike as sent and never the real session.
+    let mut victim = Browser::new();
+    s.idp()
+        .code_flow(json!({"client_secret": CLIENT_SECRET, "claims": {"sub": "victim", "groups": ["users"]}}));
+    victim.login(&s, "/");
+    let tossed = format!("\u{2000}{COOKIE}={attacker_session}");
+    let cookie = format!("{tossed}; {COOKIE}={}; a=1", session_cookie(&victim));
+    let echo = assert_allowed(&s.send(&Req::get("/app").header_bytes(b"Cookie", cookie.as_bytes())));
+    assert_eq!(echo.header_all("x-user-id"), vec!["victim"]);
+    assert_eq!(echo.header_all("cookie"), vec![format!("{tossed}; a=1").as_str()]);
+}
+
 #[test]
 fn an_expired_login_state_is_refused() {
     let (s, _dir) = session_stack(|c, _| c["sessions"]["login_timeout_seconds"] = json!(5));
@@ -592,6 +637,115 @@ fn near_expiry_sessions_are_refreshed_once_and_a_failed_refresh_means_login() {
     assert!(r.header("location").unwrap().contains("/authorize?"));
 }
 
+/// Envoy cancels a Check that outlives its ext_authz timeout (0.75 s). A
+/// refresh whose token endpoint answers after that must still land: the IdP
+/// has rotated the refresh token, so asking again with the old one would be
+/// refused (and is a reuse a real IdP punishes). The next request with the
+/// same cookie gets the renewed session from the refresh that was cut off.
+#[test]
+fn a_refresh_cut_off_by_the_ext_authz_timeout_is_kept_for_the_next_request() {
+    let (s, _dir) = session_stack(|_, _| {});
+    let mut flow = alice();
+    flow["ttl"] = json!(30); // refresh due at once
+    s.idp().code_flow(flow.clone());
+    let mut b = Browser::new();
+    b.login(&s, "/");
+    let cookie = format!("{COOKIE}={}", session_cookie(&b));
+    flow["token_delay_ms"] = json!(1500);
+    s.idp().code_flow(flow.clone());
+    let r = s.send(&Req::get("/app").header("Cookie", &cookie));
+    assert_eq!(r.status, 503, "Envoy gave up on the Check: {}", r.summary());
+    assert_eq!(s.echo_hits(), 0);
+    // The token endpoint answers 1.5 s after it was asked.
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    flow["token_delay_ms"] = json!(0);
+    s.idp().code_flow(flow);
+    let r = s.send(&Req::get("/app").header("Cookie", &cookie));
+    assert_eq!(assert_allowed(&r).header_all("x-user-id"), vec!["alice"]);
+    assert!(
+        set_cookie_for(&r, COOKIE).is_some(),
+        "renewed: {:?}",
+        r.header_all("set-cookie")
+    );
+    let log = s.idp().code_flow_log();
+    let refreshes: Vec<&Value> = log["token"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["grant_type"] == "refresh_token")
+        .collect();
+    assert_eq!(refreshes.len(), 1, "the refresh token was used once: {refreshes:?}");
+    assert_eq!(refreshes[0]["ok"], true);
+}
+
+/// The callback's code exchange outlives a Check that Envoy cut off: the
+/// code is spent at the IdP either way, so the same callback again (the
+/// browser retrying, with its login cookie still there) takes over the
+/// finished exchange once, instead of failing on a spent state and code.
+#[test]
+fn a_callback_cut_off_by_the_ext_authz_timeout_completes_on_its_retry() {
+    let (s, _dir) = session_stack(|_, _| {});
+    let mut flow = alice();
+    flow["token_delay_ms"] = json!(1500);
+    s.idp().code_flow(flow.clone());
+    let mut b = Browser::new();
+    let authorize = b.start_login(&s, "/app");
+    let callback = b.authorize(&s, &authorize);
+    let r = b.get(&s, &callback);
+    assert_eq!(r.status, 503, "Envoy gave up on the Check: {}", r.summary());
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    flow["token_delay_ms"] = json!(0);
+    s.idp().code_flow(flow);
+    let mut replay = b.clone();
+    let r = b.get(&s, &callback);
+    assert_eq!(r.status, 302, "{}", r.summary());
+    assert_eq!(r.header("location"), Some(format!("{PUBLIC_URL}/app").as_str()));
+    assert!(b.cookie(COOKIE).is_some());
+    let log = s.idp().code_flow_log();
+    let exchanges: Vec<&Value> = log["token"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["grant_type"] == "authorization_code")
+        .collect();
+    assert_eq!(exchanges.len(), 1, "the code was exchanged once: {exchanges:?}");
+    assert_eq!(
+        assert_allowed(&b.get(&s, "/app")).header_all("x-user-id"),
+        vec!["alice"]
+    );
+    // Taken over once: the same callback again, login cookie and all, is a replay.
+    let r = replay.get(&s, &callback);
+    assert_denied(&r, 401, "login_state_replayed");
+}
+
+/// A response that renews the session cookie is never stored by a shared
+/// cache, even when the upstream marks it cacheable.
+#[test]
+fn a_response_that_renews_the_session_is_no_store() {
+    let (s, _dir) = session_stack(|_, _| {});
+    let mut flow = alice();
+    flow["ttl"] = json!(30);
+    s.idp().code_flow(flow);
+    let mut b = Browser::new();
+    let login = b.login(&s, "/");
+    assert_eq!(login.header_all("cache-control"), vec!["no-store"]);
+    let r = s.send(&b.nav("/app").header("x-echo-cache-control", "public, max-age=600"));
+    assert_allowed(&r);
+    assert!(set_cookie_for(&r, COOKIE).is_some());
+    assert_eq!(r.header_all("cache-control"), vec!["no-store"]);
+    // Without a renewal the upstream's own caching is left alone.
+    b.absorb(&r);
+    let mut quiet = alice();
+    quiet["ttl"] = json!(3600);
+    s.idp().code_flow(quiet);
+    let mut fresh = Browser::new();
+    fresh.login(&s, "/");
+    let r = s.send(&fresh.nav("/app").header("x-echo-cache-control", "public, max-age=600"));
+    assert_allowed(&r);
+    assert!(set_cookie_for(&r, COOKIE).is_none());
+    assert_eq!(r.header_all("cache-control"), vec!["public, max-age=600"]);
+}
+
 /// An IdP outage is not a logout: while the session's tokens are valid it
 /// keeps working (no renewal, nothing cleared); once they expire, login again.
 #[test]
@@ -743,6 +897,91 @@ fn a_plain_oauth2_provider_gets_the_identity_from_userinfo() {
     let log = s.idp().code_flow_log();
     assert_eq!(log["token"][0]["client_auth"], "post");
     assert_eq!(log["userinfo"][0]["ok"], true);
+}
+
+/// `email_verified: false` in the real IdP's ID token: the email is not
+/// injected; with `user_claim: email` the login is refused.
+#[test]
+fn an_unverified_email_is_not_injected_and_cannot_name_the_user() {
+    let (s, _dir) = session_stack(|_, _| {});
+    let unverified = json!({"client_secret": CLIENT_SECRET, "claims": {
+        "sub": "alice", "email": "ceo@example.com", "email_verified": false, "groups": ["users"]}});
+    s.idp().code_flow(unverified.clone());
+    let mut b = Browser::new();
+    b.login(&s, "/");
+    let echo = assert_allowed(&b.get(&s, "/app"));
+    assert_eq!(echo.header_all("x-user-id"), vec!["alice"]);
+    assert!(echo.header_all("x-auth-request-email").is_empty(), "{:?}", echo.headers);
+    // The same for a bearer token minted by the IdP.
+    let token = s.mint(
+        "RS256",
+        json!({"sub": "alice", "aud": "portcullis", "email": "ceo@example.com", "email_verified": false}),
+    );
+    let echo = assert_allowed(&s.send(&Req::get("/api/x").bearer(&token)));
+    assert!(echo.header_all("x-auth-request-email").is_empty());
+
+    let (s, _dir) = session_stack(|c, _| c["oidc"]["providers"][0]["user_claim"] = json!("email"));
+    s.idp().code_flow(unverified);
+    let mut b = Browser::new();
+    let authorize = b.start_login(&s, "/");
+    let r = b.get(&s, &b.authorize(&s, &authorize));
+    assert_denied(&r, 401, "email_unverified");
+    assert!(b.cookie(COOKIE).is_none());
+    let token = s.mint(
+        "RS256",
+        json!({"sub": "alice", "aud": "portcullis", "email": "ceo@example.com", "email_verified": false}),
+    );
+    assert_denied(&s.send(&Req::get("/api/x").bearer(&token)), 401, "email_unverified");
+    let verified = s.mint(
+        "RS256",
+        json!({"sub": "alice", "aud": "portcullis", "email": "alice@example.com", "email_verified": true}),
+    );
+    let echo = assert_allowed(&s.send(&Req::get("/api/x").bearer(&verified)));
+    assert_eq!(echo.header_all("x-user-id"), vec!["alice@example.com"]);
+    assert_eq!(s.echo_hits(), 1, "only the verified token reached the upstream");
+}
+
+/// A userinfo document cannot hand its user a `client:` group (those are
+/// portcullis' names for client-credentials tokens), and a user name with a
+/// `,` or surrounding spaces is refused.
+#[test]
+fn plain_oauth2_userinfo_cannot_claim_client_groups_or_odd_user_names() {
+    let (s, _dir) = session_stack(|c, d| {
+        let issuer = c["oidc"]["providers"][0]["issuer"].as_str().unwrap().to_string();
+        let mut login = login_block("github", &d.join("client-secret"));
+        login["scopes"] = json!(["read:user"]);
+        login["authorization_endpoint"] = json!(format!("{issuer}/authorize"));
+        login["token_endpoint"] = json!(format!("{issuer}/token"));
+        login["redirect_path"] = json!("/oauth2/github/callback");
+        login["logout_path"] = json!("/oauth2/github/logout");
+        c["sessions"]["oauth2_providers"] = json!([{
+            "userinfo_url": format!("{issuer}/userinfo"),
+            "user_claim": "login",
+            "email_claim": "email",
+            "groups_claim": "teams",
+            "login": login,
+        }]);
+        c["rules"] = json!([
+            {"path_prefix": "/deploy", "allowed_groups": ["client:ci"], "login": "github"},
+            {"path_prefix": "/", "login": "github"},
+        ]);
+    });
+    let mut flow = alice();
+    flow["userinfo"] = json!({"login": "octocat", "id": 1, "teams": ["client:ci", "devs"]});
+    s.idp().code_flow(flow.clone());
+    let mut b = Browser::new();
+    b.login(&s, "/");
+    let echo = assert_allowed(&b.get(&s, "/repo"));
+    assert_eq!(echo.header_all("x-auth-request-groups"), vec!["devs"]);
+    assert_denied(&b.get(&s, "/deploy"), 403, "group_not_allowed");
+    for login in ["octocat,admin", " octocat"] {
+        flow["userinfo"] = json!({"login": login, "id": 1});
+        s.idp().code_flow(flow.clone());
+        let mut b = Browser::new();
+        let authorize = b.start_login(&s, "/");
+        let r = b.get(&s, &b.authorize(&s, &authorize));
+        assert_denied(&r, 401, "invalid_claims");
+    }
 }
 
 /// Providers `one` (logout `/oauth2/logout`) and `two` (logout

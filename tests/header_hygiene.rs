@@ -158,6 +158,62 @@ fn forwarded_identity_headers_are_stripped() {
     }
 }
 
+/// The built-in names other auth proxies inject (oauth2-proxy, Grafana and
+/// Gitea auth-proxy mode, Authelia) and the method/URL overrides some
+/// frameworks honour: each sent in mixed case and in its `_` spelling, and
+/// none reaches the upstream, with no configuration.
+#[test]
+fn other_proxies_identity_headers_and_routing_overrides_are_stripped() {
+    let s = Stack::start();
+    let token = s.token_for("alice", &["users"]);
+    let builtin = [
+        "x-forwarded-access-token",
+        "x-webauth-user",
+        "x-webauth-email",
+        "remote-user",
+        "remote-groups",
+        "remote-email",
+        "remote-name",
+        "x-remote-user",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-rewrite-url",
+    ];
+    let mixed_case = |n: &str| -> String {
+        n.split('-')
+            .map(|part| {
+                let mut c = part.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("-")
+    };
+    let mut sent: Vec<String> = Vec::new();
+    for name in builtin {
+        sent.push(mixed_case(name));
+        sent.push(name.to_ascii_uppercase().replace('-', "_"));
+    }
+    let mut req = Req::get("/data").bearer(&token);
+    for name in &sent {
+        let value = if name.to_ascii_lowercase().contains("url") {
+            "/admin"
+        } else {
+            "admin"
+        };
+        req = req.header(name, value);
+    }
+    let echo = assert_allowed(&s.send(&req));
+    assert_eq!((echo.method.as_str(), echo.path.as_str()), ("GET", "/data"));
+    for name in &sent {
+        assert_absent(&echo, name);
+    }
+    assert_single(&echo, "x-user-id", "alice");
+}
+
 #[test]
 fn configured_strip_entries_and_prefixes_are_removed_but_other_headers_pass() {
     let s = Stack::builder()

@@ -6,18 +6,22 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use moka::sync::Cache;
 use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
 
 use super::cookie;
 use super::login::{safe_return_path, state_cookie_name};
-use super::provider::LoginProvider;
+use super::provider::{LoginProvider, Tokens};
 use super::state::{unix, LoginState, SessionData};
 use super::{login_aad, Reply, Sessions};
 use crate::config::LoginKind;
 use crate::deny::Deny;
 use crate::identity::{Identity, Source};
 use crate::request::RequestView;
-use crate::verify::oidc::claims::{groups, is_header_safe};
+use crate::verify::oidc::claims::{
+    drop_client_groups, email_verified, groups, identity_value, is_header_safe, names_email,
+};
 use crate::verify::oidc::{constant_time_eq, OidcVerifier};
 
 /// The callback's query parameters (first occurrence of each).
@@ -63,9 +67,18 @@ impl Sessions {
             return fail(Deny::LoginStateInvalid);
         };
         // Single use, spent before the exchange so parallel replays lose too.
-        if !self.spend_state(&state) {
+        // The one exception: the same callback again after Envoy cut off the
+        // Check that spent it, whose code exchange then finished unseen
+        // (see `Orphan`); exactly one retry takes that answer over.
+        let spent = self.hash(b"state", state.as_bytes());
+        let resumed = if self.spend_state(&state) {
+            None
+        } else if let Some(exchange) = self.orphaned.remove(&spent) {
+            tracing::info!(event = "login_resumed", login = %login.p);
+            Some(exchange)
+        } else {
             return fail(Deny::LoginStateReplayed);
-        }
+        };
         if let Some(error) = p.error {
             let error: String = error.chars().filter(char::is_ascii_graphic).take(64).collect();
             tracing::info!(event = "login_error", login = %login.p, error);
@@ -74,7 +87,15 @@ impl Sessions {
         let Some(code) = p.code.filter(|c| !c.is_empty()) else {
             return fail(Deny::LoginFailed);
         };
-        match self.complete(provider, &login, &code, oidc).await {
+        let exchange = resumed.unwrap_or_default();
+        let mut orphan = Orphan {
+            orphaned: &self.orphaned,
+            key: spent,
+            exchange: Some(exchange.clone()),
+        };
+        let outcome = self.complete(provider, &login, &code, exchange, oidc).await;
+        orphan.exchange = None;
+        match outcome {
             Ok(session_cookie) => Reply::Redirect {
                 location: format!("{}{}", provider.config.public_origin, safe_return_path(&login.ret)),
                 set_cookies: vec![session_cookie, clear],
@@ -96,16 +117,23 @@ impl Sessions {
     /// Code → tokens → identity → sealed session (`Set-Cookie` value).
     async fn complete(
         &self,
-        provider: &LoginProvider,
+        provider: &Arc<LoginProvider>,
         login: &LoginState,
         code: &str,
+        exchange: Exchange,
         oidc: &OidcVerifier,
     ) -> Result<String, Deny> {
         let c = &provider.config;
-        let tokens = provider.exchange_code(code, &login.v).await.map_err(|e| {
-            tracing::warn!(event = "code_exchange_failed", login = %c.name, error = %e);
-            Deny::LoginFailed
-        })?;
+        // In its own task: a code is single use, so an exchange cut off
+        // halfway would leave the login unfinishable (see `Orphan`).
+        let task = tokio::spawn(exchange_code(
+            exchange,
+            provider.clone(),
+            code.to_string(),
+            login.v.clone(),
+        ));
+        // The task only ends early if the runtime is shutting down.
+        let tokens = task.await.unwrap_or(Err(Deny::LoginFailed))?;
         let now = unix(SystemTime::now());
         let end = self.max_age_end(now);
         let token_exp = tokens.expires_in.map(|s| now.saturating_add(s));
@@ -143,6 +171,48 @@ impl Sessions {
     }
 }
 
+/// The token endpoint's answer to one callback's code, shared by that
+/// callback and (if it was cut off) its one retry.
+pub(super) type Exchange = Arc<OnceCell<Result<Tokens, Deny>>>;
+
+/// Hands a callback's exchange over to a retry if the Check is dropped
+/// before it answered: Envoy resets the stream after its ext_authz timeout
+/// and tonic drops the Check's future, while the spawned exchange finishes
+/// and spends the code. Without this the browser could only start over.
+struct Orphan<'a> {
+    orphaned: &'a Cache<u128, Exchange>,
+    key: u128,
+    /// `None` once the callback has answered.
+    exchange: Option<Exchange>,
+}
+
+impl Drop for Orphan<'_> {
+    fn drop(&mut self) {
+        if let Some(exchange) = self.exchange.take() {
+            self.orphaned.insert(self.key, exchange);
+        }
+    }
+}
+
+/// The code exchanged at most once per [`Exchange`]; a resumed callback
+/// finds the answer (or waits for it) instead of spending the code again.
+async fn exchange_code(
+    exchange: Exchange,
+    provider: Arc<LoginProvider>,
+    code: String,
+    verifier: String,
+) -> Result<Tokens, Deny> {
+    exchange
+        .get_or_init(|| async {
+            provider.exchange_code(&code, &verifier).await.map_err(|e| {
+                tracing::warn!(event = "code_exchange_failed", login = %provider.config.name, error = %e);
+                Deny::LoginFailed
+            })
+        })
+        .await
+        .clone()
+}
+
 /// The identity in a plain OAuth2 provider's userinfo document (GitHub:
 /// `login`, numeric `id`, `email` possibly null).
 pub(super) fn userinfo_identity(
@@ -160,19 +230,29 @@ pub(super) fn userinfo_identity(
             Some(_) => Err(Deny::InvalidClaims),
         }
     };
+    // The same rules as an OIDC user token (claims.rs): an unverified email
+    // is not injected and cannot name the user, user and email values are
+    // refused with surrounding spaces or a `,`, no `client:` groups.
+    let verified = email_verified(claims)?;
+    if !verified && names_email(user_claim, email_claim) {
+        return Err(Deny::EmailUnverified);
+    }
     let user = text(claims.get(user_claim))?.ok_or(Deny::MissingUserClaim)?;
+    identity_value(&user)?;
     let sub = text(claims.get("sub"))?
         .or(text(claims.get("id"))?)
         .unwrap_or_else(|| user.clone());
     let email = match claims.get(email_claim) {
-        Some(Value::String(s)) if is_header_safe(s) => Some(s.clone()),
+        Some(Value::String(s)) => Some(identity_value(s)?.to_string()),
         None | Some(Value::Null) => None,
         Some(_) => return Err(Deny::InvalidClaims),
-    };
-    let groups = match groups_claim {
+    }
+    .filter(|_| verified);
+    let mut groups = match groups_claim {
         Some(g) => groups(claims.get(g))?.unwrap_or_default(),
         None => Vec::new(),
     };
+    drop_client_groups(&mut groups);
     // Valid as long as the session; `exp` of the session bounds it.
     let far = SystemTime::now() + std::time::Duration::from_secs(400 * 86_400);
     Ok(Identity::new(Source::Session, Arc::from(login), &sub, &user, far)
@@ -222,6 +302,37 @@ mod tests {
             userinfo_identity("github", none.as_object().unwrap(), "login", "email", None).err(),
             Some(Deny::MissingUserClaim)
         );
+    }
+
+    #[test]
+    fn userinfo_follows_the_oidc_claim_rules() {
+        let map = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        let c = map(json!({"login": "octo", "email": "o@x.io", "groups": ["client:ci", "dev"]}));
+        let id = userinfo_identity("gh", &c, "login", "email", Some("groups")).unwrap();
+        assert_eq!(
+            id.groups().collect::<Vec<_>>(),
+            vec!["dev"],
+            "client: groups are ours to give"
+        );
+        let c = map(json!({"login": "octo", "email": "o@x.io", "email_verified": false}));
+        let id = userinfo_identity("gh", &c, "login", "email", None).unwrap();
+        assert_eq!((&*id.user, id.email.as_deref()), ("octo", None));
+        assert_eq!(
+            userinfo_identity("gh", &c, "email", "email", None).err(),
+            Some(Deny::EmailUnverified)
+        );
+        for bad in [
+            json!({"login": "octo ", "email": "o@x.io"}),
+            json!({"login": "octo,admin"}),
+            json!({"login": "octo", "email": " o@x.io"}),
+            json!({"login": "octo", "email": "o@x.io,p@x.io"}),
+        ] {
+            assert_eq!(
+                userinfo_identity("gh", &map(bad.clone()), "login", "email", None).err(),
+                Some(Deny::InvalidClaims),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
 use crate::config::sessions::KEY_BYTES;
+use crate::headers;
 
 const VERSION: u8 = 1;
 const NONCE_BYTES: usize = 24;
@@ -120,12 +121,11 @@ pub fn names_with_prefix<'a>(values: impl Iterator<Item = &'a str>, prefix: &str
         .collect()
 }
 
-/// `(name, value)` of every cookie, trimmed, split on `;` only (see `find`).
+/// `(name, value)` of every cookie, split on `;` only (see `find`), each
+/// read by [`headers::cookie_pair`] (the stripper's reader too): only SP and
+/// HTAB trimmed, token names only, compared as bytes.
 fn pairs<'a>(values: impl Iterator<Item = &'a str>) -> impl Iterator<Item = (&'a str, &'a str)> {
-    values
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
-        .map(|(n, v)| (n.trim(), v.trim()))
+    values.flat_map(|v| v.split(';')).filter_map(headers::cookie_pair)
 }
 
 /// `Set-Cookie` value: `Secure; HttpOnly; SameSite=Lax; Path=/`, with a
@@ -201,5 +201,29 @@ mod tests {
             "n=v; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=60"
         );
         assert!(clear("n").ends_with("Max-Age=0"));
+    }
+
+    /// A name that is ours only after trimming Unicode spaces or controls
+    /// (cookie tossing past the `__Host-` prefix) is never read as ours.
+    #[test]
+    fn look_alike_names_padded_with_unicode_spaces_are_not_ours() {
+        for pad in ["\u{2000}", "\u{00a0}", "\u{feff}", "\x0b", "\x0c"] {
+            for h in [format!("{pad}__Host-p=evil"), format!("__Host-p{pad}=evil")] {
+                assert_eq!(find([h.as_str()].into_iter(), "__Host-p"), None, "{h:?}");
+                assert!(
+                    names_with_prefix([h.as_str()].into_iter(), "__Host-p").is_empty(),
+                    "{h:?}"
+                );
+                // The look-alike first does not shadow the real cookie after it.
+                let both = format!("{h}; __Host-p=real");
+                assert_eq!(find([both.as_str()].into_iter(), "__Host-p"), Some("real"), "{h:?}");
+            }
+        }
+        assert_eq!(find(["\t__Host-p =  v "].into_iter(), "__Host-p"), Some("v"));
+        assert_eq!(
+            find(["__host-p=v"].into_iter(), "__Host-p"),
+            None,
+            "bytes, not case-folded"
+        );
     }
 }

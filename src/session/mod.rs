@@ -35,7 +35,6 @@ use std::time::{Duration, SystemTime};
 
 use moka::sync::Cache;
 use siphasher::sip128::{Hasher128, SipHasher13};
-use tokio::sync::OnceCell;
 
 use crate::config::sessions::KEY_BYTES;
 use crate::config::{OidcConfig, SessionsConfig};
@@ -66,17 +65,26 @@ pub struct Sessions {
     login_timeout: Duration,
     refresh_before: Option<Duration>,
     sealer: Sealer,
-    providers: Vec<LoginProvider>,
+    /// In `Arc`s so an IdP call can run in its own task (see refresh.rs).
+    providers: Vec<Arc<LoginProvider>>,
     opened: Cache<u128, Arc<Opened>>,
     used_states: Cache<u128, ()>,
-    refreshing: Cache<u128, Arc<OnceCell<Result<Renewed, refresh::Failure>>>>,
+    /// Code exchanges whose callback was cut off, by state (callback.rs).
+    orphaned: Cache<u128, callback::Exchange>,
+    refreshing: Cache<u128, Arc<refresh::Refreshing>>,
     hash_keys: (u64, u64),
 }
 
-/// A decrypted, parsed session cookie.
+/// What the request path needs of an opened session cookie, cached by the
+/// cookie's keyed hash. Never the refresh or ID token: those stay sealed in
+/// the cookie and are opened again only for a refresh or a logout, so a
+/// heap dump of a busy replica holds no one's provider tokens.
 struct Opened {
-    data: SessionData,
     identity: Arc<Identity>,
+    exp: u64,
+    end: u64,
+    /// The cookie holds a refresh token.
+    refreshable: bool,
 }
 
 #[derive(Clone)]
@@ -141,7 +149,7 @@ impl Sessions {
                     s.value()
                         .ok_or_else(|| SessionError::SecretNotLoaded(s.field.clone()))?;
                 }
-                Ok(LoginProvider::new(l.clone(), oidc.fetch_timeout)?)
+                Ok(Arc::new(LoginProvider::new(l.clone(), oidc.fetch_timeout)?))
             })
             .collect::<Result<Vec<_>, SessionError>>()?;
         Ok(Self {
@@ -153,20 +161,12 @@ impl Sessions {
             sealer: Sealer::new(&keys),
             providers,
             // Byte budgets (weights: see crate::cache): 6 MiB of opened
-            // sessions, 1 MiB of used login states, 1 MiB of shared refreshes.
+            // sessions, 1 MiB each of used login states, cut-off code
+            // exchanges and shared refreshes.
             opened: Cache::builder()
                 .weigher(|_: &u128, o: &Arc<Opened>| {
-                    let d = &o.data;
-                    let text = [&d.p, &d.iss, &d.sub, &d.user, &d.groups]
-                        .iter()
-                        .map(|s| s.len())
-                        .sum::<usize>()
-                        + [&d.email, &d.rt, &d.idt]
-                            .iter()
-                            .map(|s| s.as_ref().map_or(0, String::len))
-                            .sum::<usize>();
                     crate::cache::weight(
-                        16 + std::mem::size_of::<Opened>() + text + crate::cache::identity_bytes(&o.identity),
+                        16 + std::mem::size_of::<Opened>() + crate::cache::identity_bytes(&o.identity),
                     )
                 })
                 .max_capacity(6 << 20)
@@ -177,10 +177,17 @@ impl Sessions {
                 .max_capacity(1 << 20)
                 .time_to_live(cfg.login_timeout)
                 .build(),
+            // A cut-off code exchange holds the tokens of one login until
+            // the browser retries: weigh it as a full session cookie.
+            orphaned: Cache::builder()
+                .weigher(|_: &u128, _: &callback::Exchange| crate::cache::weight(16 + MAX_COOKIE_BYTES + 512))
+                .max_capacity(1 << 20)
+                .time_to_live(cfg.login_timeout)
+                .build(),
             // The cell is filled after insertion: weigh it as the largest
             // result it can hold, a renewed cookie of MAX_COOKIE_BYTES.
             refreshing: Cache::builder()
-                .weigher(|_: &u128, _: &Arc<OnceCell<Result<Renewed, refresh::Failure>>>| {
+                .weigher(|_: &u128, _: &Arc<refresh::Refreshing>| {
                     crate::cache::weight(16 + MAX_COOKIE_BYTES + 512)
                 })
                 .max_capacity(1 << 20)
@@ -237,22 +244,24 @@ impl Sessions {
                 let data = self.open_session(value)?;
                 let o = Arc::new(Opened {
                     identity: Arc::new(data.identity()),
-                    data,
+                    exp: data.exp,
+                    end: data.end,
+                    refreshable: data.rt.is_some(),
                 });
                 self.opened.insert(key, o.clone());
                 o
             }
         };
         let now = unix(SystemTime::now());
-        let d = &opened.data;
+        let d = &opened;
         if now >= d.end {
             return Err(Deny::SessionExpired);
         }
         let refresh_due = self
             .refresh_before
             .is_some_and(|before| now.saturating_add(before.as_secs()) >= d.exp);
-        if refresh_due && d.rt.is_some() {
-            return self.refresh(key, &opened, now, oidc).await;
+        if refresh_due && d.refreshable {
+            return self.refresh(key, value, &opened, now, oidc).await;
         }
         if now >= d.exp {
             return Err(Deny::SessionExpired);
@@ -308,7 +317,7 @@ impl Sessions {
         }
     }
 
-    fn provider(&self, login: &str) -> Option<&LoginProvider> {
+    fn provider(&self, login: &str) -> Option<&Arc<LoginProvider>> {
         self.providers.iter().find(|p| p.config.name == login)
     }
 

@@ -29,8 +29,9 @@ pub struct Endpoints {
     pub end_session: Option<Url>,
 }
 
-/// A token endpoint answer (RFC 6749 §5.1; `id_token` from OIDC).
-#[derive(Debug, Clone, Deserialize)]
+/// A token endpoint answer (RFC 6749 §5.1; `id_token` from OIDC). `Debug`
+/// says which tokens came, never their bytes.
+#[derive(Clone, Deserialize)]
 pub struct Tokens {
     #[serde(default)]
     pub access_token: Option<String>,
@@ -40,6 +41,18 @@ pub struct Tokens {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub expires_in: Option<u64>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::state::redacted;
+        f.debug_struct("Tokens")
+            .field("access_token", &redacted(self.access_token.as_deref()))
+            .field("id_token", &redacted(self.id_token.as_deref()))
+            .field("refresh_token", &redacted(self.refresh_token.as_deref()))
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +76,19 @@ struct Discovery {
     end_session_endpoint: Option<String>,
 }
 
+/// The client of every call to a login provider. It follows no redirect at
+/// all: a token or userinfo endpoint that redirects is misconfigured, and
+/// following would resend the code, the client secret or the access token
+/// elsewhere (possibly over plain http).
+fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// The `error` of an RFC 6749 §5.2 error answer (never the description,
 /// which may echo input).
 #[derive(Deserialize)]
@@ -72,14 +98,7 @@ struct ErrorBody {
 
 impl LoginProvider {
     pub fn new(config: LoginConfig, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // A token endpoint that redirects is misconfigured; never follow
-            // with the client secret.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = http_client(timeout)?;
         let client_secret = config
             .client_secret
             .as_ref()
@@ -237,5 +256,36 @@ impl LoginProvider {
             });
         }
         Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn redirects_are_never_followed() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // One connection only: a followed redirect would find the port closed.
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 2048];
+            let _ = conn.read(&mut buf);
+            let resp = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{addr}/again\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            conn.write_all(resp.as_bytes()).unwrap();
+        });
+        let resp = http_client(Duration::from_secs(5))
+            .unwrap()
+            .post(format!("http://{addr}/token"))
+            .body("client_secret=s")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 307, "answered as is, not followed");
+        server.join().unwrap();
     }
 }

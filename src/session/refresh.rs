@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use tokio::sync::OnceCell;
 
-use super::provider::CallError;
+use super::provider::{CallError, LoginProvider, Tokens};
 use super::state::{unix, SessionData};
 use super::{Authenticated, Opened, Renewed, Sessions};
 use crate::config::LoginKind;
@@ -32,21 +32,58 @@ pub(super) enum Failure {
     Unavailable,
 }
 
+/// One refresh of one cookie, shared by every request that carries it.
+///
+/// Envoy cancels a Check that outlives its ext_authz timeout, and tonic
+/// then drops the Check's future. A refresh that ran inside that future
+/// would be dropped mid-call: the provider has already rotated the refresh
+/// token, the answer is lost, and the next request would spend the old one
+/// again (`invalid_grant`, and with reuse detection the whole grant is
+/// revoked). So the token endpoint is called from a spawned task that
+/// stores its answer here whoever is still waiting; the next request for
+/// the same cookie finds it (or waits for it) instead of asking again.
+#[derive(Default)]
+pub(super) struct Refreshing {
+    answer: Arc<OnceCell<Result<Tokens, Failure>>>,
+    renewed: OnceCell<Result<Renewed, Failure>>,
+}
+
 impl Sessions {
+    /// `value` is the cookie (opened again here: the cached [`Opened`]
+    /// keeps no tokens).
     pub(super) async fn refresh(
         &self,
         key: u128,
+        value: &str,
         opened: &Opened,
         now: u64,
         oidc: &OidcVerifier,
     ) -> Result<Authenticated, Deny> {
-        let cell = self.refreshing.get_with(key, || Arc::new(OnceCell::new()));
-        match cell.get_or_init(|| self.renew(&opened.data, oidc)).await.clone() {
+        let entry = self.refreshing.get_with(key, || Arc::new(Refreshing::default()));
+        let outcome = entry
+            .renewed
+            .get_or_init(|| async {
+                let data = self.open_session(value).map_err(Failure::Refused)?;
+                self.renew(&entry, &data, oidc).await
+            })
+            .await
+            .clone();
+        if outcome.is_ok() && entry.answer.initialized() {
+            // Later requests with this cookie need only the renewed session:
+            // keep that, and let the token endpoint's answer (the new
+            // refresh and ID tokens) go once no request holds it.
+            let done = Refreshing {
+                answer: Arc::default(),
+                renewed: OnceCell::new_with(Some(outcome.clone())),
+            };
+            self.refreshing.insert(key, Arc::new(done));
+        }
+        match outcome {
             Ok(renewed) => Ok(Authenticated {
                 identity: renewed.identity,
                 set_cookie: Some(renewed.set_cookie),
             }),
-            Err(Failure::Unavailable) if now < opened.data.exp => Ok(Authenticated {
+            Err(Failure::Unavailable) if now < opened.exp => Ok(Authenticated {
                 identity: opened.identity.clone(),
                 set_cookie: None,
             }),
@@ -55,19 +92,19 @@ impl Sessions {
         }
     }
 
-    async fn renew(&self, d: &SessionData, oidc: &OidcVerifier) -> Result<Renewed, Failure> {
+    async fn renew(&self, entry: &Refreshing, d: &SessionData, oidc: &OidcVerifier) -> Result<Renewed, Failure> {
         let refused = || Failure::Refused(Deny::RefreshFailed);
         let provider = self.provider(&d.p).ok_or(Failure::Refused(Deny::SessionInvalid))?;
         let c = &provider.config;
-        let rt = d.rt.as_deref().ok_or_else(refused)?;
-        let tokens = provider.refresh(rt).await.map_err(|e| {
-            tracing::info!(event = "refresh_failed", login = %c.name, user = %d.user, error = %e);
-            match e {
-                CallError::Http { .. } => Failure::Unavailable,
-                CallError::Status { status, .. } if status >= 500 || status == 429 => Failure::Unavailable,
-                _ => refused(),
-            }
-        })?;
+        let rt = d.rt.clone().ok_or_else(refused)?;
+        let task = tokio::spawn(ask_token_endpoint(
+            entry.answer.clone(),
+            provider.clone(),
+            rt,
+            d.user.clone(),
+        ));
+        // The task only ends early if the runtime is shutting down.
+        let tokens = task.await.unwrap_or(Err(Failure::Unavailable))?;
         if tokens.access_token.is_none() && tokens.id_token.is_none() {
             return Err(refused());
         }
@@ -105,4 +142,28 @@ impl Sessions {
             set_cookie,
         })
     }
+}
+
+/// The token endpoint's answer for `rt`, asked at most once per entry: a
+/// second caller waits for the first one's answer, even when the request
+/// that started it is gone.
+async fn ask_token_endpoint(
+    answer: Arc<OnceCell<Result<Tokens, Failure>>>,
+    provider: Arc<LoginProvider>,
+    rt: String,
+    user: String,
+) -> Result<Tokens, Failure> {
+    answer
+        .get_or_init(|| async {
+            provider.refresh(&rt).await.map_err(|e| {
+                tracing::info!(event = "refresh_failed", login = %provider.config.name, user = %user, error = %e);
+                match e {
+                    CallError::Http { .. } => Failure::Unavailable,
+                    CallError::Status { status, .. } if status >= 500 || status == 429 => Failure::Unavailable,
+                    _ => Failure::Refused(Deny::RefreshFailed),
+                }
+            })
+        })
+        .await
+        .clone()
 }

@@ -1,6 +1,7 @@
 //! What the sealed cookies hold. Short field names: every byte is in every
 //! request's `cookie` header.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::identity::{Identity, Source};
 
 /// The session cookie: the identity claims the headers and rules need,
-/// when it ends, and what refresh and logout need.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// when it ends, and what refresh and logout need. `Debug` hides the tokens.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionData {
     /// Login name (`login.name`) of the provider.
     pub p: String,
@@ -37,7 +38,8 @@ pub struct SessionData {
 }
 
 /// The login-state cookie, alive for one login (`login_timeout_seconds`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` hides the state, nonce and PKCE verifier.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginState {
     /// Login name of the provider.
     pub p: String,
@@ -49,6 +51,53 @@ pub struct LoginState {
     pub ret: String,
     /// Unix seconds.
     pub exp: u64,
+}
+
+/// What `Debug` prints instead of a secret: whether there is one, never
+/// any of its bytes (a `{:?}` in a log line or a panic message must not
+/// leak a token).
+pub(super) struct Redacted(bool);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0 { "<redacted>" } else { "None" })
+    }
+}
+
+pub(super) fn redacted(secret: Option<&str>) -> Redacted {
+    Redacted(secret.is_some())
+}
+
+impl fmt::Debug for SessionData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionData")
+            .field("p", &self.p)
+            .field("iss", &self.iss)
+            .field("sub", &self.sub)
+            .field("user", &self.user)
+            .field("email", &self.email)
+            .field("groups", &self.groups)
+            .field("iat", &self.iat)
+            .field("exp", &self.exp)
+            .field("end", &self.end)
+            .field("rt", &redacted(self.rt.as_deref()))
+            .field("idt", &redacted(self.idt.as_deref()))
+            .finish()
+    }
+}
+
+impl fmt::Debug for LoginState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = Redacted(true);
+        f.debug_struct("LoginState")
+            .field("p", &self.p)
+            .field("state", &hidden)
+            .field("nonce", &hidden)
+            .field("v", &hidden)
+            .field("ret", &self.ret)
+            .field("exp", &self.exp)
+            .finish()
+    }
 }
 
 pub fn unix(t: SystemTime) -> u64 {
@@ -89,5 +138,46 @@ impl SessionData {
             rt: None,
             idt: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_tokens_or_login_secrets() {
+        let d = SessionData {
+            p: "dex".into(),
+            iss: "https://dex.test".into(),
+            sub: "s".into(),
+            user: "alice".into(),
+            email: None,
+            groups: String::new(),
+            iat: 1,
+            exp: 2,
+            end: 3,
+            rt: Some("REFRESH-SECRET".into()),
+            idt: Some("ID-SECRET".into()),
+        };
+        let shown = format!("{d:?}");
+        assert!(shown.contains("alice") && shown.contains("rt: <redacted>"), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        let none = SessionData {
+            rt: None,
+            idt: None,
+            ..d
+        };
+        assert!(format!("{none:?}").contains("rt: None"));
+        let l = LoginState {
+            p: "dex".into(),
+            state: "STATE-SECRET".into(),
+            nonce: "NONCE-SECRET".into(),
+            v: "VERIFIER-SECRET".into(),
+            ret: "/app".into(),
+            exp: 9,
+        };
+        let shown = format!("{l:?}");
+        assert!(shown.contains("/app") && !shown.contains("SECRET"), "{shown}");
     }
 }

@@ -117,6 +117,10 @@ impl EchoUpstream {
             if let Some(v) = headers.get("x-echo-set-cookie") {
                 resp.headers_mut().append(header::SET_COOKIE, v.clone());
             }
+            // `x-echo-cache-control: v` makes the upstream answer `Cache-Control: v`.
+            if let Some(v) = headers.get("x-echo-cache-control") {
+                resp.headers_mut().insert(header::CACHE_CONTROL, v.clone());
+            }
             resp
         }
 

@@ -23,7 +23,7 @@
 //   POST /stats/reset            -> zero the counters
 //   GET  /attacker-jwks          -> JWKS of the attacker's keys (target of the `jku` attack)
 //   POST /code-flow {claims?, ttl?, expires_in?, refresh_fails?, client_secret?, tamper_nonce?,
-//                    omit_id_token?, userinfo?}
+//                    omit_id_token?, userinfo?, token_delay_ms?}
 //                                -> how the browser-login endpoints of the OIDC listener behave
 //                                   from now on (replaces the previous settings)
 //   GET  /code-flow/log          -> {authorize: [query], end_session: [query], token: [{grant_type,
@@ -90,6 +90,17 @@ dc.subscribe('http.server.request.start', (msg) => {
     const query = Object.fromEntries(new URL(msg.request?.url ?? '/', 'http://x').searchParams);
     if (path === '/authorize') flowLog.authorize.push(query);
     if (path === '/endsession') flowLog.end_session.push(query);
+    // `token_delay_ms`: the token endpoint does its work at once (codes are
+    // spent, refresh tokens rotated) but answers late, like an IdP behind a
+    // slow network: a client that gives up in between loses the answer.
+    if (path === '/token' && flow.token_delay_ms > 0 && msg.response) {
+      const res = msg.response;
+      const end = res.end.bind(res);
+      res.end = (...a) => {
+        setTimeout(() => end(...a), flow.token_delay_ms);
+        return res;
+      };
+    }
     stats.requests++;
     if (path === '/jwks') stats.jwks_requests++;
     if (path === '/.well-known/openid-configuration') stats.discovery_requests++;

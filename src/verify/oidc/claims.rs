@@ -24,23 +24,32 @@ pub fn to_identity(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Id
     }
     let expires_at = UNIX_EPOCH + Duration::from_secs_f64(exp.min(u32::MAX as f64));
     let mut groups = groups(claims.get(&p.groups_claim))?;
-    let email = str_claim(claims, &p.email_claim)?;
+    let verified = email_verified(claims)?;
+    let email = match str_claim(claims, &p.email_claim)? {
+        Some(e) => Some(identity_value(e)?),
+        None => None,
+    }
+    .filter(|_| verified);
 
     // `client:` groups are minted here for machine tokens only; a user token
     // must not be able to claim one.
     if let Some(g) = groups.as_mut() {
-        g.retain(|g| !g.starts_with(CLIENT_GROUP_PREFIX));
+        drop_client_groups(g);
     }
     let (source, user) = match audience_kind(p, claims.get("aud"), sub)? {
         Audience::Ours => {
             if p.require_groups && groups.is_none() {
                 return Err(Deny::MissingGroups);
             }
+            if !verified && names_email(&p.user_claim, &p.email_claim) {
+                return Err(Deny::EmailUnverified);
+            }
             let user = str_claim(claims, &p.user_claim)?.ok_or(Deny::MissingUserClaim)?;
-            (Source::OidcUser, user)
+            (Source::OidcUser, identity_value(user)?)
         }
         // A machine has no user claim; its client id is its name.
         Audience::Client(client) => {
+            let client = identity_value(client)?;
             groups
                 .get_or_insert_with(Vec::new)
                 .push(format!("{CLIENT_GROUP_PREFIX}{client}"));
@@ -111,6 +120,46 @@ pub(crate) fn groups(claim: Option<&Value>) -> Result<Option<Vec<String>>, Deny>
         return Err(Deny::InvalidClaims);
     }
     Ok(Some(list))
+}
+
+/// A user or email value as it will be injected: besides being header-safe,
+/// no surrounding whitespace (`" alice"` would be another user to an
+/// upstream that trims, and the same to one that does not compare exactly)
+/// and no `,` (which splits one value into two for any reader of a list
+/// header, e.g. `alice,admin`).
+pub(crate) fn identity_value(s: &str) -> Result<&str, Deny> {
+    let edges_ok = !s.starts_with(char::is_whitespace) && !s.ends_with(char::is_whitespace);
+    if is_header_safe(s) && edges_ok && !s.contains(',') {
+        Ok(s)
+    } else {
+        Err(Deny::InvalidClaims)
+    }
+}
+
+/// `email_verified` (OIDC Core §5.1): only an explicit `false` (or
+/// `"false"`, as some userinfo endpoints send it) marks the email as
+/// unverified; providers that omit the claim are taken at their word, as
+/// they vouch for the email they send.
+pub(crate) fn email_verified(claims: &Map<String, Value>) -> Result<bool, Deny> {
+    match claims.get("email_verified") {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(true),
+        Some(Value::Bool(false)) => Ok(false),
+        Some(Value::String(s)) if s == "true" => Ok(true),
+        Some(Value::String(s)) if s == "false" => Ok(false),
+        Some(_) => Err(Deny::InvalidClaims),
+    }
+}
+
+/// Whether the user is named by the email claim, which `email_verified`
+/// speaks for: an unverified address is then no proof of who the user is.
+pub(crate) fn names_email(user_claim: &str, email_claim: &str) -> bool {
+    user_claim == "email" || user_claim == email_claim
+}
+
+/// `client:` groups are given by portcullis to client-credentials tokens
+/// only: a user's token or userinfo document must not claim one.
+pub(crate) fn drop_client_groups(groups: &mut Vec<String>) {
+    groups.retain(|g| !g.starts_with(CLIENT_GROUP_PREFIX));
 }
 
 pub(crate) fn is_header_safe(s: &str) -> bool {
@@ -210,6 +259,63 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn an_unverified_email_is_not_injected_and_cannot_be_the_user() {
+        let mut p = provider();
+        p.user_claim = "sub".into();
+        let id = to_identity(&p, &claims(json!({"email": "a@x.io", "email_verified": false}))).unwrap();
+        assert_eq!((&*id.user, id.email.as_deref()), ("u1", None));
+        let id = to_identity(&p, &claims(json!({"email": "a@x.io", "email_verified": "false"}))).unwrap();
+        assert_eq!(id.email.as_deref(), None);
+        for ok in [json!(true), json!("true"), Value::Null] {
+            let id = to_identity(&p, &claims(json!({"email": "a@x.io", "email_verified": ok}))).unwrap();
+            assert_eq!(id.email.as_deref(), Some("a@x.io"), "{ok}");
+        }
+        let id = to_identity(&p, &claims(json!({"email": "a@x.io"}))).unwrap();
+        assert_eq!(id.email.as_deref(), Some("a@x.io"), "absent: the provider vouches");
+        assert_eq!(
+            to_identity(&p, &claims(json!({"email": "a@x.io", "email_verified": 0}))),
+            Err(Deny::InvalidClaims)
+        );
+        // user_claim = email (the default of `provider()`): denied.
+        assert_eq!(
+            to_identity(
+                &provider(),
+                &claims(json!({"email": "a@x.io", "email_verified": false}))
+            ),
+            Err(Deny::EmailUnverified)
+        );
+        // A machine token has no user claim: the email is just not injected.
+        let id = to_identity(
+            &provider(),
+            &claims(json!({"sub": "ci", "aud": "ci", "email": "ci@x.io", "email_verified": false})),
+        )
+        .unwrap();
+        assert_eq!((&*id.user, id.email.as_deref()), ("ci", None));
+    }
+
+    #[test]
+    fn users_and_emails_with_surrounding_spaces_or_commas_are_refused() {
+        let mut p = provider();
+        p.user_claim = "preferred_username".into();
+        for bad in [
+            json!({"preferred_username": " alice", "email": "a@x.io"}),
+            json!({"preferred_username": "alice\u{2000}", "email": "a@x.io"}),
+            json!({"preferred_username": "alice,admin", "email": "a@x.io"}),
+            json!({"preferred_username": "alice", "email": "a@x.io "}),
+            json!({"preferred_username": "alice", "email": "\u{00a0}a@x.io"}),
+            json!({"preferred_username": "alice", "email": "a@x.io,b@x.io"}),
+        ] {
+            assert_eq!(to_identity(&p, &claims(bad.clone())), Err(Deny::InvalidClaims), "{bad}");
+        }
+        let id = to_identity(
+            &p,
+            &claims(json!({"preferred_username": "alice smith", "email": "a@x.io"})),
+        )
+        .unwrap();
+        assert_eq!(&*id.user, "alice smith", "inner spaces are fine");
     }
 
     #[test]

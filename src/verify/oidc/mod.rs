@@ -48,7 +48,7 @@ impl OidcVerifier {
         let http = reqwest::Client::builder()
             .timeout(cfg.fetch_timeout)
             .connect_timeout(cfg.fetch_timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(provider::redirect_policy())
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let generation = Arc::new(AtomicU64::new(0));

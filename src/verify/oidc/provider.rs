@@ -18,6 +18,35 @@ use crate::telemetry::Metrics;
 
 /// Upper bound on a discovery or JWKS document; anything larger is hostile.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// Redirects followed by a discovery or JWKS fetch.
+const MAX_REDIRECTS: usize = 3;
+
+/// The redirect policy of the discovery and JWKS client: at most
+/// [`MAX_REDIRECTS`], and only to where the config itself could point
+/// (see [`may_follow`]).
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else if may_follow(attempt.previous(), attempt.url()) {
+            attempt.follow()
+        } else {
+            attempt.error("refused a redirect to plain http")
+        }
+    })
+}
+
+/// Signing keys decide who is authenticated: a fetch that started on
+/// https never continues over http (a network attacker could then serve
+/// their own keys), and plain http is followed only between local hosts,
+/// the same rule as for configured issuers.
+fn may_follow(previous: &[Url], next: &Url) -> bool {
+    match next.scheme() {
+        "https" => true,
+        "http" => is_local_host(next) && previous.iter().all(|u| u.scheme() == "http"),
+        _ => false,
+    }
+}
 
 pub struct Provider {
     pub config: ProviderConfig,
@@ -212,4 +241,62 @@ impl Provider {
 
 fn jitter(max: Duration) -> Duration {
     max.mul_f64(rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn https_never_continues_over_http() {
+        let https = [url("https://idp.example.com/keys")];
+        let local = url("http://127.0.0.1:8080/keys");
+        let from_local = [local.clone()];
+        assert!(may_follow(&https, &url("https://cdn.example.com/keys")));
+        assert!(!may_follow(&https, &url("http://idp.example.com/keys")));
+        assert!(!may_follow(&https, &local), "not even to a local host");
+        assert!(!may_follow(&[local.clone(), https[0].clone()], &local));
+        assert!(may_follow(&from_local, &url("http://localhost:9/keys")));
+        assert!(!may_follow(&from_local, &url("http://idp.example.com/keys")));
+        assert!(may_follow(&from_local, &url("https://idp.example.com/keys")));
+        assert!(!may_follow(&[local], &url("file:///etc/passwd")));
+    }
+
+    /// A loopback server that answers every request with a redirect to `to`.
+    fn redirector(to: &'static str) -> std::net::SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(16) {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = [0u8; 2048];
+                let _ = conn.read(&mut buf);
+                let resp =
+                    format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = conn.write_all(resp.as_bytes());
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_client_refuses_a_redirect_to_plain_http_on_a_public_host() {
+        let client = reqwest::Client::builder().redirect(redirect_policy()).build().unwrap();
+        // Not followed: the policy refuses before any connection to the target.
+        let addr = redirector("http://idp.example.invalid/jwks");
+        let err = client.get(format!("http://{addr}/jwks")).send().await.unwrap_err();
+        assert!(err.is_redirect(), "{err}");
+        // Loopback to loopback is followed (until the limit).
+        let addr = redirector("http://127.0.0.1:1/jwks");
+        let err = client.get(format!("http://{addr}/jwks")).send().await.unwrap_err();
+        assert!(
+            !err.is_redirect() && err.is_connect(),
+            "followed to the closed port: {err}"
+        );
+    }
 }
