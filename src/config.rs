@@ -147,6 +147,8 @@ pub struct RawOidc {
     pub jwks_min_refetch_seconds: u64,
     #[serde(default = "default_fetch_timeout")]
     pub fetch_timeout_seconds: u64,
+    #[serde(default = "default_check_fetch_budget")]
+    pub check_fetch_budget_ms: u64,
     #[serde(default)]
     pub providers: Vec<RawProvider>,
 }
@@ -159,6 +161,7 @@ impl Default for RawOidc {
             jwks_refresh_seconds: default_jwks_refresh(),
             jwks_min_refetch_seconds: default_jwks_min_refetch(),
             fetch_timeout_seconds: default_fetch_timeout(),
+            check_fetch_budget_ms: default_check_fetch_budget(),
             providers: Vec::new(),
         }
     }
@@ -351,6 +354,11 @@ fn default_jwks_min_refetch() -> u64 {
 fn default_fetch_timeout() -> u64 {
     5
 }
+/// Below Envoy's ext_authz timeout (0.75 s in envoy/envoy.yaml) and Istio's
+/// (0.5 s in istio/mesh/), so a Check answers before the proxy gives up.
+fn default_check_fetch_budget() -> u64 {
+    400
+}
 fn default_user_claim() -> String {
     "sub".into()
 }
@@ -437,6 +445,8 @@ pub struct OidcConfig {
     pub jwks_refresh: Duration,
     pub jwks_min_refetch: Duration,
     pub fetch_timeout: Duration,
+    /// Longest a Check waits for a JWKS refetch (unknown `kid`).
+    pub check_fetch_budget: Duration,
     pub providers: Vec<ProviderConfig>,
 }
 
@@ -641,6 +651,9 @@ impl RawConfig {
         if o.fetch_timeout_seconds == 0 || o.fetch_timeout_seconds > 60 {
             errs.push("oidc.fetch_timeout_seconds", "must be between 1 and 60");
         }
+        if o.check_fetch_budget_ms == 0 || o.check_fetch_budget_ms > 10_000 {
+            errs.push("oidc.check_fetch_budget_ms", "must be between 1 and 10000");
+        }
         if o.clock_skew_seconds > 600 {
             errs.push("oidc.clock_skew_seconds", "must be at most 600");
         }
@@ -663,6 +676,7 @@ impl RawConfig {
             jwks_refresh: Duration::from_secs(o.jwks_refresh_seconds),
             jwks_min_refetch: Duration::from_secs(o.jwks_min_refetch_seconds),
             fetch_timeout: Duration::from_secs(o.fetch_timeout_seconds),
+            check_fetch_budget: Duration::from_millis(o.check_fetch_budget_ms),
             providers,
         }
     }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
@@ -42,6 +44,22 @@ pub enum ServeError {
     },
 }
 
+/// Largest CheckRequest decoded. Envoy's own request carries the HTTP headers
+/// (at most its `max_request_headers_kb`, 60 KiB by default) and, when enabled,
+/// the body up to `with_request_body.max_request_bytes` (64 KiB in
+/// envoy/envoy.yaml); anything near this is not a request worth buffering.
+pub const MAX_CHECK_REQUEST_BYTES: usize = 1 << 20;
+/// HTTP/2 streams per connection. Each may buffer up to one message, so this
+/// bounds a connection's memory; Envoy opens another connection when it needs
+/// more concurrency than a peer allows.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// gRPC metadata (the HTTP/2 header block of a Check call, not the checked
+/// request's headers, which travel in the message) is a few hundred bytes.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Detects peers that vanished without closing (a dead node, a dropped NAT
+/// entry), so their connections do not linger.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
 pub struct AuthzService {
     checker: Arc<Checker>,
 }
@@ -50,6 +68,46 @@ pub struct AuthzService {
 impl Authorization for AuthzService {
     async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
         Ok(Response::new(self.checker.check(request.get_ref()).await))
+    }
+}
+
+/// tonic refuses a message over `max_decoding_message_size` with
+/// OUT_OF_RANGE; gRPC's status-code table names RESOURCE_EXHAUSTED for a
+/// message larger than the configured maximum. Check itself never answers
+/// OUT_OF_RANGE (every decision is an OK CheckResponse), so the rewrite cannot
+/// relabel anything else. The refusal is a headers-only response (tonic
+/// rejects before calling the handler), so the header is all there is to fix.
+#[derive(Clone)]
+struct OversizeIsResourceExhausted<S>(S);
+
+impl<S: NamedService> NamedService for OversizeIsResourceExhausted<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> Service<http::Request<B>> for OversizeIsResourceExhausted<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            let out_of_range = http::HeaderValue::from(tonic::Code::OutOfRange as i32);
+            if resp.headers().get("grpc-status") == Some(&out_of_range) {
+                let exhausted = http::HeaderValue::from(tonic::Code::ResourceExhausted as i32);
+                resp.headers_mut().insert("grpc-status", exhausted);
+            }
+            Ok(resp)
+        })
     }
 }
 
@@ -102,20 +160,28 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     tokio::spawn(report_ready(health.clone(), state.clone()));
 
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
+    // The builder's `tcp_nodelay`/`tcp_keepalive` only apply to listeners tonic
+    // binds itself; for ours they are set on every accepted socket here.
+    // Without TCP_NODELAY, Checks multiplexed on Envoy's single HTTP/2
+    // connection wait ~40 ms each for delayed ACKs (Nagle).
+    let incoming = TcpIncoming::from(grpc)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
+    let authz = AuthorizationServer::new(AuthzService { checker }).max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
     let grpc_server = tokio::spawn(
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
             .add_service(health_service)
-            .add_service(AuthorizationServer::new(AuthzService { checker }))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async {
+            .add_service(OversizeIsResourceExhausted(authz))
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = grpc_stopped.await;
             }),
     );
     let (stop_admin, admin_stopped) = oneshot::channel::<()>();
-    let admin_serve = axum::serve(admin, admin::router(state)).with_graceful_shutdown(async {
+    let admin_server = tokio::spawn(admin::serve(admin, admin::router(state), async {
         let _ = admin_stopped.await;
-    });
-    let admin_server = tokio::spawn(async move { admin_serve.await });
+    }));
 
     let signal = shutdown_signal().await;
     tracing::info!(
@@ -131,7 +197,7 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let _ = stop_grpc.send(());
     let drained = tokio::time::timeout(grace, grpc_server).await;
     let _ = stop_admin.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(1), admin_server).await;
+    let _ = tokio::time::timeout(admin::SHUTDOWN_GRACE + Duration::from_secs(1), admin_server).await;
     match drained {
         Ok(Ok(result)) => result?,
         Ok(Err(join)) => tracing::error!(event = "shutdown", error = %join, "gRPC server task failed"),

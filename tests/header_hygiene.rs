@@ -335,6 +335,30 @@ fn unauthenticated_health_route_still_drops_well_known_identity_headers() {
     }
 }
 
+/// The opt-out is for GET and HEAD only: any other method on `/healthz`
+/// goes through ext_authz like every other path.
+#[test]
+fn health_route_opt_out_is_only_for_get_and_head() {
+    let s = Stack::start();
+    // (HEAD is opted out too; the raw test client cannot read a HEAD answer.)
+    let r = s.send(&Req::get("/healthz"));
+    assert_eq!(assert_allowed(&r).method, "GET", "GET /healthz without credentials");
+    assert_eq!(s.echo_hits(), 1);
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let r = s.send(&Req::new(method, "/healthz").header("X-User-Id", "admin"));
+        assert_denied(&r, 401, "missing_credential");
+    }
+    assert_eq!(s.echo_hits(), 1, "no other method on /healthz reaches the upstream");
+    let token = s.token_for("poster", &["users"]);
+    let echo = assert_allowed(&s.send(&Req::new("POST", "/healthz").bearer(&token).header("X-User-Id", "admin")));
+    assert_eq!(echo.method, "POST");
+    assert_eq!(
+        echo.header("x-user-id"),
+        Some("poster"),
+        "checked: the spoofed x-user-id is replaced"
+    );
+}
+
 /// Identity headers always belong to the request's own token, also under
 /// concurrency and with a decision cache in play.
 #[test]

@@ -273,6 +273,11 @@ impl Idp {
         self.guard.logs_tail(n)
     }
 
+    /// The IdP process id (e.g. to freeze it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
     /// How the browser-login endpoints behave from now on (see idp.mjs `/code-flow`).
     pub fn code_flow(&self, settings: Value) {
         self.call("POST", "/code-flow", settings);

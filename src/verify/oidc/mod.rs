@@ -1,7 +1,8 @@
 //! OIDC bearer JWTs, verified locally against each issuer's cached JWKS.
 //!
 //! Order of checks: size → shape and header → issuer (selects the provider)
-//! → key by `kid` (one rate-limited refetch on a miss) → algorithm allowed
+//! → key by `kid` (one rate-limited refetch on a miss, waited for at most
+//! `check_fetch_budget`) → algorithm allowed
 //! by that key → signature, `exp`/`nbf` with skew, exact `iss` → audience
 //! and identity claims.
 
@@ -25,7 +26,7 @@ use crate::config::OidcConfig;
 use crate::deny::Deny;
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
-use provider::Provider;
+use provider::{Provider, Refetched};
 
 pub struct OidcVerifier {
     providers: Vec<Arc<Provider>>,
@@ -174,7 +175,12 @@ impl OidcVerifier {
             if keys.is_empty() {
                 return Err(Deny::KeysUnavailable);
             }
-            provider.refetch_for_unknown_kid().await;
+            // A hung issuer must not hold the Check until the proxy's own
+            // timeout answers with no reason: say what happened instead.
+            // The refetch goes on, so the key serves later requests.
+            if provider.refetch_for_unknown_kid().await == Refetched::OverBudget {
+                return Err(Deny::KeysUnavailable);
+            }
             keys = provider.keys();
         }
         let key = keys.find(kid, header.alg).ok_or(Deny::UnknownKey)?;
@@ -190,14 +196,14 @@ impl OidcVerifier {
 
     /// The token's own `iss` picks the provider; it is verified again (with
     /// the signature) by `jsonwebtoken` afterwards.
-    fn provider_for(&self, token: &str) -> Result<&Provider, Deny> {
+    fn provider_for(&self, token: &str) -> Result<&Arc<Provider>, Deny> {
         let payload = token.split('.').nth(1).ok_or(Deny::MalformedToken)?;
         let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| Deny::MalformedToken)?;
         let peek: UnverifiedIssuer = serde_json::from_slice(&json).map_err(|_| Deny::MalformedToken)?;
         let iss = peek.iss.ok_or(Deny::InvalidClaims)?;
         self.by_issuer
             .get(&iss)
-            .map(|&i| &*self.providers[i])
+            .map(|&i| &self.providers[i])
             .ok_or(Deny::UnknownIssuer)
     }
 
