@@ -1,0 +1,10 @@
+#![no_main]
+//! Invariants: see `portcullis_fuzz::path`.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(violation) = portcullis_fuzz::path::check(data) {
+        panic!("invariant violated: {violation}");
+    }
+});

@@ -1,0 +1,218 @@
+//! `credential`: `verify::credential::extract` and `check_syntax` on
+//! arbitrary `Authorization` headers.
+//!
+//! Input: byte 0 bit 0 raw headers (bytes) or Envoy's joined map, bits 1-2
+//! `max_token_bytes` (8, 64, 1024, 8192), bit 3 no header at all; the rest
+//! is header values separated by `\n`.
+//!
+//! Invariants: no header → `MissingCredential`; two headers (or a `,` in
+//! Envoy's joined value, or bytes that are not UTF-8) → `MultipleCredentials`;
+//! a token is returned only for `Bearer` (any case) and is the exact tail of
+//! the value, non-empty, unpadded by blanks and within the size limit;
+//! `check_syntax` accepts exactly RFC 6750's b64token; a well-formed bearer
+//! header is always accepted; refusals are one of the four credential
+//! reasons.
+
+use portcullis::deny::Deny;
+use portcullis::request::RequestView;
+use portcullis::verify::credential::{extract, Credential};
+
+use crate::ensure;
+
+const MAX: [usize; 4] = [8, 64, 1024, 8192];
+
+fn blank(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+pub fn is_b64token(t: &str) -> bool {
+    let body_len = t.find('=').unwrap_or(t.len());
+    let (body, pad) = t.split_at(body_len);
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+        && pad.bytes().all(|b| b == b'=')
+}
+
+/// `Bearer <b64token>` with blanks around: the one shape that must pass.
+fn well_formed(v: &str) -> Option<&str> {
+    let v = v.trim_matches(blank);
+    let scheme = v.get(..6)?;
+    let rest = &v[6..];
+    (scheme.eq_ignore_ascii_case("bearer") && rest.starts_with(blank))
+        .then(|| rest.trim_start_matches(blank))
+        .filter(|t| is_b64token(t))
+}
+
+pub fn check(data: &[u8]) -> Result<(), String> {
+    let Some(&mode) = data.first() else {
+        return Ok(());
+    };
+    let max = MAX[usize::from(mode >> 1 & 3)];
+    let values: Vec<&[u8]> = if mode & 8 != 0 {
+        Vec::new()
+    } else {
+        data[1..].split(|&b| b == b'\n').collect()
+    };
+    for v in &values {
+        // Session values go through the same syntax gate.
+        check_session_syntax(&String::from_utf8_lossy(v))?;
+    }
+    if mode & 1 == 0 {
+        let text: Vec<String> = values.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        let headers: Vec<(&str, &str)> = text.iter().map(|v| ("authorization", v.as_str())).collect();
+        let req = crate::request::merged("/", &headers);
+        let joined = (!text.is_empty()).then(|| text.join(","));
+        let single = joined.as_deref().filter(|j| !j.contains(','));
+        check_view(&req, max, values.is_empty(), single)
+    } else {
+        let headers: Vec<(&str, &[u8])> = values.iter().map(|v| ("authorization", *v)).collect();
+        let req = crate::request::raw("/", &headers);
+        let single = match values.as_slice() {
+            [one] => std::str::from_utf8(one).ok(),
+            _ => None,
+        };
+        check_view(&req, max, values.is_empty(), single)
+    }
+}
+
+/// `single`: the one usable value, if the request has exactly one.
+pub fn check_view(
+    req: &envoy_types::ext_authz::v3::pb::CheckRequest,
+    max: usize,
+    absent: bool,
+    single: Option<&str>,
+) -> Result<(), String> {
+    let view = RequestView::new(req).map_err(|d| format!("probe path refused: {d:?}"))?;
+    let got = extract(&view, max);
+    if absent {
+        return ensure(got == Err(Deny::MissingCredential), || {
+            format!("no header, yet {got:?}")
+        });
+    }
+    let Some(v) = single else {
+        return ensure(got == Err(Deny::MultipleCredentials), || {
+            format!("several or unusable headers, yet {got:?}")
+        });
+    };
+    check_value(v, max, got)
+}
+
+pub fn check_value(v: &str, max: usize, got: Result<Credential<'_>, Deny>) -> Result<(), String> {
+    match got {
+        Ok(Credential::Bearer(t)) => {
+            let trimmed = v.trim_matches(blank);
+            ensure(!t.is_empty() && t.len() <= max, || {
+                format!("{v:?}: token {t:?} empty or over {max}")
+            })?;
+            ensure(!t.starts_with(blank) && trimmed.ends_with(t), || {
+                format!("{v:?}: token {t:?} is not the value's tail")
+            })?;
+            let head = &trimmed[..trimmed.len() - t.len()];
+            ensure(
+                head.ends_with(blank) && head.trim_end_matches(blank).eq_ignore_ascii_case("bearer"),
+                || format!("{v:?}: token {t:?} taken after {head:?}, not after the Bearer scheme"),
+            )?;
+            let cred = Credential::Bearer(t);
+            ensure(cred.as_bytes() == t.as_bytes(), || format!("{v:?}: as_bytes differs"))?;
+            let syntax = cred.check_syntax();
+            ensure(syntax.is_ok() == is_b64token(t), || {
+                format!(
+                    "{v:?}: check_syntax({t:?}) = {syntax:?}, RFC 6750 says {}",
+                    is_b64token(t)
+                )
+            })?;
+            ensure(syntax.is_ok() || syntax == Err(Deny::MalformedToken), || {
+                format!("{t:?}: {syntax:?}")
+            })
+        }
+        Ok(other) => Err(format!("{v:?}: an Authorization header gave {other:?}")),
+        Err(d) => {
+            ensure(
+                matches!(d, Deny::MissingCredential | Deny::MalformedToken | Deny::TokenTooLarge),
+                || format!("{v:?}: refused as {d:?}"),
+            )?;
+            match well_formed(v) {
+                Some(t) if t.len() <= max => Err(format!("{v:?}: well-formed bearer {t:?} refused as {d:?}")),
+                Some(_) => ensure(d == Deny::TokenTooLarge, || format!("{v:?}: oversized, yet {d:?}")),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+fn check_session_syntax(v: &str) -> Result<(), String> {
+    let ok = Credential::Session(v).check_syntax();
+    let model = !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ensure(ok.is_ok() == model, || {
+        format!("session {v:?}: {ok:?}, base64url says {model}")
+    })?;
+    ensure(ok.is_ok() || ok == Err(Deny::SessionInvalid), || {
+        format!("session {v:?}: {ok:?}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rfc_grammar_model() {
+        for t in ["a", "a.b.c", "A-_~+/9", "abc==", "a="] {
+            assert!(is_b64token(t), "{t}");
+        }
+        for t in ["", "=", "a=b", "a b", "a\"b", "é", "a,b"] {
+            assert!(!is_b64token(t), "{t}");
+        }
+        assert_eq!(well_formed(" bEaReR \t x.y= "), Some("x.y="));
+        assert_eq!(well_formed("Bearerx.y"), None);
+        assert_eq!(well_formed("Basic x"), None);
+    }
+
+    #[test]
+    fn the_real_extractor_passes_on_typical_headers() {
+        for d in [
+            &b"\x00Bearer a.b.c"[..],
+            b"\x06bearer   eyJ.eyJ.sig",
+            b"\x00Bearer a b",
+            b"\x00Basic dXNlcjpwYXNz",
+            b"\x01Bearer a\nBearer b",
+            b"\x00Bearer a\nBearer b",
+            b"\x08",
+            b"\x01Bearer \xff",
+            b"\x00Bearer 123456789",
+            b"\x00",
+        ] {
+            assert_eq!(check(d), Ok(()), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_extraction_is_caught() {
+        let v = "Bearer abc";
+        assert!(
+            check_value(v, 100, Ok(Credential::Bearer("bc"))).is_err(),
+            "not after the scheme"
+        );
+        assert!(
+            check_value("Token abc", 100, Ok(Credential::Bearer("abc"))).is_err(),
+            "other scheme"
+        );
+        assert!(
+            check_value(v, 2, Ok(Credential::Bearer("abc"))).is_err(),
+            "over the limit"
+        );
+        assert!(
+            check_value(v, 100, Err(Deny::MalformedToken)).is_err(),
+            "well-formed refused"
+        );
+        assert!(
+            check_value(v, 100, Err(Deny::InvalidSignature)).is_err(),
+            "not a credential reason"
+        );
+        assert!(check_value(v, 100, Ok(Credential::Session("abc"))).is_err());
+        assert_eq!(check_value(v, 2, Err(Deny::TokenTooLarge)), Ok(()));
+    }
+}
