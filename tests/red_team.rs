@@ -297,7 +297,11 @@ fn path_tricks_never_let_a_non_admin_reach_admin_resources() {
         let echo = assert_allowed(&s.send(&Req::get(sent).bearer(&user)));
         assert_eq!(echo.path, forwarded, "{sent}");
     }
-    assert_denied(&s.send(&Req::get("/admin/..%3Bx/users").bearer(&user)), 400, "invalid_path");
+    assert_denied(
+        &s.send(&Req::get("/admin/..%3Bx/users").bearer(&user)),
+        400,
+        "invalid_path",
+    );
     // Positive control: the same paths work for an admin where they are valid.
     let admin = s.token_for("ada", &["admins"]);
     for path in ["/admin/../admin", "//admin", "/%61dmin", "/public/../admin"] {

@@ -165,9 +165,7 @@ impl Sessions {
             // exchanges and shared refreshes.
             opened: Cache::builder()
                 .weigher(|_: &u128, o: &Arc<Opened>| {
-                    crate::cache::weight(
-                        16 + std::mem::size_of::<Opened>() + crate::cache::identity_bytes(&o.identity),
-                    )
+                    crate::cache::weight(16 + std::mem::size_of::<Opened>() + crate::cache::identity_bytes(&o.identity))
                 })
                 .max_capacity(6 << 20)
                 .time_to_live(OPENED_TTL)
@@ -187,9 +185,7 @@ impl Sessions {
             // The cell is filled after insertion: weigh it as the largest
             // result it can hold, a renewed cookie of MAX_COOKIE_BYTES.
             refreshing: Cache::builder()
-                .weigher(|_: &u128, _: &Arc<refresh::Refreshing>| {
-                    crate::cache::weight(16 + MAX_COOKIE_BYTES + 512)
-                })
+                .weigher(|_: &u128, _: &Arc<refresh::Refreshing>| crate::cache::weight(16 + MAX_COOKIE_BYTES + 512))
                 .max_capacity(1 << 20)
                 .time_to_live(REFRESH_SHARE)
                 .build(),

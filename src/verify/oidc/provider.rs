@@ -351,6 +351,7 @@ mod tests {
             providers: Vec::new(),
         };
         let config = ProviderConfig {
+            name: "test".into(),
             issuer: "http://127.0.0.1:1".into(),
             audiences: vec!["portcullis".into()],
             jwks_uri,
@@ -432,6 +433,7 @@ mod tests {
         let p = provider(None, Duration::from_millis(100));
         let cache = DecisionCache::new(&CacheConfig {
             max_entries: 100,
+            max_bytes: 1 << 20,
             max_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(10),
         });
