@@ -136,8 +136,7 @@ fn checks_multiplexed_on_one_connection_are_not_delayed_by_nagle() {
 // ---------------------------------------------------------------------------
 // 2. gRPC limits.
 
-/// portcullis' cap on a decoded CheckRequest (`MAX_CHECK_REQUEST_BYTES`).
-const MAX_CHECK_REQUEST_BYTES: usize = 1 << 20;
+use portcullis::server::MAX_CHECK_REQUEST_BYTES;
 
 /// A CheckRequest over the cap is refused with RESOURCE_EXHAUSTED before it
 /// is buffered whole; one just under it is decoded and answered, and the
@@ -246,9 +245,7 @@ fn oversized_grpc_metadata_is_refused() {
 // ---------------------------------------------------------------------------
 // 3. Admin listener: slow clients are cut off, the connection count is capped.
 
-/// portcullis' `admin::HEADER_READ_TIMEOUT` and `admin::MAX_CONNECTIONS`.
-const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-const ADMIN_MAX_CONNECTIONS: usize = 64;
+use portcullis::admin::{HEADER_READ_TIMEOUT as ADMIN_HEADER_TIMEOUT, MAX_CONNECTIONS as ADMIN_MAX_CONNECTIONS};
 
 /// Blocks until the server closes `stream` (EOF or reset); the time it took.
 fn time_until_closed(stream: &mut std::net::TcpStream, limit: Duration) -> Duration {
