@@ -656,8 +656,8 @@ fn a_refresh_cut_off_by_the_ext_authz_timeout_is_kept_for_the_next_request() {
     let r = s.send(&Req::get("/app").header("Cookie", &cookie));
     assert_eq!(r.status, 503, "Envoy gave up on the Check: {}", r.summary());
     assert_eq!(s.echo_hits(), 0);
-    // The token endpoint answers 1.5 s after it was asked.
-    std::thread::sleep(std::time::Duration::from_millis(2000));
+    // The token endpoint answers 1.5 s after it was asked; leave room for a loaded machine.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     flow["token_delay_ms"] = json!(0);
     s.idp().code_flow(flow);
     let r = s.send(&Req::get("/app").header("Cookie", &cookie));
@@ -693,7 +693,7 @@ fn a_callback_cut_off_by_the_ext_authz_timeout_completes_on_its_retry() {
     let callback = b.authorize(&s, &authorize);
     let r = b.get(&s, &callback);
     assert_eq!(r.status, 503, "Envoy gave up on the Check: {}", r.summary());
-    std::thread::sleep(std::time::Duration::from_millis(2000));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     flow["token_delay_ms"] = json!(0);
     s.idp().code_flow(flow);
     let mut replay = b.clone();
