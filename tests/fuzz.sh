@@ -98,9 +98,10 @@ for t in $targets; do
   else
     failed=1
     artifact=$(grep -oE "Test unit written to [^ ]+" "$log" | tail -1 | sed 's/Test unit written to //')
-    why=$(grep -m1 -oE 'invariant violated: .*|panicked at .*|ERROR: libFuzzer: [a-z-]+' "$log" || true)
-    result="CRASH (${why:-exit $rc}) ${artifact:+-> fuzz/$artifact}"
-    tail -n 40 "$log"
+    why=$(grep -m1 -oE 'invariant violated: .{0,300}' "$log" || grep -m1 -A1 'panicked at' "$log" | tail -1 || true)
+    [ -n "$why" ] || why=$(grep -m1 -oE 'ERROR: libFuzzer: [a-z-]+' "$log" || echo "exit $rc")
+    result="CRASH: ${why}${artifact:+ (input: ${artifact#"$root/"})}"
+    grep -m1 -B1 -A3 'panicked at\|ERROR: libFuzzer' "$log" || tail -n 20 "$log"
   fi
   line=$(printf '%-15s %6ss %12s execs %6s corpus  %s' "$t" "$seconds" "${execs:-?}" "$corpus" "$result")
   echo "$line"

@@ -5,9 +5,10 @@
 # what the integration tests need (Envoy and the Tenuo SDK from PyPI into
 # .venv, the test IdP's npm packages, the upstream routers of the
 # differential path test: nginx from Debian, Express from npm, Starlette and
-# uvicorn from PyPI), then runs: cargo fmt --check, cargo
-# clippy (warnings are errors), envoy --mode validate on envoy/envoy.yaml, and
-# the whole cargo test suite. Installs are skipped when already up to date.
+# uvicorn from PyPI), then runs: cargo fmt --check, cargo clippy (warnings are
+# errors), envoy --mode validate on envoy/envoy.yaml, the whole cargo test
+# suite, and a short run of every fuzz target (tests/fuzz.sh, FUZZ_SECONDS
+# each, default 10). Installs are skipped when already up to date.
 set -euo pipefail
 
 ENVOY_VERSION=1.40.0
@@ -85,6 +86,12 @@ step "quickstart/run.sh --once (the README's first command, answers asserted)"
 # The debug binary the suite has just tested: same code, no second (release) build.
 cargo build --quiet --bin portcullis
 PORTCULLIS_BIN=target/debug/portcullis ./quickstart/run.sh --once || status=1
+
+# Every parser under coverage-guided fuzzing, briefly (FUZZ_SECONDS per
+# target; ./tests/fuzz.sh 600 for a long run). A crash or broken invariant
+# fails the run; the input is kept in fuzz/artifacts/<target>/.
+step "tests/fuzz.sh (7 fuzz targets, ${FUZZ_SECONDS:-10}s each)"
+./tests/fuzz.sh "${FUZZ_SECONDS:-10}" || status=1
 
 read -r passed failed < <(
   grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$test_log" |
