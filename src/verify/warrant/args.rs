@@ -167,7 +167,6 @@ routes:
                 }),
                 ..Default::default()
             }),
-            ..Default::default()
         }
     }
 
