@@ -28,6 +28,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.headers.user, "x-user-id");
     assert_eq!(c.oidc.clock_skew, Duration::from_secs(60));
     assert_eq!(c.cache.max_entries, 100_000);
+    assert_eq!(c.cache.max_bytes, 32 << 20);
     assert_eq!(c.oidc.providers[0].user_claim, "sub");
     assert!(c.oidc.providers[0].client_credentials.is_none());
 }
@@ -55,6 +56,7 @@ fn example_tenuo_section_uncommented_is_valid() {
     let c = RawConfig::from_yaml(&uncommented).unwrap().validate().unwrap();
     let t = c.tenuo.expect("the example's tenuo section");
     assert_eq!(t.max_warrant_bytes, 16384);
+    assert_eq!(t.cache_max_bytes, 16 << 20);
     assert_eq!(c.policy.rule_for("/x").unwrap().require(), Require::Any);
 }
 
@@ -135,6 +137,15 @@ fn client_ids_must_differ_from_audiences() {
 }
 
 #[test]
+fn cache_byte_budgets_have_a_floor() {
+    let y = format!("{MINIMAL}cache:\n  max_bytes: 1000\n  max_entries: 500\n");
+    assert_eq!(paths(&y), vec!["cache.max_bytes"]);
+    let ok = format!("{MINIMAL}cache:\n  max_bytes: 65536\n  max_entries: 500\n");
+    let c = RawConfig::from_yaml(&ok).unwrap().validate().unwrap();
+    assert_eq!((c.cache.max_bytes, c.cache.max_entries), (65536, 500));
+}
+
+#[test]
 fn durations_are_bounded() {
     let y = format!("{MINIMAL}shutdown_grace_seconds: 18446744073709551615\ncache:\n  max_ttl_seconds: 100000000\n");
     assert_eq!(paths(&y), vec!["shutdown_grace_seconds", "cache.max_ttl_seconds"]);
@@ -184,13 +195,14 @@ fn trusted_issuers_come_from_env_lists_as_tenuo_users_set_them() {
 #[test]
 fn bad_tenuo_settings_are_reported_with_their_paths() {
     let yaml = format!(
-        "{MINIMAL}tenuo:\n  trusted_issuers: [abc, {KEY_A}]\n  gateway_config: a.yaml\n  gateway: {{version: '1'}}\n  max_chain_length: 0\n  reload_interval_seconds: 0\n"
+        "{MINIMAL}tenuo:\n  trusted_issuers: [abc, {KEY_A}]\n  gateway_config: a.yaml\n  gateway: {{version: '1'}}\n  max_chain_length: 0\n  reload_interval_seconds: 0\n  cache_max_bytes: 10\n"
     );
     let p = paths(&yaml);
     for want in [
         "tenuo.trusted_issuers[0]",
         "tenuo",
         "tenuo.max_chain_length",
+        "tenuo.cache_max_bytes",
         "tenuo.reload_interval_seconds",
     ] {
         assert!(p.contains(&want.to_string()), "{want} missing in {p:?}");
