@@ -292,7 +292,8 @@ impl Checker {
     fn oidc_credential<'a>(&self, view: &RequestView<'a>, rule: &Rule) -> Result<Option<Credential<'a>>, Deny> {
         match credential::extract(view, self.oidc.max_token_bytes()) {
             Ok(c) => Ok(Some(c)),
-            Err(Deny::MissingCredential) if rule.accepts_sessions() => Ok(self
+            Err(Deny::MissingCredential) if !rule.accepts_sessions() => Ok(None),
+            Err(Deny::MissingCredential) => Ok(self
                 .sessions
                 .as_ref()
                 .and_then(|s| s.cookie(view))

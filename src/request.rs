@@ -264,6 +264,35 @@ pub fn is_unreserved(b: u8) -> bool {
 mod tests {
     use super::*;
 
+    fn with_headers(n: usize) -> CheckRequest {
+        use envoy_types::pb::envoy::service::auth::v3::attribute_context::Request;
+        use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+        let headers = (0..n).map(|i| (format!("x-h{i}"), "v".to_string())).collect();
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    http: Some(HttpRequest {
+                        method: "GET".into(),
+                        path: "/x".into(),
+                        headers,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn header_count_is_capped_before_anything_reads_them() {
+        assert!(RequestView::new(&with_headers(MAX_HEADERS)).is_ok());
+        assert_eq!(
+            RequestView::new(&with_headers(MAX_HEADERS + 1)).map(|v| v.path),
+            Err(Deny::TooManyHeaders)
+        );
+    }
+
     #[test]
     fn plain_paths_are_judged_as_sent() {
         for (raw, want) in [

@@ -70,11 +70,16 @@ fn check_config_accepts_the_full_documented_config() {
     c["oidc"]["providers"][0]["require_groups"] = json!(true);
     c["oidc"]["providers"][0]["client_credentials"] = json!({"enabled": true, "allowed_clients": ["ci-pipeline"]});
     c["rules"] = json!([
-        {"path_prefix": "/admin", "allowed_groups": ["admins", "client:ci-pipeline"]},
+        {"path_prefix": "/admin", "allowed_groups": ["admins", "client:ci-pipeline"], "providers": ["http://127.0.0.1:1"]},
         {"path_prefix": "/", "allowed_users": []},
     ]);
     let o = check_config(&yaml(&c));
     assert!(o.status.success(), "stderr: {}", stderr_of(&o));
+    // The same groups without naming whose they are, with two providers configured.
+    c["rules"][0].as_object_mut().map(|r| r.remove("providers"));
+    let o = check_config(&yaml(&c));
+    assert!(!o.status.success());
+    assert!(stderr_of(&o).contains("rules[0].providers"), "{}", stderr_of(&o));
 }
 
 #[test]
