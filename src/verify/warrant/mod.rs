@@ -119,7 +119,7 @@ pub(crate) struct Chain {
 /// An `Arc`'s two counters, in front of the value it shares.
 const ARC_BYTES: usize = 2 * std::mem::size_of::<usize>();
 /// Heap bytes of decoded warrants per byte of their CBOR, measured with a
-/// counting allocator (`cargo run --example cache_rss`): 16.6 for a
+/// counting allocator (`cargo run --release --example cache_rss`): 16.6 for a
 /// three-tool warrant of 381 bytes, 12.9 for a 2-link stack (the decoded
 /// payload keeps its bytes for re-verification, plus maps of constraints).
 const DECODED_PER_CBOR_BYTE: usize = 16;
