@@ -80,7 +80,7 @@ pub fn spec_refusal(p: &str) -> Option<&'static str> {
     if p.contains("//") {
         return Some("contains //");
     }
-    if b.iter().any(|&c| c < 0x20 || c >= 0x7f) {
+    if b.iter().any(|&c| !(0x20..0x7f).contains(&c)) {
         return Some("control or non-ASCII byte");
     }
     if p.split('/').any(|s| s == "." || s == "..") {
