@@ -46,7 +46,7 @@ static POLICY: LazyLock<Policy> = LazyLock::new(|| {
 /// The judged path, exactly as the server computes it for a `Check`.
 pub fn judge(raw: &str) -> Result<String, Deny> {
     let req = crate::request::merged(raw, &[]);
-    RequestView::new(&req).map(|v| v.path)
+    RequestView::new(&req).map(|v| v.path.to_string())
 }
 
 /// The rule the real policy picks for a judged path.
