@@ -49,10 +49,11 @@ pub fn judge(raw: &str) -> Result<String, Deny> {
     RequestView::new(&req).map(|v| v.path.to_string())
 }
 
-/// The rule the real policy picks for a judged path.
-pub fn rule_tag(path: &str) -> Option<Tag> {
-    let rule = POLICY.rule_for(path).ok()?;
-    Some(match rule.require() {
+/// The rule the real policy picks for a judged path (`Err(InvalidPath)`:
+/// the policy refuses it, e.g. as a case variant of another rule's prefix).
+pub fn rule_tag(path: &str) -> Result<Tag, Deny> {
+    let rule = POLICY.rule_for(path)?;
+    Ok(match rule.require() {
         Require::Tenuo => Tag::Public,
         Require::Oidc => Tag::Admin,
         Require::Any | Require::All => Tag::Root,
@@ -134,7 +135,7 @@ pub fn check(data: &[u8]) -> Result<(), String> {
 pub fn check_with(
     raw: &str,
     judge: &dyn Fn(&str) -> Result<String, Deny>,
-    tag: &dyn Fn(&str) -> Option<Tag>,
+    tag: &dyn Fn(&str) -> Result<Tag, Deny>,
 ) -> Result<(), String> {
     let p = path_part(raw);
     let out = match judge(raw) {
@@ -161,8 +162,11 @@ pub fn check_with(
     ensure(judge(&out).as_deref() == Ok(out.as_str()), || {
         format!("{raw:?}: judging {out:?} again gives {:?}", judge(&out))
     })?;
-    let Some(t) = tag(&out) else {
-        return Err(format!("{raw:?}: accepted {out:?} matches no rule, yet `/` is a rule"));
+    let t = match tag(&out) {
+        Ok(t) => t,
+        // Refused by the policy: nothing reaches the upstream.
+        Err(Deny::InvalidPath) => return Ok(()),
+        Err(d) => return Err(format!("{raw:?}: accepted {out:?}, then {d:?}, yet `/` is a rule")),
     };
     // The upstream serves `p`: under /admin (and not /admin/public) it is
     // the admins' area, whatever rule the judged path fell to.
@@ -184,7 +188,7 @@ pub fn check_with(
     for other in [out.to_ascii_lowercase(), out.to_ascii_uppercase()] {
         if let Ok(o) = judge(&other) {
             let u = tag(&o);
-            ensure(u == Some(t), || {
+            ensure(u == Ok(t) || u == Err(Deny::InvalidPath), || {
                 format!("{raw:?}: {out:?} falls to rule {t:?} but its case variant {o:?} to {u:?}")
             })?;
         }
@@ -206,9 +210,9 @@ mod tests {
     }
 
     /// Segment-boundary prefix rules, case-insensitive (what a fix for `/ADMIN` looks like).
-    fn tag_ci(p: &str) -> Option<Tag> {
+    fn tag_ci(p: &str) -> Result<Tag, Deny> {
         let l = p.to_ascii_lowercase();
-        Some(if under(&l, "/admin/public") {
+        Ok(if under(&l, "/admin/public") {
             Tag::Public
         } else if under(&l, "/admin") {
             Tag::Admin
@@ -307,7 +311,7 @@ mod tests {
         }
         // Rule matching without segment boundaries opens /admin/publicity.
         let no_boundary = |p: &str| {
-            Some(if p.starts_with("/admin/public") {
+            Ok(if p.starts_with("/admin/public") {
                 Tag::Public
             } else if under(p, "/admin") {
                 Tag::Admin
@@ -327,7 +331,7 @@ mod tests {
     #[test]
     fn case_sensitive_rules_make_upper_case_paths_a_violation() {
         let tag_cs = |p: &str| {
-            Some(if under(p, "/admin/public") {
+            Ok(if under(p, "/admin/public") {
                 Tag::Public
             } else if under(p, "/admin") {
                 Tag::Admin
@@ -342,6 +346,23 @@ mod tests {
             "its upper-case variant is open"
         );
         assert_eq!(check_with("/users", &spec_judge, &tag_cs), Ok(()));
+    }
+
+    #[test]
+    fn a_policy_may_refuse_case_variants_but_must_decide_every_plain_path() {
+        let refuse_variants = |p: &str| {
+            let l = p.to_ascii_lowercase();
+            if l != p && under(&l, "/admin") {
+                Err(Deny::InvalidPath)
+            } else {
+                tag_ci(p)
+            }
+        };
+        for raw in ["/ADMIN", "/admin/x", "/Admin/Public/x", "/users"] {
+            assert_eq!(check_with(raw, &spec_judge, &refuse_variants), Ok(()), "{raw}");
+        }
+        let unmatched = |_: &str| Err(Deny::NoMatchingRule);
+        assert!(check_with("/users", &spec_judge, &unmatched).is_err());
     }
 
     #[test]
