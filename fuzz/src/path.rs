@@ -5,7 +5,8 @@
 //! does not start with `/` or contains `\`, `;`, `#`, `//`, a byte below 0x20,
 //! 0x7f or a byte from 0x80 up, a raw `.` or `..` segment, a bad `%` escape,
 //! or a `%XX` that decodes to an unreserved character (`A-Za-z0-9-._~`), to
-//! one of `/ \ ; % ? #`, or to a control byte; accepted unchanged otherwise.
+//! one of `/ \ ; % ? #`, or to a control byte, or escapes that decode to
+//! invalid UTF-8 (as the implementation does); accepted unchanged otherwise.
 //! A judged path is then what the upstream will see, so a rule can only be
 //! wrong if the judge and the upstream read the path differently — which is
 //! exactly what the refusals rule out.
@@ -87,6 +88,7 @@ pub fn spec_refusal(p: &str) -> Option<&'static str> {
     if p.split('/').any(|s| s == "." || s == "..") {
         return Some("dot segment");
     }
+    let mut decoded = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
@@ -107,10 +109,16 @@ pub fn spec_refusal(p: &str) -> Option<&'static str> {
             if v < 0x20 || v == 0x7f {
                 return Some("escaped control byte");
             }
+            decoded.push(v);
             i += 3;
         } else {
+            decoded.push(b[i]);
             i += 1;
         }
+    }
+    // Upstreams disagree on what invalid UTF-8 means: refused too.
+    if std::str::from_utf8(&decoded).is_err() {
+        return Some("escapes decode to invalid UTF-8");
     }
     None
 }
@@ -259,6 +267,8 @@ mod tests {
             "/%2e",
             "/%2E%2e",
             "/%7e",
+            "/%A2D5",
+            "/%C3",
             "/%2f",
             "/%5C",
             "/%3b",
