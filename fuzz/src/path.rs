@@ -2,7 +2,7 @@
 //!
 //! The spec (what `RequestView::path` must be): the request target as Envoy
 //! sent it minus the query (`?` onward), refused (`Deny::InvalidPath`) when it
-//! does not start with `/` or contains `\`, `;`, `#`, `//`, a byte below 0x20,
+//! does not start with `/` or contains `\`, `;`, `#`, `//`, a byte up to 0x20 (space),
 //! 0x7f or a byte from 0x80 up, a raw `.` or `..` segment, a bad `%` escape,
 //! or a `%XX` that decodes to an unreserved character (`A-Za-z0-9-._~`), to
 //! one of `/ \ ; % ? #`, or to a control byte, or escapes that decode to
@@ -82,8 +82,8 @@ pub fn spec_refusal(p: &str) -> Option<&'static str> {
     if p.contains("//") {
         return Some("contains //");
     }
-    if b.iter().any(|&c| !(0x20..0x7f).contains(&c)) {
-        return Some("control or non-ASCII byte");
+    if b.iter().any(|&c| !(0x21..0x7f).contains(&c)) {
+        return Some("space, control or non-ASCII byte");
     }
     if p.split('/').any(|s| s == "." || s == "..") {
         return Some("dot segment");
@@ -154,8 +154,14 @@ pub fn check_with(
             // Over-refusal is a spec bug too. Lenient only for control bytes
             // in the query, which the spec does not mention.
             let query_clean = !raw[p.len()..].bytes().any(|c| c < 0x20 || c == 0x7f);
+            // Escapes of non-ASCII text may also be refused: characters that
+            // NFKC or Unicode case folding turn into ASCII are ambiguous too.
+            let escapes_ascii = !p
+                .as_bytes()
+                .windows(3)
+                .any(|w| w[0] == b'%' && w[1] >= b'8' && w[1].is_ascii_hexdigit());
             return match spec_refusal(p) {
-                None if query_clean => Err(format!("{raw:?}: refused, but the spec accepts {p:?}")),
+                None if query_clean && escapes_ascii => Err(format!("{raw:?}: refused, but the spec accepts {p:?}")),
                 _ => Ok(()),
             };
         }
