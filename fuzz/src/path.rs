@@ -2,10 +2,11 @@
 //!
 //! The spec (what `RequestView::path` must be): the request target as Envoy
 //! sent it minus the query (`?` onward), refused (`Deny::InvalidPath`) when it
-//! does not start with `/` or contains `\`, `;`, `#`, `//`, a byte below 0x20,
+//! does not start with `/` or contains `\`, `;`, `#`, `//`, a byte up to 0x20 (space),
 //! 0x7f or a byte from 0x80 up, a raw `.` or `..` segment, a bad `%` escape,
 //! or a `%XX` that decodes to an unreserved character (`A-Za-z0-9-._~`), to
-//! one of `/ \ ; % ? #`, or to a control byte; accepted unchanged otherwise.
+//! one of `/ \ ; % ? #`, or to a control byte, or escapes that decode to
+//! invalid UTF-8 (as the implementation does); accepted unchanged otherwise.
 //! A judged path is then what the upstream will see, so a rule can only be
 //! wrong if the judge and the upstream read the path differently — which is
 //! exactly what the refusals rule out.
@@ -46,13 +47,14 @@ static POLICY: LazyLock<Policy> = LazyLock::new(|| {
 /// The judged path, exactly as the server computes it for a `Check`.
 pub fn judge(raw: &str) -> Result<String, Deny> {
     let req = crate::request::merged(raw, &[]);
-    RequestView::new(&req).map(|v| v.path)
+    RequestView::new(&req).map(|v| v.path.to_string())
 }
 
-/// The rule the real policy picks for a judged path.
-pub fn rule_tag(path: &str) -> Option<Tag> {
-    let rule = POLICY.rule_for(path).ok()?;
-    Some(match rule.require() {
+/// The rule the real policy picks for a judged path (`Err(InvalidPath)`:
+/// the policy refuses it, e.g. as a case variant of another rule's prefix).
+pub fn rule_tag(path: &str) -> Result<Tag, Deny> {
+    let rule = POLICY.rule_for(path)?;
+    Ok(match rule.require() {
         Require::Tenuo => Tag::Public,
         Require::Oidc => Tag::Admin,
         Require::Any | Require::All => Tag::Root,
@@ -80,12 +82,13 @@ pub fn spec_refusal(p: &str) -> Option<&'static str> {
     if p.contains("//") {
         return Some("contains //");
     }
-    if b.iter().any(|&c| c < 0x20 || c >= 0x7f) {
-        return Some("control or non-ASCII byte");
+    if b.iter().any(|&c| !(0x21..0x7f).contains(&c)) {
+        return Some("space, control or non-ASCII byte");
     }
     if p.split('/').any(|s| s == "." || s == "..") {
         return Some("dot segment");
     }
+    let mut decoded = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
@@ -106,10 +109,16 @@ pub fn spec_refusal(p: &str) -> Option<&'static str> {
             if v < 0x20 || v == 0x7f {
                 return Some("escaped control byte");
             }
+            decoded.push(v);
             i += 3;
         } else {
+            decoded.push(b[i]);
             i += 1;
         }
+    }
+    // Upstreams disagree on what invalid UTF-8 means: refused too.
+    if std::str::from_utf8(&decoded).is_err() {
+        return Some("escapes decode to invalid UTF-8");
     }
     None
 }
@@ -134,7 +143,7 @@ pub fn check(data: &[u8]) -> Result<(), String> {
 pub fn check_with(
     raw: &str,
     judge: &dyn Fn(&str) -> Result<String, Deny>,
-    tag: &dyn Fn(&str) -> Option<Tag>,
+    tag: &dyn Fn(&str) -> Result<Tag, Deny>,
 ) -> Result<(), String> {
     let p = path_part(raw);
     let out = match judge(raw) {
@@ -145,8 +154,14 @@ pub fn check_with(
             // Over-refusal is a spec bug too. Lenient only for control bytes
             // in the query, which the spec does not mention.
             let query_clean = !raw[p.len()..].bytes().any(|c| c < 0x20 || c == 0x7f);
+            // Escapes of non-ASCII text may also be refused: characters that
+            // NFKC or Unicode case folding turn into ASCII are ambiguous too.
+            let escapes_ascii = !p
+                .as_bytes()
+                .windows(3)
+                .any(|w| w[0] == b'%' && w[1] >= b'8' && w[1].is_ascii_hexdigit());
             return match spec_refusal(p) {
-                None if query_clean => Err(format!("{raw:?}: refused, but the spec accepts {p:?}")),
+                None if query_clean && escapes_ascii => Err(format!("{raw:?}: refused, but the spec accepts {p:?}")),
                 _ => Ok(()),
             };
         }
@@ -161,8 +176,11 @@ pub fn check_with(
     ensure(judge(&out).as_deref() == Ok(out.as_str()), || {
         format!("{raw:?}: judging {out:?} again gives {:?}", judge(&out))
     })?;
-    let Some(t) = tag(&out) else {
-        return Err(format!("{raw:?}: accepted {out:?} matches no rule, yet `/` is a rule"));
+    let t = match tag(&out) {
+        Ok(t) => t,
+        // Refused by the policy: nothing reaches the upstream.
+        Err(Deny::InvalidPath) => return Ok(()),
+        Err(d) => return Err(format!("{raw:?}: accepted {out:?}, then {d:?}, yet `/` is a rule")),
     };
     // The upstream serves `p`: under /admin (and not /admin/public) it is
     // the admins' area, whatever rule the judged path fell to.
@@ -184,7 +202,7 @@ pub fn check_with(
     for other in [out.to_ascii_lowercase(), out.to_ascii_uppercase()] {
         if let Ok(o) = judge(&other) {
             let u = tag(&o);
-            ensure(u == Some(t), || {
+            ensure(u == Ok(t) || u == Err(Deny::InvalidPath), || {
                 format!("{raw:?}: {out:?} falls to rule {t:?} but its case variant {o:?} to {u:?}")
             })?;
         }
@@ -206,9 +224,9 @@ mod tests {
     }
 
     /// Segment-boundary prefix rules, case-insensitive (what a fix for `/ADMIN` looks like).
-    fn tag_ci(p: &str) -> Option<Tag> {
+    fn tag_ci(p: &str) -> Result<Tag, Deny> {
         let l = p.to_ascii_lowercase();
-        Some(if under(&l, "/admin/public") {
+        Ok(if under(&l, "/admin/public") {
             Tag::Public
         } else if under(&l, "/admin") {
             Tag::Admin
@@ -255,6 +273,8 @@ mod tests {
             "/%2e",
             "/%2E%2e",
             "/%7e",
+            "/%A2D5",
+            "/%C3",
             "/%2f",
             "/%5C",
             "/%3b",
@@ -307,7 +327,7 @@ mod tests {
         }
         // Rule matching without segment boundaries opens /admin/publicity.
         let no_boundary = |p: &str| {
-            Some(if p.starts_with("/admin/public") {
+            Ok(if p.starts_with("/admin/public") {
                 Tag::Public
             } else if under(p, "/admin") {
                 Tag::Admin
@@ -327,7 +347,7 @@ mod tests {
     #[test]
     fn case_sensitive_rules_make_upper_case_paths_a_violation() {
         let tag_cs = |p: &str| {
-            Some(if under(p, "/admin/public") {
+            Ok(if under(p, "/admin/public") {
                 Tag::Public
             } else if under(p, "/admin") {
                 Tag::Admin
@@ -342,6 +362,23 @@ mod tests {
             "its upper-case variant is open"
         );
         assert_eq!(check_with("/users", &spec_judge, &tag_cs), Ok(()));
+    }
+
+    #[test]
+    fn a_policy_may_refuse_case_variants_but_must_decide_every_plain_path() {
+        let refuse_variants = |p: &str| {
+            let l = p.to_ascii_lowercase();
+            if l != p && under(&l, "/admin") {
+                Err(Deny::InvalidPath)
+            } else {
+                tag_ci(p)
+            }
+        };
+        for raw in ["/ADMIN", "/admin/x", "/Admin/Public/x", "/users"] {
+            assert_eq!(check_with(raw, &spec_judge, &refuse_variants), Ok(()), "{raw}");
+        }
+        let unmatched = |_: &str| Err(Deny::NoMatchingRule);
+        assert!(check_with("/users", &spec_judge, &unmatched).is_err());
     }
 
     #[test]

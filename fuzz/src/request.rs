@@ -46,6 +46,22 @@ pub fn raw(path: &str, headers: &[(&str, &[u8])]) -> CheckRequest {
     })
 }
 
+/// Envoy's default `max_request_headers_count`: requests with at most this
+/// many headers must always be read (a crate limit may refuse more).
+pub const FEW_HEADERS: usize = 100;
+
+/// Headers in a probe request (one per raw entry, one per merged name).
+pub fn count(req: &CheckRequest) -> usize {
+    let http = req
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref());
+    http.map_or(0, |h| {
+        h.headers.len() + h.header_map.as_ref().map_or(0, |m| m.headers.len())
+    })
+}
+
 fn wrap(http: HttpRequest) -> CheckRequest {
     CheckRequest {
         attributes: Some(AttributeContext {
