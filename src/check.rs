@@ -18,8 +18,7 @@ use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
 use crate::cache::{Cached, DecisionCache};
 use crate::config::{Config, Require};
 use crate::deny::Deny;
-use crate::identity::Identity;
-use crate::identity::Source;
+use crate::identity::{Identity, Source};
 use crate::policy::Rule;
 use crate::request::{RequestView, Single};
 use crate::response::{self, WarrantDenied};
@@ -401,9 +400,8 @@ impl Checker {
     }
 }
 
-/// RFC 9110 §9.2.1: methods that do not change state (CORS lets other
-/// sites send none of the others without a preflight except POST, but any
-/// of them may be made state-changing by an upstream, so only these pass).
+/// RFC 9110 §9.2.1 safe methods. Any other method may change state at the
+/// upstream, so a cookie-authenticated one needs the origin check.
 fn is_safe_method(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
 }

@@ -54,18 +54,21 @@ impl Policy {
         }
     }
 
-    /// The rule that decides this path. Prefixes match case-sensitively, but
-    /// many upstreams route case-insensitively (Express by default, IIS…):
-    /// a path that would fall under a rule with other access if letter case
-    /// were ignored (`/ADMIN/x` beside an `/admin` rule) is refused as
-    /// ambiguous rather than judged by the open rule.
+    /// The rule that decides this path. Prefixes match case-sensitively on
+    /// whole segments, but upstreams read paths more loosely: many route
+    /// case-insensitively (Express by default, IIS…), and some take a
+    /// `.format` suffix as the same route (Rails' `(.:format)`, Spring's old
+    /// suffix matching: `/admin.json` is `/admin`). A path that such a
+    /// reader would put under a rule with other access (`/ADMIN/x` or
+    /// `/admin.json` beside an `/admin` rule) is refused as ambiguous rather
+    /// than judged by the open rule.
     pub fn rule_for(&self, path: &str) -> Result<&Rule, Deny> {
         if self.rules.is_empty() {
             return Ok(&self.fallback);
         }
         let mut folded: Option<&Rule> = None;
         for rule in &self.rules {
-            if !rule.matches_ignoring_case(path) {
+            if !rule.matches_loosely(path) {
                 continue;
             }
             let first = *folded.get_or_insert(rule);
@@ -166,11 +169,14 @@ impl Rule {
             .is_some_and(|rest| self.at_boundary(rest.as_bytes()))
     }
 
-    fn matches_ignoring_case(&self, path: &str) -> bool {
+    /// As a loose reader would match: any letter case, and a `.` after the
+    /// prefix ends it like a `/`. Every exact match is also a loose one.
+    fn matches_loosely(&self, path: &str) -> bool {
         let (p, prefix) = (path.as_bytes(), self.path_prefix.as_bytes());
-        p.len() >= prefix.len()
-            && p[..prefix.len()].eq_ignore_ascii_case(prefix)
-            && self.at_boundary(&p[prefix.len()..])
+        p.len() >= prefix.len() && p[..prefix.len()].eq_ignore_ascii_case(prefix) && {
+            let rest = &p[prefix.len()..];
+            self.at_boundary(rest) || rest.first() == Some(&b'.')
+        }
     }
 
     fn at_boundary(&self, rest: &[u8]) -> bool {
@@ -281,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn letter_case_that_would_change_the_rule_is_refused() {
+    fn letter_case_or_a_format_suffix_that_would_change_the_rule_is_refused() {
         let p = policy();
         // Express routes /ADMIN/x into app.use('/admin'): never judge it by `/`.
         for path in ["/ADMIN/x", "/Admin", "/aDmIn/", "/OPS"] {
@@ -291,8 +297,17 @@ mod tests {
                 "{path}"
             );
         }
+        // A format suffix: `/admin` to Rails and old Spring.
+        for path in ["/admin.json", "/admin.", "/ADMIN.xml", "/ops.html"] {
+            assert_eq!(
+                p.rule_for(path).map(Rule::path_prefix),
+                Err(Deny::InvalidPath),
+                "{path}"
+            );
+        }
         // Case that cannot change the rule is not ambiguous.
         assert_eq!(p.rule_for("/Users/Admin").map(Rule::path_prefix), Ok("/"));
+        assert_eq!(p.rule_for("/admin/x.json").map(Rule::path_prefix), Ok("/admin"));
         assert_eq!(p.rule_for("/administrator").map(Rule::path_prefix), Ok("/"));
         // An open sub-prefix: `/admin/PUBLIC` is `/admin` to a case-sensitive
         // upstream and `/admin/public` to a case-insensitive one.

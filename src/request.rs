@@ -106,6 +106,18 @@ impl<'a> RequestView<'a> {
         )
     }
 
+    /// Whether some value of this header (lower-case name) is not UTF-8, so
+    /// that [`header_values`](Self::header_values) skips it (only with
+    /// `encode_raw_headers`; the merged map holds text).
+    pub fn has_unreadable(&self, name: &str) -> bool {
+        match self.headers {
+            Headers::Merged(_) => false,
+            Headers::Raw(r) => r
+                .iter()
+                .any(|h| h.key.eq_ignore_ascii_case(name) && raw_value(h).is_none()),
+        }
+    }
+
     /// The first value of a header (lower-case name).
     pub fn header(&self, name: &str) -> Option<&'a str> {
         self.header_values(name).next()
@@ -234,19 +246,24 @@ fn check_decoded_text(b: &[u8]) -> Result<(), Deny> {
         }
     }
     let text = std::str::from_utf8(&out).map_err(|_| Deny::InvalidPath)?;
-    if text.chars().any(folds_to_ascii) {
+    if text.chars().any(|c| !c.is_ascii() && folds_to_ascii(c)) {
         return Err(Deny::InvalidPath);
     }
     Ok(())
 }
 
-/// Non-ASCII characters that some readers take for ASCII: NFKC maps the
-/// fullwidth forms (U+FF01–FF5E), the small forms (U+FE50–FE6B) and the dot
-/// leaders (U+2024–2026) to ASCII punctuation and letters; Unicode case
-/// folding matches `ſ`, `K` (Kelvin), `İ` and `ı` with ASCII letters.
+/// Non-ASCII characters that some reader takes for ASCII: those whose
+/// NFKC form holds an ASCII character (fullwidth `ａ`, `ª`, `ﬁ`, `︰` for
+/// `..`, `℀` for `a/c`…), and those whose Unicode case mapping is ASCII
+/// (`ſ`, `K` Kelvin, `İ`, `ı`). Letters that merely carry an accent (`é`)
+/// stay themselves under NFKC and pass, and so does `ß`.
 fn folds_to_ascii(c: char) -> bool {
-    matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{FE50}'..='\u{FE6B}' | '\u{2024}'..='\u{2026}')
-        || matches!(c, '\u{017F}' | '\u{212A}' | '\u{0130}' | '\u{0131}')
+    use unicode_normalization::UnicodeNormalization;
+    let mut upper = c.to_uppercase();
+    // A one-to-many upper case (`ß` → `SS`) is not what case-insensitive
+    // matchers compare: they fold one character to one.
+    let upper_ascii = matches!((upper.next(), upper.next()), (Some(u), None) if u.is_ascii());
+    std::iter::once(c).nfkc().any(|d| d.is_ascii()) || c.to_lowercase().any(|d| d.is_ascii()) || upper_ascii
 }
 
 fn hex_byte(h: Option<&[u8]>) -> Option<u8> {
@@ -285,6 +302,33 @@ mod tests {
     }
 
     #[test]
+    fn a_raw_header_that_is_not_utf8_is_reported_not_silently_skipped() {
+        use envoy_types::pb::envoy::config::core::v3::HeaderMap;
+        let mut req = with_headers(0);
+        let http = req
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .expect("http");
+        let header = |key: &str, raw: &[u8]| HeaderValue {
+            key: key.into(),
+            raw_value: raw.to_vec(),
+            ..Default::default()
+        };
+        http.header_map = Some(HeaderMap {
+            headers: vec![
+                header("cookie", b"a=1"),
+                header("cookie", b"lang=fr\xe9; __Host-portcullis=s"),
+            ],
+        });
+        let view = RequestView::new(&req).expect("view");
+        assert_eq!(view.header_values("cookie").collect::<Vec<_>>(), ["a=1"]);
+        assert!(view.has_unreadable("cookie"), "the stripper must know a cookie header went unread");
+        assert!(!view.has_unreadable("accept"));
+    }
+
+    #[test]
     fn header_count_is_capped_before_anything_reads_them() {
         assert!(RequestView::new(&with_headers(MAX_HEADERS)).is_ok());
         assert_eq!(
@@ -303,6 +347,7 @@ mod tests {
             ("/", "/"),
             ("/a.b/c..d/.e/f.", "/a.b/c..d/.e/f."),
             ("/my%20docs/caf%C3%A9", "/my%20docs/caf%C3%A9"),
+            ("/%E6%97%A5%E6%9C%AC/%C3%BC%C3%9F", "/%E6%97%A5%E6%9C%AC/%C3%BC%C3%9F"),
             ("/a%2Bb/%40me/%3a", "/a%2Bb/%40me/%3a"),
             ("/~user/x-y_z", "/~user/x-y_z"),
         ] {
@@ -353,6 +398,14 @@ mod tests {
             "/%EF%BC%8Fadmin",
             "/adm%C4%B1n",
             "/%E2%80%A5/admin",
+            "/%C2%AAdmin",
+            "/%F0%9D%90%9Admin",
+            "/%EF%AC%81le",
+            "/%E2%84%80",
+            "/public/%EF%B8%B0/admin",
+            "/%E1%B4%ACdmin",
+            "/%E2%84%AAey",
+            "/%C5%BFecret",
             // Not an origin-form path.
             "*",
             "http://x/admin",

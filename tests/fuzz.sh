@@ -14,8 +14,8 @@
 # with `cd fuzz && cargo fuzz run <target> <file>` (RUSTC_BOOTSTRAP=1 on
 # stable).
 #
-# Uses the nightly toolchain when installed, else stable with
-# RUSTC_BOOTSTRAP=1 (libFuzzer instrumentation needs `-Z` flags). No
+# Uses stable with RUSTC_BOOTSTRAP=1 (libFuzzer instrumentation needs `-Z`
+# flags), or an installed nightly with FUZZ_TOOLCHAIN=nightly. No
 # sanitizer: portcullis forbids `unsafe`, the fuzzers look for panics and
 # logic errors, and an uninstrumented-memory build is several times faster
 # to build and to run. FUZZ_SANITIZER=address turns ASan on.
@@ -42,8 +42,11 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
 fi
 cargo fuzz --version
 
+# The stable toolchain every machine has, with RUSTC_BOOTSTRAP=1 for the
+# `-Z` flags; FUZZ_TOOLCHAIN=nightly uses an installed nightly instead. The
+# test command and CI take the default, so they build what a fresh machine can.
 toolchain=()
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if [ "${FUZZ_TOOLCHAIN:-stable}" = nightly ]; then
   toolchain=(+nightly)
   echo "toolchain: nightly"
 else

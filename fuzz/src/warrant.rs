@@ -29,7 +29,10 @@ pub enum Verdict {
 }
 
 fn verdict(text: &str, max_chain: usize) -> Verdict {
-    match wire::warrants(text, max_chain) {
+    let Some(bytes) = wire::base64(text) else {
+        return Verdict::Base64;
+    };
+    match wire::warrants(&bytes, max_chain) {
         Ok(ws) => Verdict::Ok(ws.iter().map(|w| w.id().to_string()).collect()),
         Err(WireError::Base64) => Verdict::Base64,
         Err(WireError::TooLong(n)) => Verdict::TooLong(n),

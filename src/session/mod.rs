@@ -220,6 +220,11 @@ impl Sessions {
 
     /// Our cookies (session and login state) never reach the upstream.
     pub fn upstream_cookie_edit(&self, view: &RequestView<'_>) -> CookieEdit {
+        // A `cookie` header that is not UTF-8 cannot be parsed, so ours
+        // might hide in it: it does not reach the upstream at all.
+        if view.has_unreadable("cookie") {
+            return CookieEdit::Remove;
+        }
         headers::strip_cookies(view.header_values("cookie"), |name| {
             name == self.cookie_name || name.starts_with(&self.login_prefix)
         })

@@ -115,8 +115,11 @@ pub(crate) fn groups(claim: Option<&Value>) -> Result<Option<Vec<String>>, Deny>
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(Deny::InvalidClaims),
     };
-    // A `,` inside a name would forge extra entries in the groups header.
-    if list.len() > MAX_GROUPS || list.iter().any(|g| !is_header_safe(g) || g.contains(',')) {
+    // A `,` inside a name would forge extra entries in the groups header,
+    // and a reader that splits on `,` and trims would take `" admins"` for
+    // `admins` (or `" client:ci"` for the machine group user tokens may not
+    // carry): the same rule as a user value.
+    if list.len() > MAX_GROUPS || list.iter().any(|g| identity_value(g).is_err()) {
         return Err(Deny::InvalidClaims);
     }
     Ok(Some(list))
@@ -218,6 +221,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(id.groups().collect::<Vec<_>>(), vec!["dev"]);
+    }
+
+    #[test]
+    fn group_names_a_trimming_reader_would_change_are_refused() {
+        for groups in [
+            json!(["users", " client:ci"]),
+            json!(["users", " admins"]),
+            json!(["admins\u{2000}"]),
+            json!(["admins\t"]),
+            json!(["a,b"]),
+        ] {
+            let c = claims(json!({"email": "a@x.io", "groups": groups.clone()}));
+            assert_eq!(
+                to_identity(&provider(), &c).map(|_| ()),
+                Err(Deny::InvalidClaims),
+                "{groups}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! the request target as Envoy sent it (matchit does not percent-decode, so
 //! `/files/a%20b` gives `a%20b`), query values are form-decoded. Where the
 //! authorizer would silently pick one reading of an ambiguous request (a
-//! header sent twice, a body it never saw, a body that is not JSON) the
+//! header sent twice, a body it never saw, a body that is not JSON, a JSON
+//! object naming a key twice) the
 //! request is refused instead: the upstream may act on another reading than
 //! the one the warrant was checked against.
 
@@ -32,6 +33,8 @@ pub enum ArgsError {
     BodyNotForwarded,
     #[error("the body is not JSON")]
     BodyNotJson,
+    #[error("the JSON body names a key twice")]
+    RepeatedBodyKey,
     #[error("{0}")]
     Extraction(String),
 }
@@ -90,7 +93,10 @@ fn body(view: &RequestView<'_>) -> Result<serde_json::Value, ArgsError> {
             Ok(serde_json::Value::Null)
         };
     }
-    serde_json::from_slice(view.body).map_err(|_| ArgsError::BodyNotJson)
+    super::json::parse_unique(view.body).map_err(|e| match e {
+        super::json::BodyError::NotJson => ArgsError::BodyNotJson,
+        super::json::BodyError::RepeatedKey => ArgsError::RepeatedBodyKey,
+    })
 }
 
 /// Whether the request headers announce a body: a non-zero (or unreadable)

@@ -14,6 +14,7 @@
 //! through the crate's full `check_chain` (approvals are per request).
 
 mod args;
+mod json;
 pub mod reload;
 mod trust;
 pub mod wire;
@@ -225,6 +226,18 @@ impl WarrantVerifier {
         let tool = route.route.tool.clone();
         if let Some(why) = ambiguous_target(target) {
             return Err(Denial::new(Deny::ExtractionFailed, why).about(&tool, None).into());
+        }
+        // A case-insensitive upstream router (Express, IIS) would pick the
+        // route whose literal text matches ignoring case: if that is another
+        // tool, the warrant would be checked for the wrong one.
+        let folded_target = target.to_ascii_lowercase();
+        let folded = trust.folded.match_route(view.method, &folded_target);
+        if folded.map(|r| &*r.route.tool) != Some(&*tool) {
+            return Err(
+                Denial::new(Deny::ExtractionFailed, "the tool depends on the path's letter case")
+                    .about(&tool, None)
+                    .into(),
+            );
         }
         let header = match view.single(&trust.names.warrant) {
             Single::Absent => return Err(Denial::new(Deny::MissingWarrant, "").about(&tool, None).into()),

@@ -65,6 +65,9 @@ pub struct Names {
 pub struct Trust {
     pub(super) authorizer: Authorizer,
     pub(super) gateway: CompiledGatewayConfig,
+    /// The same routes with their literal segments lower-cased: what a
+    /// case-insensitive upstream router would pick (see `WarrantVerifier::verify`).
+    pub(super) folded: CompiledGatewayConfig,
     pub names: Names,
     pub debug: bool,
     pub remove_credentials: bool,
@@ -138,6 +141,11 @@ impl Trust {
             pop: settings.pop_header.to_ascii_lowercase(),
             approvals: settings.approval_header.to_ascii_lowercase(),
         };
+        let folded = CompiledGatewayConfig::compile(folded_routes(&gateway)).map_err(|e| {
+            LoadError::Gateway(format!(
+                "{origin}: routes that differ only in letter case cannot be told apart ({e})"
+            ))
+        })?;
         let compiled =
             CompiledGatewayConfig::compile(gateway).map_err(|e| LoadError::Gateway(format!("{origin}: {e}")))?;
         let fingerprint = {
@@ -150,6 +158,7 @@ impl Trust {
         Ok(Self {
             authorizer,
             gateway: compiled,
+            folded,
             names,
             debug: cfg.debug.unwrap_or(settings.debug_mode),
             remove_credentials: cfg.remove_credential_headers,
@@ -241,4 +250,30 @@ impl Expiry<u128, Decision> for UntilDecisionEnds {
     fn expire_after_create(&self, _: &u128, d: &Decision, _: Instant) -> Option<Duration> {
         Some(until(d.until()).min(MAX_STACK_TTL))
     }
+}
+
+/// The gateway with every route pattern's literal text lower-cased
+/// (parameter names inside `{…}` kept, so extraction rules still compile).
+fn folded_routes(gateway: &GatewayConfig) -> GatewayConfig {
+    let mut folded = gateway.clone();
+    for route in &mut folded.routes {
+        let mut in_param = false;
+        route.pattern = route
+            .pattern
+            .chars()
+            .map(|c| {
+                match c {
+                    '{' => in_param = true,
+                    '}' => in_param = false,
+                    _ => {}
+                }
+                if in_param {
+                    c
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+    }
+    folded
 }
