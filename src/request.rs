@@ -324,7 +324,10 @@ mod tests {
         });
         let view = RequestView::new(&req).expect("view");
         assert_eq!(view.header_values("cookie").collect::<Vec<_>>(), ["a=1"]);
-        assert!(view.has_unreadable("cookie"), "the stripper must know a cookie header went unread");
+        assert!(
+            view.has_unreadable("cookie"),
+            "the stripper must know a cookie header went unread"
+        );
         assert!(!view.has_unreadable("accept"));
     }
 
