@@ -8,7 +8,6 @@ mod common;
 use common::tenuo::Minter;
 use common::*;
 use portcullis::config::Require;
-use portcullis::deny::Deny;
 use portcullis::policy::{Policy, Rule};
 use portcullis::request::judge_path;
 use serde_json::json;
