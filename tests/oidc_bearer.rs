@@ -491,8 +491,11 @@ fn group_rule_admits_members_and_denies_others_with_403() {
     assert_denied(&s.get_bearer("/admin", &user), 403, "group_not_allowed");
     assert_eq!(s.echo_hits(), hits, "403 must not reach the upstream");
     // Group names are matched exactly.
-    let lookalike = s.token_for("eve", &["Admins", "admins ", "admin"]);
+    let lookalike = s.token_for("eve", &["Admins", "admin"]);
     assert_denied(&s.get_bearer("/admin", &lookalike), 403, "group_not_allowed");
+    // `admins ` is `admins` to an upstream that trims: refused outright.
+    let padded = s.token_for("eve", &["admins "]);
+    assert_denied(&s.get_bearer("/admin", &padded), 401, "invalid_claims");
     // Other paths: any authenticated user.
     assert_allowed(&s.get_bearer("/reports", &user));
 }
