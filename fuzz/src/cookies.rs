@@ -141,6 +141,13 @@ pub fn check_request(
     };
     let found = jar.sessions.cookie(&view);
     let edit = jar.sessions.upstream_cookie_edit(&view);
+    // A header the parsers cannot read (not UTF-8) may hide ours: the whole
+    // `cookie` header is dropped, whatever else it held (fail closed).
+    if sent.iter().any(|v| std::str::from_utf8(v).is_err()) {
+        return ensure(matches!(edit, CookieEdit::Remove), || {
+            format!("a cookie header is not UTF-8, yet the edit is {edit:?}")
+        });
+    }
     let read: Vec<&str> = view.header_values("cookie").collect();
     let (expected, dropped) = expected_upstream(jar, &read);
     let upstream: Vec<&str> = match &edit {
