@@ -59,8 +59,12 @@ pub fn jar(cookie_name: Option<&str>) -> Jar {
 }
 
 impl Jar {
+    /// Ours: our session name, or a login-state name (our prefix). Names
+    /// with bytes outside RFC 9110 `tchar` are never cookies portcullis set
+    /// (it only sets token names), so they are nobody's and pass as sent.
     pub fn ours(&self, name: &str) -> bool {
-        name == self.name || name.starts_with(&self.login_prefix)
+        let token = !name.is_empty() && name.bytes().all(is_tchar);
+        token && (name == self.name || name.starts_with(&self.login_prefix))
     }
 
     fn ours_bytes(&self, name: &[u8]) -> bool {
@@ -251,4 +255,9 @@ mod tests {
             "UTF-8 is the parsers' job"
         );
     }
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
