@@ -107,7 +107,10 @@ impl Checker {
         };
         if let Some(sessions) = &self.sessions {
             if let Some(endpoint) = sessions.endpoint(&view) {
-                let reply = sessions.handle(endpoint, &view, &self.oidc).await;
+                // Boxed, like every rarely taken await below: an inline
+                // future would make every Check's future (moved on each
+                // poll set-up, boxed per request by tonic) that much larger.
+                let reply = Box::pin(sessions.handle(endpoint, &view, &self.oidc)).await;
                 return self.reply(reply, &view, req, started);
             }
         }
@@ -143,7 +146,7 @@ impl Checker {
                 }
                 response::allowed(edits)
             }
-            Err(denied) => match self.login_redirect(&denied, &view).await {
+            Err(denied) => match Box::pin(self.login_redirect(&denied, &view)).await {
                 Some(reply) => self.reply(reply, &view, req, started),
                 None => self.deny(denied, Some(&view), req, started),
             },
@@ -364,7 +367,9 @@ impl Checker {
             }
             None => self.metrics.cache_lookup(CacheResult::Miss),
         }
-        let result = self.verify(credential).await;
+        // A miss verifies a signature (and may fetch keys): one allocation
+        // more is nothing there, and keeps the hit's future small.
+        let result = Box::pin(self.verify(credential)).await;
         self.cache.insert(key, &result);
         result
     }

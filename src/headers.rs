@@ -67,12 +67,23 @@ pub struct HeaderPolicy {
     pub groups: String,
     /// The verified identity's issuer (its provider's name for plain OAuth2).
     pub issuer: String,
-    exact: Vec<String>,
+    /// The names stripped whole (normalized), grouped by byte length (the
+    /// index): a request header name is compared only with the names of its
+    /// own length, since every header of every allowed request is looked up
+    /// here.
+    exact_by_len: Vec<Vec<String>>,
     prefixes: Vec<String>,
-    /// `exact` minus the names portcullis may inject: removed from every allowed request.
+    /// Whether a request header name may start with this byte (in any case
+    /// or `_` spelling) and still be spoofable: most request headers
+    /// (`:path`, `accept`, `user-agent`…) are ruled out by this one lookup.
+    first_bytes: [bool; 256],
+    /// The names stripped whole minus the names portcullis may inject: removed from every allowed request.
     fixed: Vec<String>,
-    /// The names portcullis may inject (as configured, normalized), in `edits` order.
-    injectable: Vec<(String, String)>,
+    /// The names portcullis may inject (as configured, normalized), in
+    /// `edits` order, each with the set of [`Slot`]s whose name equals it
+    /// ignoring ASCII case: whether it was injected is then a bit test, not a
+    /// string comparison with every header set.
+    injectable: Vec<(String, String, u8)>,
 }
 
 /// The header edits of one allowed request.
@@ -128,19 +139,45 @@ impl HeaderPolicy {
             WARRANT_HOLDER,
             WARRANT_ROOT_ISSUER,
         ];
-        let injectable: Vec<(String, String)> = injectable.iter().map(|n| (n.to_string(), normalize(n))).collect();
+        let slots = Slot::ALL.map(|slot| slot.name(user, email, groups, issuer));
+        let injectable: Vec<(String, String, u8)> = injectable
+            .iter()
+            .map(|n| {
+                let in_slots = Slot::ALL
+                    .iter()
+                    .zip(slots)
+                    .filter(|(_, s)| s.eq_ignore_ascii_case(n))
+                    .fold(0, |bits, (slot, _)| bits | slot.bit());
+                (n.to_string(), normalize(n), in_slots)
+            })
+            .collect();
         let fixed = exact
             .iter()
-            .filter(|n| !injectable.iter().any(|(_, i)| i == *n))
+            .filter(|n| !injectable.iter().any(|(_, i, _)| i == *n))
             .cloned()
             .collect();
+        let mut exact_by_len = vec![Vec::new(); exact.iter().map(String::len).max().unwrap_or(0) + 1];
+        for name in &exact {
+            if let Some(bucket) = exact_by_len.get_mut(name.len()) {
+                bucket.push(name.clone());
+            }
+        }
+        let mut first_bytes = [false; 256];
+        for (b, may_start) in (0..=u8::MAX).zip(first_bytes.iter_mut()) {
+            // An empty configured name (or prefix) would match anything.
+            *may_start = exact
+                .iter()
+                .chain(&prefixes)
+                .any(|n| n.as_bytes().first().is_none_or(|&f| f == fold(b)));
+        }
         Self {
             user: user.to_string(),
             email: email.to_string(),
             groups: groups.to_string(),
             issuer: issuer.to_string(),
-            exact,
+            exact_by_len,
             prefixes,
+            first_bytes,
             fixed,
             injectable,
         }
@@ -149,13 +186,27 @@ impl HeaderPolicy {
     /// Whether a request header must not reach the upstream as sent.
     pub fn is_spoofable(&self, name: &str) -> bool {
         let name = name.as_bytes();
-        self.exact
-            .iter()
-            .any(|e| e.len() == name.len() && same_name(e.as_bytes(), name))
-            || self
-                .prefixes
+        if name.first().is_some_and(|&b| !self.first_bytes[usize::from(b)]) {
+            return false;
+        }
+        // Names of one length are compared from their last byte: they tend
+        // to share their start (`x-`, `x-forwarded-`), so most differ there
+        // at once.
+        self.exact_by_len.get(name.len()).is_some_and(|same_len| {
+            same_len
                 .iter()
-                .any(|p| name.len() >= p.len() && same_name(p.as_bytes(), &name[..p.len()]))
+                .any(|e| e.bytes().rev().zip(name.iter().rev()).all(|(e, &n)| e == fold(n)))
+        }) || self
+            .prefixes
+            .iter()
+            .any(|p| name.get(..p.len()).is_some_and(|start| same_name(p.as_bytes(), start)))
+    }
+
+    /// Whether `name` is one of the configured names exactly as normalized.
+    fn is_exact(&self, name: &str) -> bool {
+        self.exact_by_len
+            .get(name.len())
+            .is_some_and(|same_len| same_len.iter().any(|e| e == name))
     }
 
     /// Edits for an allowed request: inject what was proven (overwriting),
@@ -169,29 +220,42 @@ impl HeaderPolicy {
         also_remove: &[&str],
         request_headers: impl Iterator<Item = &'a str>,
     ) -> Edits {
+        // `String::from(&*…)`, not `to_string()`: on a `Box<str>` or an
+        // `Arc<str>` that goes through `Display` and the formatter (and
+        // grows the string), on every allowed request.
+        // `set_slots`: which `Slot`s are in `set`.
         let mut set = Vec::with_capacity(8);
+        let mut set_slots = 0;
         if let Some(identity) = identity {
-            set.push((self.user.clone(), identity.user.to_string()));
-            set.push((self.issuer.clone(), identity.issuer.to_string()));
+            set.push((self.user.clone(), String::from(&*identity.user)));
+            set.push((self.issuer.clone(), String::from(&*identity.issuer)));
+            set_slots |= Slot::User.bit() | Slot::Issuer.bit();
             if let Some(email) = &identity.email {
-                set.push((self.email.clone(), email.to_string()));
+                set.push((self.email.clone(), String::from(&**email)));
+                set_slots |= Slot::Email.bit();
             }
             if !identity.groups_header().is_empty() {
-                set.push((self.groups.clone(), identity.groups_header().to_string()));
+                set.push((self.groups.clone(), String::from(identity.groups_header())));
+                set_slots |= Slot::Groups.bit();
             }
         }
         if let Some(g) = grant {
-            set.push((WARRANT_ID.to_string(), g.warrant_id.to_string()));
-            set.push((WARRANT_TOOL.to_string(), g.tool.to_string()));
-            set.push((WARRANT_HOLDER.to_string(), g.holder.to_string()));
-            set.push((WARRANT_ROOT_ISSUER.to_string(), g.root_issuer.to_string()));
+            set.push((WARRANT_ID.to_string(), String::from(&*g.warrant_id)));
+            set.push((WARRANT_TOOL.to_string(), String::from(&*g.tool)));
+            set.push((WARRANT_HOLDER.to_string(), String::from(&*g.holder)));
+            set.push((WARRANT_ROOT_ISSUER.to_string(), String::from(&*g.root_issuer)));
+            set_slots |= Slot::WarrantId.bit()
+                | Slot::WarrantTool.bit()
+                | Slot::WarrantHolder.bit()
+                | Slot::WarrantRootIssuer.bit();
         }
         let injected = |n: &str| set.iter().any(|(s, _)| s.eq_ignore_ascii_case(n));
         // Built from precomputed lists: this runs on every allowed request.
         let mut remove: Vec<String> = Vec::with_capacity(self.fixed.len() + self.injectable.len() + 4);
         remove.extend(self.fixed.iter().cloned());
-        for (name, normalized) in &self.injectable {
-            if !injected(name) || name != normalized {
+        for (name, normalized, in_slots) in &self.injectable {
+            // `in_slots & set_slots != 0` is `injected(name)`, precomputed.
+            if in_slots & set_slots == 0 || name != normalized {
                 remove.push(normalized.clone());
             }
         }
@@ -202,7 +266,7 @@ impl HeaderPolicy {
         // deduplicated once instead of a scan per header: the request's
         // header count is capped, but this stays O(n log n) regardless.
         let mut spelled: Vec<String> = request_headers
-            .filter(|name| self.is_spoofable(name) && !injected(name) && !self.exact.iter().any(|e| e == name))
+            .filter(|name| self.is_spoofable(name) && !injected(name) && !self.is_exact(name))
             .map(str::to_string)
             .collect();
         spelled.sort_unstable();
@@ -212,6 +276,50 @@ impl HeaderPolicy {
             set,
             remove,
             ..Default::default()
+        }
+    }
+}
+
+/// The headers `edits` may set, as bits (see `HeaderPolicy::injectable`).
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    User,
+    Issuer,
+    Email,
+    Groups,
+    WarrantId,
+    WarrantTool,
+    WarrantHolder,
+    WarrantRootIssuer,
+}
+
+impl Slot {
+    const ALL: [Slot; 8] = [
+        Slot::User,
+        Slot::Issuer,
+        Slot::Email,
+        Slot::Groups,
+        Slot::WarrantId,
+        Slot::WarrantTool,
+        Slot::WarrantHolder,
+        Slot::WarrantRootIssuer,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// The name `edits` sets this slot's header under.
+    fn name<'a>(self, user: &'a str, email: &'a str, groups: &'a str, issuer: &'a str) -> &'a str {
+        match self {
+            Slot::User => user,
+            Slot::Issuer => issuer,
+            Slot::Email => email,
+            Slot::Groups => groups,
+            Slot::WarrantId => WARRANT_ID,
+            Slot::WarrantTool => WARRANT_TOOL,
+            Slot::WarrantHolder => WARRANT_HOLDER,
+            Slot::WarrantRootIssuer => WARRANT_ROOT_ISSUER,
         }
     }
 }
@@ -300,10 +408,16 @@ fn normalize(name: &str) -> String {
 /// `normalized` is already lower-case with `-`; compares without allocating
 /// because this runs for every request header.
 fn same_name(normalized: &[u8], other: &[u8]) -> bool {
-    normalized.iter().zip(other).all(|(&n, &o)| {
-        let o = if o == b'_' { b'-' } else { o.to_ascii_lowercase() };
-        n == o
-    })
+    normalized.iter().zip(other).all(|(&n, &o)| n == fold(o))
+}
+
+/// A name byte as `normalize` writes it.
+fn fold(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
 }
 
 #[cfg(test)]
@@ -354,6 +468,150 @@ mod tests {
         ] {
             // x-tenants-list2 is not x-tenant: exact entries match whole names.
             assert!(!p.is_spoofable(n), "{n} should pass");
+        }
+    }
+
+    /// The length-bucketed lookup answers exactly as a scan of every
+    /// configured name would.
+    #[test]
+    fn spoofable_lookup_agrees_with_a_full_scan() {
+        let policies = [
+            policy(),
+            HeaderPolicy::new("X_Who", "x-mail", "Remote_Teams", "iss", &["_x-*".into(), "9-n".into()]),
+            // `*` strips every header but what portcullis sets.
+            HeaderPolicy::new("x-user-id", "x-mail", "x-groups", "x-iss", &["*".into()]),
+        ];
+        for p in &policies {
+            let scan = |name: &str| {
+                let n = name.as_bytes();
+                p.exact_by_len
+                    .iter()
+                    .flatten()
+                    .any(|e| e.len() == n.len() && same_name(e.as_bytes(), n))
+                    || p.prefixes
+                        .iter()
+                        .any(|q| n.len() >= q.len() && same_name(q.as_bytes(), &n[..q.len()]))
+            };
+            let mut names: Vec<String> = vec!["".into(), "x".into(), "x-user-i".into(), "x-user-idd".into()];
+            for name in p.exact_by_len.iter().flatten().chain(&p.prefixes) {
+                names.push(name.clone());
+                names.push(name.to_ascii_uppercase().replace('-', "_"));
+                names.push(format!("{name}x"));
+                if let Some((_, rest)) = name.split_at_checked(1) {
+                    // Every first byte in front of the rest of a configured name.
+                    names.extend((0..=127u8).map(|b| format!("{}{rest}", char::from(b))));
+                    names.push(name[..name.len() - 1].to_string());
+                }
+            }
+            names.push("y".repeat(300));
+            for name in &names {
+                assert_eq!(p.is_spoofable(name), scan(name), "{name:?}");
+            }
+        }
+    }
+
+    /// `edits` as it was before its lookups were precomputed: removal by
+    /// comparing every injectable name with every header set.
+    fn edits_reference(
+        p: &HeaderPolicy,
+        identity: Option<&Identity>,
+        grant: Option<&Grant>,
+        also_remove: &[&str],
+        request_headers: &[&str],
+    ) -> Edits {
+        let mut set = Vec::new();
+        if let Some(identity) = identity {
+            set.push((p.user.clone(), identity.user.to_string()));
+            set.push((p.issuer.clone(), identity.issuer.to_string()));
+            if let Some(email) = &identity.email {
+                set.push((p.email.clone(), email.to_string()));
+            }
+            if !identity.groups_header().is_empty() {
+                set.push((p.groups.clone(), identity.groups_header().to_string()));
+            }
+        }
+        if let Some(g) = grant {
+            set.push((WARRANT_ID.to_string(), g.warrant_id.to_string()));
+            set.push((WARRANT_TOOL.to_string(), g.tool.to_string()));
+            set.push((WARRANT_HOLDER.to_string(), g.holder.to_string()));
+            set.push((WARRANT_ROOT_ISSUER.to_string(), g.root_issuer.to_string()));
+        }
+        let injected = |n: &str| set.iter().any(|(s, _)| s.eq_ignore_ascii_case(n));
+        let mut remove: Vec<String> = p.fixed.clone();
+        for (name, normalized, _) in &p.injectable {
+            if !injected(name) || name != normalized {
+                remove.push(normalized.clone());
+            }
+        }
+        remove.extend(also_remove.iter().map(|n| n.to_string()));
+        let scan = |name: &str| {
+            let n = name.as_bytes();
+            p.exact_by_len
+                .iter()
+                .flatten()
+                .any(|e| e.len() == n.len() && same_name(e.as_bytes(), n))
+                || p.prefixes
+                    .iter()
+                    .any(|q| n.len() >= q.len() && same_name(q.as_bytes(), &n[..q.len()]))
+        };
+        let mut spelled: Vec<String> = request_headers
+            .iter()
+            .filter(|name| scan(name) && !injected(name) && !p.exact_by_len.iter().flatten().any(|e| e == *name))
+            .map(|n| n.to_string())
+            .collect();
+        spelled.sort_unstable();
+        spelled.dedup();
+        remove.append(&mut spelled);
+        Edits {
+            set,
+            remove,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn edits_agree_with_the_reference_for_every_kind_of_allowed_request() {
+        let policies = [
+            policy(),
+            // Configured names in other spellings, and ones that collide
+            // with each other or with the warrant headers.
+            HeaderPolicy::new("X_User", "X-Tenuo-Tool", "x-auth-request-groups", "X-USER", &[]),
+            HeaderPolicy::new("x-tenuo-holder", "x-mail", "x-mail", "x-iss", &["x-tenuo-*".into()]),
+        ];
+        let grant = Grant {
+            warrant_id: "tnu_wrt_1".into(),
+            tool: "deploy".into(),
+            holder: "ab12".into(),
+            root_issuer: "00ff".into(),
+            expires_at: 0,
+        };
+        let plain = Identity::test("bob");
+        let full = identity().with_email(Some("a@example.com"));
+        let headers = [
+            "accept",
+            "x-user-id",
+            "X_User",
+            "x_user",
+            "x-tenuo-tool",
+            "X-Tenuo-Holder",
+            "x-auth-request-x",
+            "x-mail",
+            "x_mail",
+            "x-internal-y",
+            "remote_user",
+        ];
+        for p in &policies {
+            for id in [None, Some(&plain), Some(&full)] {
+                for g in [None, Some(&grant)] {
+                    for also in [&[][..], &["authorization", "x-tenuo-pop"][..]] {
+                        assert_eq!(
+                            p.edits(id, g, also, headers.iter().copied()),
+                            edits_reference(p, id, g, also, &headers),
+                            "{p:?} {id:?} {g:?}"
+                        );
+                    }
+                }
+            }
         }
     }
 

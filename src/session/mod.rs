@@ -274,7 +274,9 @@ impl Sessions {
             .refresh_before
             .is_some_and(|before| now.saturating_add(before.as_secs()) >= d.exp);
         if refresh_due && d.refreshable {
-            return self.refresh(key, value, &opened, now, oidc).await;
+            // Boxed: a refresh is rare, and its HTTP exchange inline would
+            // grow the future of every session-authenticated Check.
+            return Box::pin(self.refresh(key, value, &opened, now, oidc)).await;
         }
         if now >= d.exp {
             return Err(Deny::SessionExpired);

@@ -230,9 +230,16 @@ impl WarrantVerifier {
         // A case-insensitive upstream router (Express, IIS) would pick the
         // route whose literal text matches ignoring case: if that is another
         // tool, the warrant would be checked for the wrong one.
-        let folded_target = target.to_ascii_lowercase();
-        let folded = trust.folded.match_route(view.method, &folded_target);
-        if folded.map(|r| &*r.route.tool) != Some(&*tool) {
+        // When neither the routes nor the target have an upper-case letter,
+        // the folded match is the match above (same routes, same input).
+        let same_when_folded = trust.routes_fold_to_themselves && !target.bytes().any(|b| b.is_ascii_uppercase());
+        if !same_when_folded
+            && trust
+                .folded
+                .match_route(view.method, &target.to_ascii_lowercase())
+                .map(|r| &*r.route.tool)
+                != Some(&*tool)
+        {
             return Err(
                 Denial::new(Deny::ExtractionFailed, "the tool depends on the path's letter case")
                     .about(&tool, None)
@@ -586,11 +593,27 @@ fn ambiguous_target(target: &str) -> Option<&'static str> {
     if target.contains(';') {
         return Some("`;` in the path of a tool route");
     }
-    let dot = |s: &str| s.len() <= 6 && matches!(s.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | "..");
-    if target.split('/').any(dot) {
+    if target.split('/').any(is_dot_segment) {
         return Some("dot segment in the path of a tool route");
     }
     None
+}
+
+/// `.` or `..`, each dot possibly written `%2e` (any case). Read without
+/// allocating (every tool request's segments pass here): the segment must
+/// be one or two dots and nothing else, each `.` or `%2e`.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    matches!(dots, 1 | 2)
 }
 
 #[cfg(test)]
@@ -730,6 +753,25 @@ routes:
             assert!(*bytes <= limit, "{name}: {bytes} B > {limit} B");
             assert!(*bytes > limit / 2, "{name}: the budget is used: {bytes} B of {limit} B");
             assert!(*entries < 5_000, "{name}: {entries} entries");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_told_as_the_lower_casing_replace_told_them() {
+        let reference =
+            |s: &str| s.len() <= 6 && matches!(s.to_ascii_lowercase().replace("%2e", ".").as_str(), "." | "..");
+        const PIECES: &[&str] = &[".", "%2e", "%2E", "%", "2", "e", "E", "a", "%2", "%%2e"];
+        let mut segments = vec![String::new()];
+        let mut layer = vec![String::new()];
+        for _ in 0..4 {
+            layer = layer
+                .iter()
+                .flat_map(|s| PIECES.iter().map(move |p| format!("{s}{p}")))
+                .collect();
+            segments.extend(layer.iter().cloned());
+        }
+        for s in &segments {
+            assert_eq!(is_dot_segment(s), reference(s), "{s:?}");
         }
     }
 

@@ -14,7 +14,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use tenuo::{Authorizer, CompiledGatewayConfig, GatewayConfig, PublicKey, SignedRevocationList};
 
 use super::{Chain, Decision, Denial, ARC_BYTES};
-use crate::cache::weight;
+use crate::cache::{weight, MacKeyHasher};
 use crate::config::{GatewaySource, TenuoConfig};
 
 const KEY_BYTES: usize = std::mem::size_of::<u128>();
@@ -68,6 +68,11 @@ pub struct Trust {
     /// The same routes with their literal segments lower-cased: what a
     /// case-insensitive upstream router would pick (see `WarrantVerifier::verify`).
     pub(super) folded: CompiledGatewayConfig,
+    /// No route pattern has an upper-case letter in its literal text, so
+    /// `folded` is `gateway` compiled from the same routes: for a target
+    /// without upper-case letters its match is `gateway`'s, and need not be
+    /// looked up again.
+    pub(super) routes_fold_to_themselves: bool,
     pub names: Names,
     pub debug: bool,
     pub remove_credentials: bool,
@@ -77,9 +82,10 @@ pub struct Trust {
     pub srl_version: Option<u64>,
     /// Hash of every input; a reload with the same inputs changes nothing.
     pub fingerprint: u128,
-    pub(super) stacks: Cache<u128, Arc<Chain>>,
-    pub(super) rejected: Cache<u128, Arc<Denial>>,
-    pub(super) decisions: Cache<u128, Decision>,
+    // Keys are keyed SipHash outputs (`hasher`): moka need not hash them again.
+    pub(super) stacks: Cache<u128, Arc<Chain>, MacKeyHasher>,
+    pub(super) rejected: Cache<u128, Arc<Denial>, MacKeyHasher>,
+    pub(super) decisions: Cache<u128, Decision, MacKeyHasher>,
     /// Trusted issuer keys, for refusing an untrusted root before any signature work.
     pub(super) roots: Vec<[u8; 32]>,
     keys: (u64, u64),
@@ -141,7 +147,13 @@ impl Trust {
             pop: settings.pop_header.to_ascii_lowercase(),
             approvals: settings.approval_header.to_ascii_lowercase(),
         };
-        let folded = CompiledGatewayConfig::compile(folded_routes(&gateway)).map_err(|e| {
+        let folded_config = folded_routes(&gateway);
+        let routes_fold_to_themselves = folded_config
+            .routes
+            .iter()
+            .zip(&gateway.routes)
+            .all(|(folded, route)| folded.pattern == route.pattern);
+        let folded = CompiledGatewayConfig::compile(folded_config).map_err(|e| {
             LoadError::Gateway(format!(
                 "{origin}: routes that differ only in letter case cannot be told apart ({e})"
             ))
@@ -159,6 +171,7 @@ impl Trust {
             authorizer,
             gateway: compiled,
             folded,
+            routes_fold_to_themselves,
             names,
             debug: cfg.debug.unwrap_or(settings.debug_mode),
             remove_credentials: cfg.remove_credential_headers,
@@ -174,17 +187,17 @@ impl Trust {
                 .weigher(|_: &u128, chain: &Arc<Chain>| chain.weight)
                 .max_capacity(cfg.cache_max_bytes / 2)
                 .expire_after(UntilChainExpiry)
-                .build(),
+                .build_with_hasher(MacKeyHasher::default()),
             rejected: Cache::builder()
                 .weigher(|_: &u128, d: &Arc<Denial>| weight(KEY_BYTES + ARC_BYTES + d.heap_bytes()))
                 .max_capacity(cfg.cache_max_bytes / 8)
                 .time_to_live(REJECTED_TTL)
-                .build(),
+                .build_with_hasher(MacKeyHasher::default()),
             decisions: Cache::builder()
                 .weigher(|_: &u128, d: &Decision| weight(KEY_BYTES + d.heap_bytes()))
                 .max_capacity(cfg.cache_max_bytes - cfg.cache_max_bytes / 2 - cfg.cache_max_bytes / 8)
                 .expire_after(UntilDecisionEnds)
-                .build(),
+                .build_with_hasher(MacKeyHasher::default()),
             roots: keys.iter().map(PublicKey::to_bytes).collect(),
             keys: (rand::random(), rand::random()),
         })
