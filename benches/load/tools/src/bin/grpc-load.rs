@@ -213,7 +213,12 @@ async fn stream(client: AuthorizationClient<Channel>, shared: Arc<Shared>) -> Ta
 }
 
 /// Runs `concurrency` streams until `stop` (duration) or the requests run out (once).
-async fn phase(clients: &[AuthorizationClient<Channel>], shared: &Arc<Shared>, concurrency: usize, secs: Option<f64>) -> Tally {
+async fn phase(
+    clients: &[AuthorizationClient<Channel>],
+    shared: &Arc<Shared>,
+    concurrency: usize,
+    secs: Option<f64>,
+) -> Tally {
     shared.stop.store(false, Ordering::Relaxed);
     let tasks: Vec<_> = (0..concurrency)
         .map(|i| tokio::spawn(stream(clients[i % clients.len()].clone(), shared.clone())))
@@ -265,7 +270,11 @@ async fn main() {
         eprintln!("grpc-load: {}: no requests", args.requests);
         std::process::exit(2);
     }
-    let requests: Vec<CheckRequest> = specs.into_iter().enumerate().map(|(i, s)| check_request(s, i)).collect();
+    let requests: Vec<CheckRequest> = specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| check_request(s, i))
+        .collect();
 
     let mut clients = Vec::new();
     for _ in 0..args.connections {
@@ -320,8 +329,19 @@ async fn main() {
     let own = cpu_ns(std::process::id()).saturating_sub(own0);
 
     let answered = t.allowed + t.denied;
-    let per_check = |ns: u64| if answered == 0 { 0.0 } else { ns as f64 / answered as f64 / 1000.0 };
-    let q = |p: f64| t.hist.as_ref().map(|h| h.value_at_quantile(p) as f64 / 1000.0).unwrap_or(0.0);
+    let per_check = |ns: u64| {
+        if answered == 0 {
+            0.0
+        } else {
+            ns as f64 / answered as f64 / 1000.0
+        }
+    };
+    let q = |p: f64| {
+        t.hist
+            .as_ref()
+            .map(|h| h.value_at_quantile(p) as f64 / 1000.0)
+            .unwrap_or(0.0)
+    };
     let out = serde_json::json!({
         "requests": answered + t.errors,
         "allowed": t.allowed,

@@ -74,7 +74,8 @@ async fn main() {
     let addr: SocketAddr = args.get(1).and_then(|a| a.parse().ok()).expect(usage);
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).expect(usage);
     let response = match args.get(3) {
-        Some(path) => CheckResponse::decode(std::fs::read(path).expect("read RESPONSE").as_slice()).expect("RESPONSE: a CheckResponse"),
+        Some(path) => CheckResponse::decode(std::fs::read(path).expect("read RESPONSE").as_slice())
+            .expect("RESPONSE: a CheckResponse"),
         None => fixed_ok(),
     };
     let response = match args.get(4).map(String::as_str) {
