@@ -147,28 +147,14 @@ rules:
     require: tenuo
   - path_prefix: /bench
 EOF
-"$PORTCULLIS" check-config --config "$WORK/portcullis.yaml" >&2 || die "check-config failed"
-"$PORTCULLIS" serve --config "$WORK/portcullis.yaml" >"$WORK/portcullis.log" 2>&1 3>&- &
-PC_PID=$!
-PIDS+=("$PC_PID")
-wait_http "http://127.0.0.1:$PC_ADMIN/readyz" 200 20 || die "portcullis not ready: $(tail -n 5 "$WORK/portcullis.log")"
+start_portcullis "$PORTCULLIS"
 
 # --- a session cookie, by a real login through Envoy --------------------------------------
 step "login through Envoy (envoy/envoy.yaml) for a session cookie"
 render_repo_envoy login "$PC_GRPC"
 start_envoy login "$WORK/front-login.yaml"
 wait_http "http://127.0.0.1:${ADMIN[login]}/ready" 200 30 || die "Envoy not ready: $(tail -n 5 "$WORK/envoy-login.log")"
-hdr() { tr -d '\r' <"$1" | awk -v n="$2" 'tolower($1) == n":" {sub(/^[^:]*: /, ""); print}'; }
-curl -s -o /dev/null -D "$WORK/l1.h" -H 'accept: text/html' -H 'sec-fetch-mode: navigate' "http://$HOST/app/"
-AUTHORIZE=$(hdr "$WORK/l1.h" location)
-STATE_COOKIE=$(hdr "$WORK/l1.h" set-cookie | head -n1 | cut -d';' -f1)
-[ -n "$AUTHORIZE" ] && [ -n "$STATE_COOKIE" ] || die "no login redirect: $(cat "$WORK/l1.h")"
-curl -s -o /dev/null -D "$WORK/l2.h" "$AUTHORIZE"
-CALLBACK=$(hdr "$WORK/l2.h" location)
-[[ $CALLBACK == "http://$HOST/"* ]] || die "IdP did not redirect back: $(cat "$WORK/l2.h")"
-curl -s -o /dev/null -D "$WORK/l3.h" -H "cookie: $STATE_COOKIE" "$CALLBACK"
-SESSION_COOKIE=$(hdr "$WORK/l3.h" set-cookie | grep '^bench_session=' | head -n1 | cut -d';' -f1)
-[ -n "$SESSION_COOKIE" ] || die "no session cookie after the callback: $(cat "$WORK/l3.h")"
+SESSION_COOKIE=$(login_cookie "$HOST" bench_session)
 kill "${ENVOY_PID[login]}"
 note "session cookie ${#SESSION_COOKIE} bytes"
 

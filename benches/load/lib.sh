@@ -175,6 +175,36 @@ start_envoys() { # the upstream and one front per setup; returns once all are re
   done
 }
 
+# --- portcullis ------------------------------------------------------------------------
+# check-config, then serve $WORK/portcullis.yaml in the background -> PC_PID; returns once
+# /readyz on PC_ADMIN answers 200.
+start_portcullis() { # binary
+  "$1" check-config --config "$WORK/portcullis.yaml" >&2 || die "check-config failed"
+  "$1" serve --config "$WORK/portcullis.yaml" >"$WORK/portcullis.log" 2>&1 3>&- &
+  PC_PID=$!
+  PIDS+=("$PC_PID")
+  wait_http "http://127.0.0.1:$PC_ADMIN/readyz" 200 20 || die "portcullis not ready: $(tail -n 5 "$WORK/portcullis.log")"
+}
+
+# A browser login as curl makes it, through a front Envoy in front of portcullis:
+# /app/ -> the IdP's /authorize (oauth2-mock-server signs in at once) -> the
+# callback, which sets the session cookie. Prints "name=value" of that cookie.
+hdr() { tr -d '\r' <"$1" | awk -v n="$2" 'tolower($1) == n":" {sub(/^[^:]*: /, ""); print}'; }
+login_cookie() { # host:port cookie-name
+  local authorize state callback cookie
+  curl -s -o /dev/null -D "$WORK/l1.h" -H 'accept: text/html' -H 'sec-fetch-mode: navigate' "http://$1/app/"
+  authorize=$(hdr "$WORK/l1.h" location)
+  state=$(hdr "$WORK/l1.h" set-cookie | head -n1 | cut -d';' -f1)
+  [ -n "$authorize" ] && [ -n "$state" ] || die "no login redirect: $(cat "$WORK/l1.h")"
+  curl -s -o /dev/null -D "$WORK/l2.h" "$authorize"
+  callback=$(hdr "$WORK/l2.h" location)
+  [[ $callback == "http://$1/"* ]] || die "IdP did not redirect back: $(cat "$WORK/l2.h")"
+  curl -s -o /dev/null -D "$WORK/l3.h" -H "cookie: $state" "$callback"
+  cookie=$(hdr "$WORK/l3.h" set-cookie | grep "^$2=" | head -n1 | cut -d';' -f1)
+  [ -n "$cookie" ] || die "no session cookie after the callback: $(cat "$WORK/l3.h")"
+  echo "$cookie"
+}
+
 expect() { # description got want
   if [ "$2" = "$3" ]; then note "ok   $1: $2"; else die "$1: got '$2', want '$3'"; fi
 }

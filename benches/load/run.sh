@@ -160,11 +160,7 @@ rules:
     login: bench
   - path_prefix: /bench
 EOF
-"$PORTCULLIS" check-config --config "$WORK/portcullis.yaml" >&2 || die "check-config failed"
-"$PORTCULLIS" serve --config "$WORK/portcullis.yaml" >"$WORK/portcullis.log" 2>&1 3>&- &
-PC_PID=$!
-PIDS+=("$PC_PID")
-wait_http "http://127.0.0.1:$PC_ADMIN/readyz" 200 20 || die "portcullis not ready: $(tail -n 5 "$WORK/portcullis.log")"
+start_portcullis "$PORTCULLIS"
 note "ready (pid $PC_PID, gRPC 127.0.0.1:$PC_GRPC)"
 
 # null-authz answers with portcullis' own bytes for the bench token.
@@ -241,17 +237,7 @@ note "upstream pid ${ENVOY_PID[upstream]}; fronts: $(for s in "${SETUPS[@]}"; do
 
 # --- a session cookie: a real login through the session front ----------------------------------
 step "login through Envoy for a session cookie"
-hdr() { tr -d '\r' <"$1" | awk -v n="$2" 'tolower($1) == n":" {sub(/^[^:]*: /, ""); print}'; }
-curl -s -o /dev/null -D "$WORK/l1.h" -H 'accept: text/html' -H 'sec-fetch-mode: navigate' "http://$SESSION_HOST/app/"
-AUTHORIZE=$(hdr "$WORK/l1.h" location)
-STATE_COOKIE=$(hdr "$WORK/l1.h" set-cookie | head -n1 | cut -d';' -f1)
-[ -n "$AUTHORIZE" ] && [ -n "$STATE_COOKIE" ] || die "no login redirect: $(cat "$WORK/l1.h")"
-curl -s -o /dev/null -D "$WORK/l2.h" "$AUTHORIZE"
-CALLBACK=$(hdr "$WORK/l2.h" location)
-[[ $CALLBACK == "http://$SESSION_HOST/"* ]] || die "IdP did not redirect back: $(cat "$WORK/l2.h")"
-curl -s -o /dev/null -D "$WORK/l3.h" -H "cookie: $STATE_COOKIE" "$CALLBACK"
-SESSION_COOKIE=$(hdr "$WORK/l3.h" set-cookie | grep '^bench_session=' | head -n1 | cut -d';' -f1)
-[ -n "$SESSION_COOKIE" ] || die "no session cookie after the callback: $(cat "$WORK/l3.h")"
+SESSION_COOKIE=$(login_cookie "$SESSION_HOST" bench_session)
 note "session cookie ${#SESSION_COOKIE} bytes"
 
 # --- sanity ----------------------------------------------------------------------------------
