@@ -408,6 +408,10 @@ impl Checker {
         &self.cache
     }
 
+    pub fn sessions(&self) -> Option<&Sessions> {
+        self.sessions.as_ref()
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

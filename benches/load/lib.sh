@@ -156,8 +156,11 @@ validate_configs() { # the upstream's and every setup's config
 
 # --- Envoys -----------------------------------------------------------------------------
 declare -A ENVOY_PID
+# Front Envoys (and the upstream) run BENCH_FRONT_CONCURRENCY workers (default 1).
+FRONT_CONCURRENCY=${BENCH_FRONT_CONCURRENCY:-1}
+[[ $FRONT_CONCURRENCY =~ ^[1-8]$ ]] || { echo "error: BENCH_FRONT_CONCURRENCY must be 1..8" >&2; exit 2; }
 start_envoy() { # name config -> ENVOY_PID[name]
-  "$ENVOY_BIN" -c "$2" --concurrency 1 --disable-hot-restart -l warning \
+  "$ENVOY_BIN" -c "$2" --concurrency "$FRONT_CONCURRENCY" --disable-hot-restart -l warning \
     >"$WORK/envoy-$1.log" 2>&1 3>&- &
   PIDS+=($!)
   ENVOY_PID[$1]=$!
@@ -187,8 +190,9 @@ machine_ticks() { # "busy total" over all CPUs, from /proc/stat (busy excludes i
 child_ticks() { # cutime+cstime of this shell: CPU of its reaped children (wrk)
   awk '{sub(/^.*\) /, ""); print $14 + $15}' "/proc/$$/stat"
 }
+declare -A WRK_PATH # per setup; default /bench
 wrk_at() { # setup seconds outfile [wrk args (headers)...]
-  wrk -t"$THREADS" -c"$CONNS" -d"$2s" --latency "${@:4}" "http://127.0.0.1:${LISTEN[$1]}/bench" >"$3"
+  wrk -t"$THREADS" -c"$CONNS" -d"$2s" --latency "${@:4}" "http://127.0.0.1:${LISTEN[$1]}${WRK_PATH[$1]:-/bench}" >"$3"
 }
 round_order() { # round -> ORDER: SETUPS rotated by round-1, so no setup always goes first
   local i n=${#SETUPS[@]}
@@ -237,18 +241,21 @@ envoy=$ENVOY_VERSION_LINE
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) CPUs$(lscpu | sed -n 's/^Hypervisor vendor: *\(.*\)/, \1 guest/p' | head -n1)
 kernel=$(uname -r)
 wrk=wrk -t$THREADS -c$CONNS -d${DURATION}s --latency $1 http://127.0.0.1:<port>/bench
+front_concurrency=$FRONT_CONCURRENCY
 warmup=$WARMUP
 runs=$RUNS
 clk_tck=$(getconf CLK_TCK)
 ncpu=$(nproc)
 EOF
 }
-summarize() { # summarizer.py -> setups and labels into meta.env, then RESULTS, printed
+summarize() { # summarizer.py [readme-block] -> setups and labels into meta.env, then RESULTS, printed
   local s
   echo "setups=${SETUPS[*]}" >>"$WORK/meta.env"
   for s in "${SETUPS[@]}"; do echo "label_$s=${LABEL[$s]}" >>"$WORK/meta.env"; done
   python3 "$HERE/$1" "$WORK" >"$RESULTS"
   cat "$RESULTS"
+  # Only the default results go into the README (a run with other knobs writes its own file).
+  if [ -n "${2:-}" ] && [ -z "${BENCH_RESULTS:-}" ]; then python3 "$HERE/readme.py" "$RESULTS" "$2"; fi
   echo >&2
   echo "written: $RESULTS" >&2
 }

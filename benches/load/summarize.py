@@ -3,51 +3,91 @@
 
 Input: a work directory with meta.env (key=value lines), wrk-<setup>-<round>.txt
 (wrk --latency output) and cpu-<setup>-<round>.txt (CPU clock ticks consumed
-during that run by the front Envoy, the upstream Envoy, the ext_authz server
-(portcullis or null-authz; 0 otherwise) and wrk); parsed by benchlib.py.
+during that run by the front Envoy, the upstream Envoy, the authorizer
+(portcullis, null-authz or oauth2-proxy; 0 otherwise) and wrk); parsed by benchlib.py.
 """
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Bench  # noqa: E402
+from benchlib import Bench, fmt_ms  # noqa: E402
 
-TARGET = 0.70  # ext_authz throughput / no-auth throughput
+TARGET = 0.95  # portcullis throughput / null-authz throughput, through the same Envoy config
+AUTHZ = ("nullauthz", "extauthz", "extsession", "oauth2proxy", "nullnoremove", "nullbare", "nullallowed")
+
+
+def summary(b):
+    """The ten-second table (copied into the README by readme.py)."""
+    med, null = b.med, b.med("nullauthz", "rps")
+    rows = [s for s in ("noauth", "jwt", "jwtnocache", "nullauthz", "extauthz", "extsession", "oauth2proxy")
+            if s in b.setups]
+    out = ["## Summary", "",
+           f"Through Envoy (`{b.meta['command']}`; front Envoy `--concurrency {b.meta.get('front_concurrency', '1')}`, "
+           f"wrk {b.meta['wrk'].split(' --latency')[0].removeprefix('wrk ')}, median of {b.runs} rounds, {b.meta['date'][:10]}):", "",
+           "| setup | requests/s | p99 | vs null ext_authz | authorizer CPU/request |",
+           "|---|---:|---:|---:|---:|"]
+    for s in rows:
+        cpu = f"{med(s, 'authz_us'):.0f} µs" if s in AUTHZ else "–"
+        out.append(f"| {b.label(s)} | {med(s, 'rps'):,.0f} | {fmt_ms(med(s, 'p99'))} | {med(s, 'rps') / null:.2f} | {cpu} |")
+    return out + [""]
 
 
 def main():
     b = Bench(sys.argv[1])
-    meta, setups, runs, med = b.meta, b.setups, b.runs, b.med
-    base = med("noauth", "rps")
-    out = b.intro("portcullis load benchmark through real Envoy", "benches/load/run.sh", "front proxy")
+    meta, setups, med = b.meta, b.setups, b.med
+    out = b.intro("portcullis load benchmark through real Envoy", "benches/load/run.sh", "front proxies")
     p = out.append
     p(f"- portcullis: release build of {meta['portcullis_rev']}, Tokio multi-thread runtime (default: one worker per CPU)")
     p(b.load_line())
     p(f"- Every request carries the same valid RS256 bearer token ({meta['token_bytes']} bytes, "
-      "minted by tests/idp/idp.mjs), also in the no-auth setup")
-    p("- All processes (wrk, front Envoy, upstream Envoy, portcullis, IdP) share the 2 CPUs; "
+      "minted by tests/idp/idp.mjs), also in the no-auth setup; the session setup sends GET /app/ with the "
+      f"sealed session cookie ({meta['cookie_bytes']} bytes) from a real login through that Envoy")
+    p("- null-authz answers every Check with the bytes portcullis answered for the token (captured first): "
+      "the same header edits, no work")
+    if "oauth2proxy" in setups:
+        p(f"- oauth2-proxy {meta['oauth2_proxy']} (`go install` from the Go module proxy) behind Envoy's HTTP "
+          "ext_authz, `--skip-jwt-bearer-tokens`: it verifies the same bearer token against the same issuer")
+    if meta.get("peer_note"):
+        p(f"- {meta['peer_note']}")
+    p(f"- All processes (wrk, front Envoy, upstream Envoy, authorizer, IdP) share the {b.ncpu} CPUs; "
       "nothing is pinned. Upstream: a separate Envoy answering `direct_response` 200 (3-byte body). "
       "The front Envoys of all setups run side by side; only the one under load is busy.")
     p("")
-    out += b.results_table("ext_authz server CPU", lambda s: s in ("extauthz", "nullauthz"))
+    out += summary(b)
+    out += b.results_table("authorizer CPU", lambda s: s in AUTHZ)
     p("")
     p("CPU columns: share of one CPU used during the measured run (from /proc/<pid>/stat, "
-      "utime+stime, all threads) and CPU time per request. The machine has 200%.")
-    if "extauthz" in setups:
-        ratio = med("extauthz", "rps") / base
-        verdict = "meets" if ratio >= TARGET else "misses"
-        p("")
-        p(f"ext_authz → portcullis reaches {ratio:.0%} of the no-auth throughput: {verdict} the "
-          f"{TARGET:.0%} target.")
-        fa, fe = med("noauth", "front_us"), med("extauthz", "front_us")
-        p("")
-        p(f"Front Envoy CPU per request: {fa:.0f} µs without auth, {fe:.0f} µs with ext_authz "
-          f"(+{fe - fa:.0f} µs for the Check call inside Envoy); portcullis itself: "
-          f"{med('extauthz', 'authz_us'):.0f} µs per Check. Throughput ratio predicted from the front "
-          f"Envoy's CPU per request alone (its single worker is the bottleneck): {fa / fe:.0%}.")
+      f"utime+stime, all threads) and CPU time per request. The machine has {b.ncpu * 100}%.")
     p("")
-    out += b.every_run("ext_authz server")
+    base, null = med("noauth", "rps"), med("nullauthz", "rps")
+    p(f"The ext_authz hop itself (null-authz, no work) keeps {null / base:.0%} of the no-auth throughput and "
+      f"costs the front Envoy {med('nullauthz', 'front_us') - med('noauth', 'front_us'):+.0f} µs of CPU per request: "
+      "what any gRPC ext_authz server costs with this Envoy config.")
+    if "nullbare" in setups:
+        f = lambda s: med(s, "front_us")
+        p("")
+        p("Envoy's share of the hop (front Envoy CPU per request, null-authz every time): "
+          f"portcullis' answer as sent {f('nullauthz'):.0f} µs; the same without `headers_to_remove` "
+          f"{f('nullnoremove'):.0f} µs; a bare OK {f('nullbare'):.0f} µs; portcullis' answer with Check sent only "
+          f"the credential and spoofable headers (`allowed_headers`) {f('nullallowed'):.0f} µs; no ext_authz "
+          f"{f('noauth'):.0f} µs.")
+    for s in ("extauthz", "extsession"):
+        if s in setups:
+            ratio = med(s, "rps") / null
+            verdict = "meets" if ratio >= TARGET else "misses"
+            p("")
+            p(f"{b.label(s)}: {ratio:.2f}× null-authz's throughput ({verdict} the {TARGET:.2f}× target); "
+              f"p99 {med(s, 'p99') / med('nullauthz', 'p99'):.2f}× null-authz's; "
+              f"{med(s, 'authz_us'):.1f} µs of portcullis CPU per request against {med('nullauthz', 'authz_us'):.1f} µs "
+              "for null-authz.")
+    if "oauth2proxy" in setups and "extauthz" in setups:
+        p("")
+        p(f"Same token, same issuer: portcullis {med('extauthz', 'rps'):,.0f} requests/s, oauth2-proxy "
+          f"{med('oauth2proxy', 'rps'):,.0f} ({med('extauthz', 'rps') / med('oauth2proxy', 'rps'):.1f}×); "
+          f"authorizer CPU per request {med('extauthz', 'authz_us'):.0f} µs against {med('oauth2proxy', 'authz_us'):.0f} µs.")
+    p("")
+    out += b.every_run("authorizer")
     p("")
     print("\n".join(out))
 

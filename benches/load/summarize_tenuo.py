@@ -42,6 +42,15 @@ def main():
       "`direct_response` 200. The front Envoys of all setups run side by side; only the one under "
       "load is busy.")
     p("")
+    out += ["## Summary", "",
+            f"Tenuo warrants through Envoy (`{meta['command']}`; front Envoy `--concurrency "
+            f"{meta.get('front_concurrency', '1')}`, median of {b.runs} rounds, {meta['date'][:10]}):", "",
+            "| setup | requests/s | p99 | vs tenuo-authorizer | authorizer CPU/request |", "|---|---:|---:|---:|---:|"]
+    for s in setups:
+        cpu = f"{med(s, 'authz_us'):.0f} µs" if s != "noauth" else "–"
+        out.append(f"| {b.label(s)} | {med(s, 'rps'):,.0f} | {fmt_ms(med(s, 'p99'))} "
+                   f"| {med(s, 'rps') / med('tenuohttp', 'rps'):.2f} | {cpu} |")
+    out.append("")
     out += b.results_table("authorizer CPU", lambda s: s != "noauth")
     p("")
     p("CPU columns: share of one CPU used during the measured run (from /proc/<pid>/stat, "
@@ -56,7 +65,11 @@ def main():
     if "pctenuo" in setups:
         pc = med("pctenuo", "rps")
         p(f"- portcullis / no-auth throughput: {pc / base:.2f}; p99 {fmt_ms(med('pctenuo', 'p99'))}")
-        p(f"- portcullis / tenuo-authorizer throughput: {pc / tz:.2f}; p99 "
+        if "nullauthz" in setups:
+            nz = med("nullauthz", "rps")
+            p(f"- portcullis / null-authz (the same answer, no work) throughput: {pc / nz:.2f} (target ≥ 0.95); "
+              f"p99 {med('pctenuo', 'p99') / med('nullauthz', 'p99'):.2f}× null-authz's")
+        p(f"- portcullis / tenuo-authorizer throughput: {pc / tz:.2f} (target ≥ 3.0); p99 "
           f"{med('pctenuo', 'p99') / med('tenuohttp', 'p99'):.2f}× theirs; authorizer CPU per request "
           f"{med('pctenuo', 'authz_us'):.0f} µs vs {med('tenuohttp', 'authz_us'):.0f} µs")
     else:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Tenuo load benchmark through a real Envoy: ./benches/load/tenuo.sh
 #
-# Setups, each a separate front Envoy (--concurrency 1) in front of the same
-# upstream (another Envoy, --concurrency 1, direct_response 200), as in run.sh:
+# Setups, each a separate front Envoy (--concurrency BENCH_FRONT_CONCURRENCY, default 2)
+# in front of the same upstream (another Envoy, direct_response 200), as in run.sh:
 #   noauth      Envoy -> upstream                                 (front-noauth.yaml)
 #   tenuohttp   Envoy HTTP ext_authz -> the official tenuo-authorizer
 #               (crate tenuo 0.3.5, `serve`; front-tenuo-http.yaml, set up like
@@ -38,7 +38,8 @@
 #   TENUO_PYTHON          python with the Tenuo SDK (default: tests/tenuo/install.sh)
 #   BENCH_DURATION=10     seconds per measured run (at most 25: one PoP window)
 #   BENCH_WARMUP=2        seconds of warm-up per setup (not measured)
-#   BENCH_CONNECTIONS=32, BENCH_THREADS=1   wrk -c / -t
+#   BENCH_FRONT_CONCURRENCY=2  Envoy workers of each front (and the upstream)
+#   BENCH_CONNECTIONS=64, BENCH_THREADS=2   wrk -c / -t
 #   BENCH_RUNS=3          rounds (median reported)
 #   PORTCULLIS_BIN        a prebuilt portcullis binary (default: cargo build --release, target/release/portcullis)
 #   BENCH_PORTCULLIS=auto auto: measure portcullis when it builds and serves the Tenuo config,
@@ -53,13 +54,18 @@ ENVOY_VERSION=1.40.0
 TENUO_CRATE_VERSION=0.3.5
 TENUO_FEATURES=data-plane,server
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The command line in the report shows the knobs asked for, before this script's defaults.
+COMMAND_LINE="$(for v in ENVOY_BIN TENUO_AUTHORIZER PORTCULLIS_BIN BENCH_FRONT_CONCURRENCY BENCH_DURATION BENCH_WARMUP \
+  BENCH_CONNECTIONS BENCH_THREADS BENCH_RUNS BENCH_PORTCULLIS BENCH_AUTHZ_QUIET; do
+  [ -z "${!v:-}" ] || printf '%s ' "$v=${!v}"
+done)$0${*:+ $*}"
+export BENCH_FRONT_CONCURRENCY=${BENCH_FRONT_CONCURRENCY:-2} BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64} \
+  BENCH_THREADS=${BENCH_THREADS:-2}
 # shellcheck source=benches/load/lib.sh
 . "$HERE/lib.sh" # also: cd to the repo (ROOT), the shared BENCH_* knobs, checked
 
 PC_MODE=${BENCH_PORTCULLIS:-auto}
 RESULTS=${BENCH_RESULTS:-$HERE/RESULTS-tenuo.md}
-COMMAND_LINE="$(knobs_set ENVOY_BIN TENUO_AUTHORIZER PORTCULLIS_BIN BENCH_DURATION BENCH_WARMUP BENCH_CONNECTIONS \
-  BENCH_THREADS BENCH_RUNS BENCH_PORTCULLIS BENCH_AUTHZ_QUIET)$0${*:+ $*}"
 [ "$DURATION" -le 25 ] && [ "$WARMUP" -le 25 ] && [ "$RUNS" -le 10 ] && [ "$CONNS" -le 1000 ] ||
   { echo "error: bounds: duration and warm-up <= 25 s (one PoP window), runs <= 10, connections <= 1000" >&2; exit 2; }
 case "$PC_MODE" in auto | 0 | 1) ;; *) echo "error: BENCH_PORTCULLIS must be auto, 0 or 1" >&2; exit 2 ;; esac
@@ -107,6 +113,10 @@ else
     PC_SKIP="not measured: cargo build --release failed"
   fi
 fi
+step "cargo build --release (benches/load/tools: null-authz, grpc-load)"
+(cd "$HERE/tools" && CARGO_TARGET_DIR=$ROOT/target/load-tools cargo build --release >&2) || die "load tools build failed"
+NULL_AUTHZ=$ROOT/target/load-tools/release/null-authz
+GRPC_LOAD=$ROOT/target/load-tools/release/grpc-load
 # A reason portcullis is left out: fatal with BENCH_PORTCULLIS=1, a note otherwise.
 pc_skip() {
   [ "$PC_MODE" = 1 ] && die "portcullis: $1"
@@ -117,7 +127,7 @@ pc_skip() {
 # --- work dir, ports ----------------------------------------------------------------------
 init_work portcullis-tenuo-load
 
-read -r -a PORTS < <(free_ports 12)
+read -r -a PORTS < <(free_ports 15)
 UP_PORT=${PORTS[0]} UP_ADMIN=${PORTS[1]}
 AZ_PORT=${PORTS[2]} AZ_HEALTH=${PORTS[3]}
 PC_GRPC=${PORTS[4]} PC_ADMIN=${PORTS[5]}
@@ -125,8 +135,9 @@ declare -A LISTEN ADMIN
 LISTEN[noauth]=${PORTS[6]} ADMIN[noauth]=${PORTS[7]}
 LISTEN[tenuohttp]=${PORTS[8]} ADMIN[tenuohttp]=${PORTS[9]}
 LISTEN[pctenuo]=${PORTS[10]} ADMIN[pctenuo]=${PORTS[11]}
+LISTEN[nullauthz]=${PORTS[12]} ADMIN[nullauthz]=${PORTS[13]} NULL_GRPC=${PORTS[14]}
 declare -A LABEL=([noauth]="no-auth" [tenuohttp]="HTTP ext_authz → tenuo-authorizer"
-  [pctenuo]="gRPC ext_authz → portcullis")
+  [pctenuo]="gRPC ext_authz → portcullis" [nullauthz]="gRPC ext_authz → null-authz (floor)")
 
 # --- warrant and PoP (Python SDK) -------------------------------------------------------
 step "Tenuo minting service (tests/tenuo/mint.py, SDK $SDK_VERSION)"
@@ -227,6 +238,22 @@ EOF
     if wait_http "http://127.0.0.1:$PC_ADMIN/readyz" 200 20; then
       note "ready (pid $PC_PID, gRPC 127.0.0.1:$PC_GRPC)"
       SETUPS+=(pctenuo)
+      # The floor: null-authz answering with portcullis' own bytes for this warrant request.
+      python3 - "$WORK/req-warrant.json" "$WARRANT" "$(pop)" <<'PY'
+import json, sys
+out, warrant, pop = sys.argv[1:]
+json.dump([{"method": "GET", "path": "/bench", "host": "127.0.0.1",
+            "headers": {"x-tenuo-warrant": warrant, "x-tenuo-pop": pop}}], open(out, "w"))
+PY
+      if "$GRPC_LOAD" --addr "127.0.0.1:$PC_GRPC" --requests "$WORK/req-warrant.json" --concurrency 1 \
+        --duration 0.2 --expect allow --capture "$WORK/resp-warrant.pb" >"$WORK/capture.json"; then
+        "$NULL_AUTHZ" "127.0.0.1:$NULL_GRPC" 1800 "$WORK/resp-warrant.pb" >"$WORK/null-authz.log" 2>&1 &
+        NULL_PID=$!
+        PIDS+=("$NULL_PID")
+        SETUPS+=(nullauthz)
+      else
+        note "null-authz left out: portcullis did not allow the capture request ($(cat "$WORK/capture.json"))"
+      fi
     else
       pc_skip "not ready within 20 s: $(tail -n 3 "$WORK/portcullis.log" | tr '\n' ' ')"
     fi
@@ -240,10 +267,11 @@ fill "$HERE/front-tenuo-http.yaml" "$WORK/front-tenuohttp.yaml" LISTEN_PORT="${L
   ADMIN_PORT="${ADMIN[tenuohttp]}" UPSTREAM_PORT="$UP_PORT" AUTHZ_PORT="$AZ_PORT"
 # portcullis: the repo's own envoy/envoy.yaml, rendered exactly as run.sh does (lib.sh).
 render_repo_envoy pctenuo "$PC_GRPC"
+render_repo_envoy nullauthz "$NULL_GRPC"
 validate_configs
 
 # --- Envoys ---------------------------------------------------------------------------------
-step "Envoys (each --concurrency 1)"
+step "Envoys (each --concurrency $FRONT_CONCURRENCY)"
 start_envoys
 
 # --- sanity ----------------------------------------------------------------------------------
@@ -279,6 +307,9 @@ if [[ " ${SETUPS[*]} " == *" pctenuo "* ]]; then
     SETUPS=(noauth tenuohttp)
   fi
 fi
+if [[ " ${SETUPS[*]} " == *" nullauthz "* ]]; then
+  expect "null-authz warrant + PoP" "$(probe nullauthz /bench "${W[@]}" -H "X-Tenuo-PoP: $POP")" 200
+fi
 
 # --- load ----------------------------------------------------------------------------------------
 fresh_pop() { # seconds -> a PoP signed in a window that lasts at least that long
@@ -289,7 +320,7 @@ run_wrk() { # setup seconds outfile pop
   wrk_at "$1" "$2" "$3" -H "X-Tenuo-Warrant: $WARRANT" -H "X-Tenuo-PoP: $4"
 }
 authz_pid() {
-  case $1 in tenuohttp) echo "$AZ_PID" ;; pctenuo) echo "$PC_PID" ;; *) echo - ;; esac
+  case $1 in tenuohttp) echo "$AZ_PID" ;; pctenuo) echo "$PC_PID" ;; nullauthz) echo "$NULL_PID" ;; *) echo - ;; esac
 }
 
 step "warm-up: ${WARMUP} s per setup"
@@ -326,5 +357,5 @@ warrant_bytes=${#WARRANT}
 portcullis_rev=$([ -n "${PORTCULLIS_BIN:-}" ] && echo "$PORTCULLIS_BIN, prebuilt, tree at ")$(tree_rev)
 portcullis_skip=$PC_SKIP
 EOF
-summarize summarize_tenuo.py
+summarize summarize_tenuo.py tenuo
 ok=1

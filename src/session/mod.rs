@@ -87,6 +87,20 @@ struct Opened {
     refreshable: bool,
 }
 
+impl Opened {
+    /// Its key, its `Arc` block and its identity, with the issuer and login
+    /// names: unlike a bearer identity's, a session's are its own copies.
+    fn heap_bytes(&self) -> usize {
+        const ARC_COUNTS: usize = 2 * std::mem::size_of::<usize>();
+        let own = |s: &str| ARC_COUNTS + s.len();
+        16 + ARC_COUNTS
+            + std::mem::size_of::<Opened>()
+            + crate::cache::identity_bytes(&self.identity)
+            + own(&self.identity.issuer)
+            + own(&self.identity.provider)
+    }
+}
+
 #[derive(Clone)]
 struct Renewed {
     identity: Arc<Identity>,
@@ -164,9 +178,7 @@ impl Sessions {
             // sessions, 1 MiB each of used login states, cut-off code
             // exchanges and shared refreshes.
             opened: Cache::builder()
-                .weigher(|_: &u128, o: &Arc<Opened>| {
-                    crate::cache::weight(16 + std::mem::size_of::<Opened>() + crate::cache::identity_bytes(&o.identity))
-                })
+                .weigher(|_: &u128, o: &Arc<Opened>| crate::cache::weight(o.heap_bytes()))
                 .max_capacity(6 << 20)
                 .time_to_live(OPENED_TTL)
                 .build(),
@@ -374,6 +386,30 @@ impl Sessions {
         h.finish128().as_u128()
     }
 
+    /// Entries and weighted bytes of each session cache (opened, used
+    /// states, orphaned exchanges, refreshes), after settling moka's pending
+    /// work; for memory reports.
+    pub fn cache_usage(&self) -> [(&'static str, u64, u64); 4] {
+        self.opened.run_pending_tasks();
+        self.used_states.run_pending_tasks();
+        self.orphaned.run_pending_tasks();
+        self.refreshing.run_pending_tasks();
+        [
+            ("opened", self.opened.entry_count(), self.opened.weighted_size()),
+            (
+                "used states",
+                self.used_states.entry_count(),
+                self.used_states.weighted_size(),
+            ),
+            ("orphaned", self.orphaned.entry_count(), self.orphaned.weighted_size()),
+            (
+                "refreshing",
+                self.refreshing.entry_count(),
+                self.refreshing.weighted_size(),
+            ),
+        ]
+    }
+
     fn max_age_end(&self, now: u64) -> u64 {
         now.saturating_add(self.max_age.as_secs())
     }
@@ -472,6 +508,22 @@ sessions:
             assert_eq!(winners, 1, "round {round}");
         }
         assert!(!s.spend_state("state-0"), "spent for good");
+    }
+
+    /// A session's issuer and login names are its own copies, so they weigh.
+    #[test]
+    fn an_opened_session_weighs_its_issuer_and_login_names() {
+        let opened = |d: &SessionData| Opened {
+            identity: Arc::new(d.identity()),
+            exp: d.exp,
+            end: d.end,
+            refreshable: false,
+        };
+        let short = data(0, 0, 0);
+        let mut long = short.clone();
+        long.iss.push_str(&"/x".repeat(50));
+        long.p.push_str("-second");
+        assert_eq!(opened(&long).heap_bytes(), opened(&short).heap_bytes() + 107);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //   GET  /health                 -> {"ok":true}
 //   GET  /info                   -> {issuer, kids: {RS256, ES256, EdDSA}, jwks, up}
 //   POST /mint    {alg?, kid?, claims?, unset?, header?, expiresIn?}
+//   POST /mint-batch {count, ...as /mint} -> {tokens: [...]} (each with its own jti)
 //                                -> {token, kid}   (signed by the OAuth2Server's keystore)
 //   POST /rotate  {alg?}         -> {kid}  new key, published in the JWKS from now on
 //   POST /jwks-down              -> closes the OIDC listener (discovery + JWKS unreachable)
@@ -356,6 +357,16 @@ const routes = {
   'GET /health': async () => ({ ok: true }),
   'GET /info': async () => ({ issuer: issuerUrl, kids: currentKid, jwks: issuer.keys.toJSON(false), up }),
   'POST /mint': async (b) => mint(b),
+  // Many valid tokens at once (load benchmarks: a cold verification per request).
+  // Each gets its own jti, so no two are the same token.
+  'POST /mint-batch': async (b) => {
+    const count = Math.max(1, Math.min(Number(b.count ?? 1), 100000));
+    const tokens = [];
+    for (let i = 0; i < count; i++) {
+      tokens.push((await mint({ ...b, claims: { ...(b.claims ?? {}), jti: `batch-${i}-${randomBytes(6).toString('hex')}` } })).token);
+    }
+    return { tokens };
+  },
   'POST /rotate': async (b) => {
     const alg = algOf(b);
     const jwk = await issuer.keys.generate(alg);

@@ -30,6 +30,8 @@ Every endpoint takes and returns JSON; a bad request answers 400
   POST /stack    {"warrants": [b64 root..leaf]}      -> {"header"}
   POST /pop      {"warrant": b64, "key", "tool", "args", "ts"?}
                                                       -> {"pop", "pop_urlsafe", "pop_hex", "ts"}
+  POST /pops     {"warrant": b64, "key", "tool", "args_list": [args...], "ts"?}
+                                                      -> {"pops": [b64...], "ts"} (one per args)
   POST /headers  {"warrant": b64, "key", "tool", "args", "chain"?: [b64 parents], "trusted_roots"?: [hex]}
                                                       -> the SDK's warrant.bind(key, trusted_roots=...)
                                                          .headers(tool, args, warrant_chain=chain) dict
@@ -317,6 +319,23 @@ def h_pop(body: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+def h_pops(body: Dict[str, Any]) -> Dict[str, Any]:
+    """One PoP per entry of `args_list`, all signed at the same `ts` (load benchmarks)."""
+    w = _warrant(body.get("warrant"), "warrant")
+    key = _key(body.get("key"), "key")
+    tool = _tool(body)
+    args_list = body.get("args_list")
+    if not isinstance(args_list, list) or not all(isinstance(a, dict) for a in args_list):
+        raise BadRequest("args_list: expected a list of objects")
+    ts = body.get("ts")
+    if ts is None:
+        ts = int(time.time())
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        raise BadRequest("ts: expected a unix timestamp integer")
+    pops = [base64.b64encode(bytes(w.sign(key, tool, a, ts))).decode("ascii") for a in args_list]
+    return {"pops": pops, "ts": ts}
+
+
 def h_headers(body: Dict[str, Any]) -> Dict[str, Any]:
     w = _warrant(body.get("warrant"), "warrant")
     key = _key(body.get("key"), "key")
@@ -369,6 +388,7 @@ ROUTES: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
     "/grant": h_grant,
     "/stack": h_stack,
     "/pop": h_pop,
+    "/pops": h_pops,
     "/headers": h_headers,
     "/srl": h_srl,
     "/inspect": h_inspect,
