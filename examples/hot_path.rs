@@ -15,7 +15,9 @@
 //!     target/release/examples/hot_path bearer 20000
 //! ```
 //!
-//! Instructions per Check: the run's collected total divided by N.
+//! Instructions per Check: the run's collected total divided by N (or
+//! the difference of two runs, which leaves out what is counted once).
+//! `hot_path bearer 20000 time` prints the fastest of 30 timed batches.
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -77,6 +79,19 @@ fn main() {
         matches!(first.http_response, Some(HttpResponse::OkResponse(_))),
         "the request must be allowed: {first:?}"
     );
+    if argv.next().as_deref() == Some("time") {
+        // Wall-clock on a shared machine: the fastest of many batches is
+        // the least disturbed by other work.
+        let best = (0..30)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                black_box(measure(&checker, &req, n));
+                t.elapsed().as_nanos() as f64 / n as f64
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("{mode}: fastest of 30 batches of {n}: {best:.0} ns per Check");
+        return;
+    }
     let allowed = measure(&checker, &req, n);
     assert_eq!(allowed, n, "every repeat must be allowed");
     // What every Check's future moves around (tonic boxes it per request).

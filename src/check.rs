@@ -107,9 +107,9 @@ impl Checker {
         };
         if let Some(sessions) = &self.sessions {
             if let Some(endpoint) = sessions.endpoint(&view) {
-                // Boxed, like every rarely taken await below: an inline
-                // future would make every Check's future (moved on each
-                // poll set-up, boxed per request by tonic) that much larger.
+                // Boxed, like every rarely taken await below: inline, its
+                // future would make every Check's future (moved into place
+                // before it is polled, boxed per request by tonic) larger.
                 let reply = Box::pin(sessions.handle(endpoint, &view, &self.oidc)).await;
                 return self.reply(reply, &view, req, started);
             }
@@ -146,10 +146,18 @@ impl Checker {
                 }
                 response::allowed(edits)
             }
-            Err(denied) => match Box::pin(self.login_redirect(&denied, &view)).await {
-                Some(reply) => self.reply(reply, &view, req, started),
-                None => self.deny(denied, Some(&view), req, started),
-            },
+            Err(denied) => {
+                // Only browser sessions redirect: without them a denial
+                // allocates no boxed future.
+                let redirect = match &self.sessions {
+                    Some(_) => Box::pin(self.login_redirect(&denied, &view)).await,
+                    None => None,
+                };
+                match redirect {
+                    Some(reply) => self.reply(reply, &view, req, started),
+                    None => self.deny(denied, Some(&view), req, started),
+                }
+            }
         }
     }
 

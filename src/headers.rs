@@ -6,7 +6,10 @@
 //! `x_user_id` and `x-user-id` as the same variable, so a request header
 //! whose name equals a stripped name once `_` is read as `-` is removed too.
 
+use envoy_types::ext_authz::v3::pb::HeaderValueOption;
+
 use crate::identity::Identity;
+use crate::response::overwrite;
 use crate::verify::warrant::Grant;
 
 /// What an allowed warrant request injects (Tenuo's names).
@@ -87,10 +90,11 @@ pub struct HeaderPolicy {
 }
 
 /// The header edits of one allowed request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Edits {
-    /// Set with overwrite semantics.
-    pub set: Vec<(String, String)>,
+    /// Set with overwrite semantics; built as the response holds them, so
+    /// they are not copied into another list for it.
+    pub set: Vec<HeaderValueOption>,
     pub remove: Vec<String>,
     /// `Set-Cookie` values for the client's response (session renewal).
     pub set_cookies: Vec<String>,
@@ -220,36 +224,39 @@ impl HeaderPolicy {
         also_remove: &[&str],
         request_headers: impl Iterator<Item = &'a str>,
     ) -> Edits {
-        // `String::from(&*…)`, not `to_string()`: on a `Box<str>` or an
-        // `Arc<str>` that goes through `Display` and the formatter (and
-        // grows the string), on every allowed request.
-        // `set_slots`: which `Slot`s are in `set`.
+        // `set_slots`: which `Slot`s are in `set`. `String::from(&*…)`, not
+        // `to_string()`: on a `Box<str>` or an `Arc<str>` that goes through
+        // `Display` and the formatter (and grows the string), on every
+        // allowed request.
         let mut set = Vec::with_capacity(8);
         let mut set_slots = 0;
         if let Some(identity) = identity {
-            set.push((self.user.clone(), String::from(&*identity.user)));
-            set.push((self.issuer.clone(), String::from(&*identity.issuer)));
+            set.push(overwrite(self.user.clone(), String::from(&*identity.user)));
+            set.push(overwrite(self.issuer.clone(), String::from(&*identity.issuer)));
             set_slots |= Slot::User.bit() | Slot::Issuer.bit();
             if let Some(email) = &identity.email {
-                set.push((self.email.clone(), String::from(&**email)));
+                set.push(overwrite(self.email.clone(), String::from(&**email)));
                 set_slots |= Slot::Email.bit();
             }
             if !identity.groups_header().is_empty() {
-                set.push((self.groups.clone(), String::from(identity.groups_header())));
+                set.push(overwrite(self.groups.clone(), String::from(identity.groups_header())));
                 set_slots |= Slot::Groups.bit();
             }
         }
         if let Some(g) = grant {
-            set.push((WARRANT_ID.to_string(), String::from(&*g.warrant_id)));
-            set.push((WARRANT_TOOL.to_string(), String::from(&*g.tool)));
-            set.push((WARRANT_HOLDER.to_string(), String::from(&*g.holder)));
-            set.push((WARRANT_ROOT_ISSUER.to_string(), String::from(&*g.root_issuer)));
+            set.push(overwrite(WARRANT_ID, String::from(&*g.warrant_id)));
+            set.push(overwrite(WARRANT_TOOL, String::from(&*g.tool)));
+            set.push(overwrite(WARRANT_HOLDER, String::from(&*g.holder)));
+            set.push(overwrite(WARRANT_ROOT_ISSUER, String::from(&*g.root_issuer)));
             set_slots |= Slot::WarrantId.bit()
                 | Slot::WarrantTool.bit()
                 | Slot::WarrantHolder.bit()
                 | Slot::WarrantRootIssuer.bit();
         }
-        let injected = |n: &str| set.iter().any(|(s, _)| s.eq_ignore_ascii_case(n));
+        let injected = |n: &str| {
+            set.iter()
+                .any(|h| h.header.as_ref().is_some_and(|h| h.key.eq_ignore_ascii_case(n)))
+        };
         // Built from precomputed lists: this runs on every allowed request.
         let mut remove: Vec<String> = Vec::with_capacity(self.fixed.len() + self.injectable.len() + 4);
         remove.extend(self.fixed.iter().cloned());
@@ -265,10 +272,14 @@ impl HeaderPolicy {
         // lists above already, or overwritten when injected. Sorted and
         // deduplicated once instead of a scan per header: the request's
         // header count is capped, but this stays O(n log n) regardless.
-        let mut spelled: Vec<String> = request_headers
-            .filter(|name| self.is_spoofable(name) && !injected(name) && !self.is_exact(name))
-            .map(str::to_string)
-            .collect();
+        // `for_each`, not `filter().collect()`: it folds over the header
+        // map directly instead of stepping through the adapters per header.
+        let mut spelled: Vec<String> = Vec::new();
+        request_headers.for_each(|name| {
+            if self.is_spoofable(name) && !injected(name) && !self.is_exact(name) {
+                spelled.push(name.to_string());
+            }
+        });
         spelled.sort_unstable();
         spelled.dedup();
         remove.append(&mut spelled);
@@ -325,11 +336,20 @@ impl Slot {
 }
 
 impl Edits {
+    /// What `set` sets, as (name, value).
+    #[cfg(test)]
+    pub fn set_pairs(&self) -> Vec<(String, String)> {
+        self.set
+            .iter()
+            .filter_map(|h| h.header.as_ref().map(|h| (h.key.clone(), h.value.clone())))
+            .collect()
+    }
+
     pub fn apply_cookie_edit(&mut self, edit: CookieEdit) {
         match edit {
             CookieEdit::Keep => {}
             CookieEdit::Remove => self.remove.push("cookie".into()),
-            CookieEdit::Set(value) => self.set.push(("cookie".into(), value)),
+            CookieEdit::Set(value) => self.set.push(overwrite("cookie", value)),
         }
     }
 }
@@ -558,7 +578,7 @@ mod tests {
         spelled.dedup();
         remove.append(&mut spelled);
         Edits {
-            set,
+            set: set.into_iter().map(|(k, v)| overwrite(k, v)).collect(),
             remove,
             ..Default::default()
         }
@@ -671,7 +691,7 @@ mod tests {
             ["x_user_id", "x-auth-request-foo", "accept", "x_user_id"].into_iter(),
         );
         assert_eq!(
-            e.set,
+            e.set_pairs(),
             vec![
                 ("x-user-id".to_string(), "alice".to_string()),
                 ("x-auth-request-issuer".into(), "https://issuer.test".into()),
@@ -708,7 +728,7 @@ mod tests {
             expires_at: 0,
         };
         let e = policy().edits(None, Some(&grant), &["x-tenuo-pop"], ["X-Tenuo-Tool"].into_iter());
-        let set: Vec<&str> = e.set.iter().map(|(k, _)| k.as_str()).collect();
+        let set: Vec<String> = e.set_pairs().into_iter().map(|(k, _)| k).collect();
         assert_eq!(set, [WARRANT_ID, WARRANT_TOOL, WARRANT_HOLDER, WARRANT_ROOT_ISSUER]);
         assert!(e.remove.contains(&"x-user-id".to_string()), "nothing proves a user");
         assert!(e.remove.contains(&"x-tenuo-pop".to_string()));

@@ -44,7 +44,7 @@ pub fn allowed(edits: Edits) -> CheckResponse {
             ..Default::default()
         }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers: edits.set.into_iter().map(|(k, v)| overwrite(k, v)).collect(),
+            headers: edits.set,
             headers_to_remove: edits.remove,
             response_headers_to_add: response_headers,
             ..Default::default()
@@ -196,7 +196,8 @@ fn set_cookie(value: String) -> HeaderValueOption {
     }
 }
 
-fn overwrite(key: impl Into<String>, value: impl Into<String>) -> HeaderValueOption {
+/// A header set with overwrite semantics (what `Edits::set` holds).
+pub fn overwrite(key: impl Into<String>, value: impl Into<String>) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
             key: key.into(),
