@@ -33,6 +33,7 @@
 #   BENCH_SCENARIOS="bearer cold-rs256 cold-eddsa session warrant-exact warrant"
 #   ENVOY_BIN             envoy for the login (default: envoy/install.sh)
 #   TENUO_PYTHON          python with the Tenuo SDK (default: tests/tenuo/install.sh)
+#   PORTCULLIS_BIN        a prebuilt portcullis (default: cargo build --release)
 #   BENCH_KEEP=1          keep the work directory
 #   BENCH_RESULTS         where to write the Markdown (default benches/load/RESULTS-grpc.md)
 set -euo pipefail
@@ -48,7 +49,7 @@ GRPC_CONNS=${BENCH_GRPC_CONNECTIONS:-1}
 ONCE=${BENCH_ONCE_COUNT:-2000}
 SCENARIOS=${BENCH_SCENARIOS:-bearer cold-rs256 cold-eddsa session warrant-exact warrant}
 RESULTS=${BENCH_RESULTS:-$HERE/RESULTS-grpc.md}
-COMMAND_LINE="$(knobs_set BENCH_DURATION BENCH_WARMUP BENCH_RUNS BENCH_CONCURRENCY BENCH_GRPC_CONNECTIONS \
+COMMAND_LINE="$(knobs_set PORTCULLIS_BIN BENCH_DURATION BENCH_WARMUP BENCH_RUNS BENCH_CONCURRENCY BENCH_GRPC_CONNECTIONS \
   BENCH_ONCE_COUNT BENCH_SCENARIOS)$0${*:+ $*}"
 for c in $CONCURRENCY $GRPC_CONNS $ONCE; do
   [[ $c =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONCURRENCY, BENCH_GRPC_CONNECTIONS and BENCH_ONCE_COUNT take positive integers"
@@ -67,10 +68,9 @@ ENVOY_VERSION_LINE=$("$ENVOY_BIN" --version | sed -n 's/.*version: //p' | head -
 TENUO_PYTHON=${TENUO_PYTHON:-$(./tests/tenuo/install.sh)}
 [ -d tests/idp/node_modules/oauth2-mock-server ] || (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error) >&2
 
-step "cargo build --release (portcullis, benches/load/tools)"
-cargo build --release --bin portcullis >&2 || die "cargo build --release failed"
+build_portcullis
+step "cargo build --release (benches/load/tools)"
 (cd "$HERE/tools" && CARGO_TARGET_DIR=$ROOT/target/load-tools cargo build --release >&2) || die "load tools build failed"
-PORTCULLIS=$ROOT/target/release/portcullis
 LOAD=$ROOT/target/load-tools/release/grpc-load
 NULL_AUTHZ=$ROOT/target/load-tools/release/null-authz
 

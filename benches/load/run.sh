@@ -40,6 +40,7 @@
 #                       Envoy sends Check only the credential and spoofable headers)
 #   BENCH_PEERS=auto    auto: oauth2-proxy when it installs (go install, once, into
 #                       benches/load/.tools); 0: no peers
+#   PORTCULLIS_BIN      a prebuilt portcullis (default: cargo build --release)
 #   BENCH_KEEP=1        keep the work directory (rendered configs, logs, raw wrk output)
 #   BENCH_RESULTS       where to write the Markdown
 set -euo pipefail
@@ -48,7 +49,7 @@ ENVOY_VERSION=1.40.0
 O2P_VERSION=v7.15.6
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # The command line in the report shows the knobs asked for, before this script's defaults.
-COMMAND_LINE="$(for v in ENVOY_BIN BENCH_FRONT_CONCURRENCY BENCH_DURATION BENCH_WARMUP BENCH_CONNECTIONS \
+COMMAND_LINE="$(for v in ENVOY_BIN PORTCULLIS_BIN BENCH_FRONT_CONCURRENCY BENCH_DURATION BENCH_WARMUP BENCH_CONNECTIONS \
   BENCH_THREADS BENCH_RUNS BENCH_PEERS BENCH_ENVOY_SHARE; do [ -z "${!v:-}" ] || printf '%s ' "$v=${!v}"; done)$0${*:+ $*}"
 export BENCH_FRONT_CONCURRENCY=${BENCH_FRONT_CONCURRENCY:-2} BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64} \
   BENCH_THREADS=${BENCH_THREADS:-2}
@@ -83,10 +84,9 @@ elif [ ! -x "$O2P" ] || [ "$(cat "$HERE/.tools/oauth2-proxy.version" 2>/dev/null
   fi
 fi
 
-step "cargo build --release (portcullis, benches/load/tools)"
-cargo build --release --bin portcullis >&2 || die "cargo build --release failed"
+build_portcullis
+step "cargo build --release (benches/load/tools)"
 (cd "$HERE/tools" && CARGO_TARGET_DIR=$ROOT/target/load-tools cargo build --release >&2) || die "load tools build failed"
-PORTCULLIS=$ROOT/target/release/portcullis
 NULL_AUTHZ=$ROOT/target/load-tools/release/null-authz
 GRPC_LOAD=$ROOT/target/load-tools/release/grpc-load
 
