@@ -12,6 +12,7 @@
 // same redirects, keeps cookies as a browser does and posts the same form.
 // Prints what happens; exits 1 when an answer is not the expected one.
 import { existsSync } from 'node:fs';
+import http from 'node:http';
 
 const APP = 'http://127.0.0.1:8080/app/';
 const LOGOUT = 'http://127.0.0.1:8080/oauth2/logout';
@@ -57,6 +58,25 @@ async function chromium() {
 }
 
 // --- a scripted client: redirects, cookies (host-only, Secure allowed on loopback), forms ---
+// node:http rather than fetch: fetch sends `Sec-Fetch-Mode: cors`, which is an XHR, not a
+// navigation, and portcullis rightly answers those 401 instead of redirecting to a login.
+function request(url, method, headers, body) {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : String(body);
+    if (payload !== undefined) headers['content-length'] = Buffer.byteLength(payload);
+    const req = http.request(url, { method, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (text += c));
+      res.on('end', () =>
+        resolve({ status: res.statusCode, location: res.headers.location, setCookies: res.headers['set-cookie'] ?? [], text }),
+      );
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
 function scripted() {
   const jar = new Map(); // name -> {value, httpOnly, secure}
   let form = null; // the last login form: {action, fields}
@@ -64,8 +84,8 @@ function scripted() {
     for (let hops = 0; hops < 10; hops++) {
       const headers = { accept: 'text/html,application/xhtml+xml,*/*;q=0.8', ...(init.headers ?? {}) };
       if (jar.size) headers.cookie = [...jar].map(([n, c]) => `${n}=${c.value}`).join('; ');
-      const res = await fetch(url, { ...init, headers, redirect: 'manual' });
-      for (const sc of res.headers.getSetCookie()) {
+      const res = await request(url, init.method ?? 'GET', headers, init.body);
+      for (const sc of res.setCookies) {
         const [pair, ...attrs] = sc.split(';').map((s) => s.trim());
         const i = pair.indexOf('=');
         const name = pair.slice(0, i);
@@ -73,13 +93,13 @@ function scripted() {
         if (flags.includes('max-age=0')) jar.delete(name);
         else jar.set(name, { value: pair.slice(i + 1), httpOnly: flags.includes('httponly'), secure: flags.includes('secure') });
       }
-      const location = res.headers.get('location');
+      const location = res.location;
       if (res.status >= 300 && res.status < 400 && location) {
         url = new URL(location, url).href;
         init = {};
         continue;
       }
-      const text = await res.text();
+      const text = res.text;
       const action = text.match(/<form method="post" action="([^"]+)"/);
       if (action) {
         const fields = {};
@@ -93,7 +113,7 @@ function scripted() {
     throw new Error(`too many redirects from ${url}`);
   }
   return {
-    name: 'a scripted client (no Chromium installed: apt-get install chromium for a real one)',
+    name: process.argv.includes('--scripted') ? 'a scripted client' : 'a scripted client; no Chromium found (apt-get install chromium for a real one)',
     open: (url) => go(url),
     login(user, password) {
       const body = new URLSearchParams({ ...form.fields, username: user, password });

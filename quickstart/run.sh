@@ -91,8 +91,9 @@ cat <<'TXT'
 $ ALICE=$(curl -s -d grant_type=password -d username=alice http://127.0.0.1:9400/token | jq -r .access_token)
 $ BOB=$(curl -s -d grant_type=password -d username=bob http://127.0.0.1:9400/token | jq -r .access_token)
 $ CI=$(curl -s -d grant_type=client_credentials -d client_id=ci-pipeline http://127.0.0.1:9400/token | jq -r .access_token)
-$ FORGED="${ALICE%.*}.${BOB##*.}"     # Alice's claims with Bob's signature
+$ FORGED="${ALICE%.*}.${BOB##*.}"
 TXT
+echo "(FORGED: Alice's claims with Bob's signature)"
 ALICE=$(token -d grant_type=password -d username=alice)
 BOB=$(token -d grant_type=password -d username=bob)
 CI=$(token -d grant_type=client_credentials -d client_id=ci-pipeline)
@@ -123,8 +124,12 @@ node quickstart/browser.mjs | sed 's/^/  /' || FAILED=1
 
 step "A Tenuo warrant with proof of possession (Tenuo's Python SDK: quickstart/warrant.py)"
 cat <<'TXT'
-$ WARRANT=$(.venv/bin/python quickstart/warrant.py mint)     # read_file, path under /data/reports/, 10 min, bound to the agent's key
-$ POP=$(.venv/bin/python quickstart/warrant.py pop "$WARRANT" read_file path=/data/reports/q3.txt)   # the agent signs this call (valid ~1 min)
+The control plane mints a warrant for an agent: tool read_file, argument path only
+under /data/reports/, 10 minutes, bound to the agent's key. For each call the agent
+signs the tool and its arguments (X-Tenuo-PoP, accepted for about a minute: sign
+again after that). From the repository root:
+$ WARRANT=$(.venv/bin/python quickstart/warrant.py mint)
+$ POP=$(.venv/bin/python quickstart/warrant.py pop "$WARRANT" read_file path=/data/reports/q3.txt)
 TXT
 WARRANT=$(.venv/bin/python quickstart/warrant.py mint)
 POP=$(.venv/bin/python quickstart/warrant.py pop "$WARRANT" read_file path=/data/reports/q3.txt)
