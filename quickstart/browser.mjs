@@ -5,7 +5,7 @@
 //   3. the echo upstream shows alice's identity (and no session cookie)
 //   4. /oauth2/logout -> the IdP's end_session -> /app/ -> the login page again
 //
-//   node quickstart/browser.mjs [--scripted]
+//   node quickstart/browser.mjs [--scripted]     (or QUICKSTART_BROWSER=scripted)
 //
 // A real headless Chromium (playwright-core + /usr/bin/chromium, or $CHROMIUM) when
 // one is installed; otherwise, or with --scripted, a scripted client that follows the
@@ -19,6 +19,7 @@ const LOGOUT = 'http://127.0.0.1:8080/oauth2/logout';
 const IDP = 'http://127.0.0.1:9400';
 const COOKIE = '__Host-portcullis';
 
+const scriptedOnly = process.argv.includes('--scripted') || process.env.QUICKSTART_BROWSER === 'scripted';
 let failed = false;
 function expect(ok, what) {
   if (!ok) {
@@ -30,7 +31,7 @@ function expect(ok, what) {
 // --- a real browser -------------------------------------------------------------
 async function chromium() {
   const exe = process.env.CHROMIUM ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-  if (!exe || process.argv.includes('--scripted')) return null;
+  if (!exe || scriptedOnly) return null;
   const { chromium } = await import('playwright-core');
   const browser = await chromium.launch({
     executablePath: exe,
@@ -113,7 +114,7 @@ function scripted() {
     throw new Error(`too many redirects from ${url}`);
   }
   return {
-    name: process.argv.includes('--scripted') ? 'a scripted client' : 'a scripted client; no Chromium found (apt-get install chromium for a real one)',
+    name: scriptedOnly ? 'a scripted client' : 'a scripted client; no Chromium found (apt-get install chromium for a real one)',
     open: (url) => go(url),
     login(user, password) {
       const body = new URLSearchParams({ ...form.fields, username: user, password });

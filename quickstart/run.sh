@@ -5,7 +5,8 @@
 # 127.0.0.1. It shows the three ways in, with their real answers:
 #   1. bearer tokens (curl commands, printed and run);
 #   2. a browser login on http://127.0.0.1:8080/app/ (quickstart/browser.mjs drives it:
-#      headless Chromium when installed, else a scripted client);
+#      headless Chromium when installed, else a scripted client; QUICKSTART_BROWSER=scripted
+#      forces the latter);
 #   3. a Tenuo warrant with proof of possession (minted with Tenuo's Python SDK,
 #      quickstart/warrant.py; sent with curl).
 #
@@ -150,5 +151,6 @@ printf '%s' "$LAST_BODY" | grep -q '"reason":"constraint_violation"' || { echo "
 if [ "$FAILED" != 0 ]; then die "an answer was not what the quickstart promises"; fi
 step "All answers as expected. Logs (while it runs): $WORK"
 if [ "$ONCE" = true ]; then exit 0; fi
-echo "Everything keeps running; try the curl commands above. Ctrl-C stops."
+echo "Everything keeps running: open http://127.0.0.1:8080/app/ in your browser (alice/alice, bob/bob),"
+echo "try the curl commands above (from the repository root). Ctrl-C stops."
 wait
