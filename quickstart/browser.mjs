@@ -78,7 +78,7 @@ function request(url, method, headers, body) {
   });
 }
 
-function scripted() {
+function scripted(note) {
   const jar = new Map(); // name -> {value, httpOnly, secure}
   let form = null; // the last login form: {action, fields}
   async function go(url, init = {}) {
@@ -114,7 +114,7 @@ function scripted() {
     throw new Error(`too many redirects from ${url}`);
   }
   return {
-    name: scriptedOnly ? 'a scripted client' : 'a scripted client; no Chromium found (apt-get install chromium for a real one)',
+    name: `a scripted client${note}`,
     open: (url) => go(url),
     login(user, password) {
       const body = new URLSearchParams({ ...form.fields, username: user, password });
@@ -125,7 +125,14 @@ function scripted() {
   };
 }
 
-const b = (await chromium()) ?? scripted();
+let b = null;
+try {
+  b = await chromium();
+} catch (e) {
+  b = false;
+  console.log(`(Chromium did not start: ${String(e?.message ?? e).split('\n')[0]}; using the scripted client)`);
+}
+if (!b) b = scripted(scriptedOnly || b === false ? '' : '; no Chromium found (apt-get install chromium for a real one)');
 console.log(`(${b.name})`);
 try {
   console.log(`\n# Open ${APP}: no session, so portcullis redirects the browser to the IdP's login page`);
