@@ -3,6 +3,7 @@
 #
 #   ./tests/fuzz.sh [SECONDS]        # every target, SECONDS each (default 60)
 #   FUZZ_TARGETS="path cookies" ./tests/fuzz.sh 300
+#   FUZZ_PROFILE=dev ./tests/fuzz.sh 10  # unoptimized: quicker to build
 #
 # Installs cargo-fuzz if missing, checks the fuzz crate (fmt, the unit tests
 # that prove each invariant fires on known-bad behaviour), builds every
@@ -60,9 +61,13 @@ step "fuzz crate: fmt and invariant unit tests"
 cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 CARGO_TARGET_DIR="$root/target" cargo test --manifest-path fuzz/Cargo.toml --lib --quiet
 
-step "build every target (sanitizer: $sanitizer)"
+step "build every target (sanitizer: $sanitizer, profile: ${FUZZ_PROFILE:-release})"
 build_start=$(date +%s)
 flags=(--sanitizer "$sanitizer" --debug-assertions)
+# FUZZ_PROFILE=dev: unoptimized, built in about half the time; the test
+# command's 10-second smoke run replays the corpus with it. Long runs keep the
+# default (release: many more executions per second).
+[ "${FUZZ_PROFILE:-release}" = dev ] && flags+=(--dev)
 (cd fuzz && cargo "${toolchain[@]}" fuzz build "${flags[@]}")
 build_seconds=$(($(date +%s) - build_start))
 echo "built in ${build_seconds}s"
