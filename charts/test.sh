@@ -206,7 +206,7 @@ for cfg in "$WORK"/portcullis/*.yaml; do
 done
 
 # --- 3. schema and guards ------------------------------------------------------------------
-step "3. values that must fail helm template, PDB only with replicas"
+step "3. values that must fail helm template; PDB, checksum, existingConfigMap"
 must_fail() { # must_fail LABEL EXPECTED-MESSAGE-PART HELM-ARGS...
   local label=$1 want=$2 out
   shift 2
@@ -236,6 +236,22 @@ if [ "$n1" = 0 ] && [ "$n2" = 1 ] && [ "$n3" = 1 ]; then
   record ok "PodDisruptionBudget: none with replicaCount=1, one with 2 or an HPA floor of 2"
 else
   record FAIL "PodDisruptionBudget: replicaCount=1 -> $n1 (want 0), default -> $n2 (want 1), HPA -> $n3 (want 1)"
+fi
+
+checksum() { "$HELM" template portcullis "$CHART" "$@" | sed -n 's/^ *checksum\/config: //p'; }
+c1=$(checksum)
+c2=$(checksum --set config.debug=true)
+if [ -n "$c1" ] && [ -n "$c2" ] && [ "$c1" != "$c2" ]; then
+  record ok "checksum/config: a config change changes the pod template (rolls the pods)"
+else
+  record FAIL "checksum/config: '$c1' vs '$c2' (want two different checksums)"
+fi
+ecm=$("$HELM" template portcullis "$CHART" --set existingConfigMap=my-config)
+if ! grep -q '^kind: ConfigMap$' <<<"$ecm" && ! grep -q 'checksum/config' <<<"$ecm" &&
+  grep -q '^ *name: my-config$' <<<"$ecm"; then
+  record ok "existingConfigMap: mounted, no ConfigMap or checksum of the chart's own"
+else
+  record FAIL "existingConfigMap: expected the volume to name my-config and no chart ConfigMap"
 fi
 
 # --- 4. drift ------------------------------------------------------------------------------
