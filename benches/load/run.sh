@@ -21,7 +21,11 @@
 # the test IdP (tests/idp/idp.mjs); the session setup sends the session cookie. Load:
 # wrk, keep-alive, fixed connections and duration, --latency. The setups are measured
 # round-robin (start rotated per round) so slow drift of the machine hits all of them
-# alike; the table reports the median of the rounds. Results: printed, and written to
+# alike; the table reports the median of the rounds. Then latency at a fixed load:
+# vegeta (Go module proxy) sends an open-loop constant rate, half of null-authz's
+# median throughput, to the ext_authz setups (null-authz, portcullis bearer and
+# session, oauth2-proxy), round-robin again; a closed loop like wrk's would hide a
+# stall by slowing down, an open loop shows it in the tail. Results: printed, and written to
 # benches/load/RESULTS.md (BENCH_FRONT_CONCURRENCY=2, the default) or
 # RESULTS-front1.md (=1).
 #
@@ -38,6 +42,7 @@
 #                       nullnoremove (portcullis' injected headers, no headers_to_remove),
 #                       nullbare (an OK without edits), nullallowed (portcullis' bytes, and
 #                       Envoy sends Check only the credential and spoofable headers)
+#   BENCH_OPEN_LOOP=1   0: skip the constant-rate phase (vegeta)
 #   BENCH_PEERS=auto    auto: oauth2-proxy when it installs (go install, once, into
 #                       benches/load/.tools); 0: no peers
 #   PORTCULLIS_BIN      a prebuilt portcullis (default: cargo build --release)
@@ -47,10 +52,11 @@ set -euo pipefail
 
 ENVOY_VERSION=1.40.0
 O2P_VERSION=v7.15.6
+VEGETA_VERSION=v12.13.0
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # The command line in the report shows the knobs asked for, before this script's defaults.
 COMMAND_LINE="$(for v in ENVOY_BIN PORTCULLIS_BIN BENCH_FRONT_CONCURRENCY BENCH_DURATION BENCH_WARMUP BENCH_CONNECTIONS \
-  BENCH_THREADS BENCH_RUNS BENCH_PEERS BENCH_ENVOY_SHARE; do [ -z "${!v:-}" ] || printf '%s ' "$v=${!v}"; done)$0${*:+ $*}"
+  BENCH_THREADS BENCH_RUNS BENCH_PEERS BENCH_ENVOY_SHARE BENCH_OPEN_LOOP; do [ -z "${!v:-}" ] || printf '%s ' "$v=${!v}"; done)$0${*:+ $*}"
 export BENCH_FRONT_CONCURRENCY=${BENCH_FRONT_CONCURRENCY:-2} BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64} \
   BENCH_THREADS=${BENCH_THREADS:-2}
 # shellcheck source=benches/load/lib.sh
@@ -82,6 +88,16 @@ elif [ ! -x "$O2P" ] || [ "$(cat "$HERE/.tools/oauth2-proxy.version" 2>/dev/null
   else
     PEER_NOTE="oauth2-proxy: not measured (go install github.com/oauth2-proxy/oauth2-proxy/v7@$O2P_VERSION failed)"
   fi
+fi
+
+# The open-loop load generator, from the Go module proxy like the peers.
+VEGETA=$HERE/.tools/bin/vegeta
+OPEN_LOOP=${BENCH_OPEN_LOOP:-1}
+if [ "$OPEN_LOOP" = 1 ] && { [ ! -x "$VEGETA" ] || [ "$(cat "$HERE/.tools/vegeta.version" 2>/dev/null)" != "$VEGETA_VERSION" ]; }; then
+  step "go install vegeta $VEGETA_VERSION into benches/load/.tools (once)"
+  GOBIN=$HERE/.tools/bin go install "github.com/tsenart/vegeta/v12@$VEGETA_VERSION" >&2 ||
+    die "go install github.com/tsenart/vegeta/v12@$VEGETA_VERSION failed (BENCH_OPEN_LOOP=0 skips the phase)"
+  echo "$VEGETA_VERSION" >"$HERE/.tools/vegeta.version"
 fi
 
 build_portcullis
@@ -296,6 +312,32 @@ for ((r = 1; r <= RUNS; r++)); do
   done
 done
 
+# --- latency at a fixed rate (open loop) ------------------------------------------------------------
+# Half of null-authz's median throughput: every ext_authz setup can carry it, so the
+# tail shows per-request cost and stalls, not queueing at saturation.
+OPEN_SETUPS=()
+if [ "$OPEN_LOOP" = 1 ]; then
+  for s in nullauthz extauthz extsession oauth2proxy; do
+    [[ " ${SETUPS[*]} " == *" $s "* ]] && OPEN_SETUPS+=("$s")
+  done
+  RATE=$(python3 -c 'import re, statistics, sys
+rps = [float(re.search(r"^Requests/sec:\s+([0-9.]+)", open(f).read(), re.M).group(1)) for f in sys.argv[1:]]
+print(max(1, int(statistics.median(rps) / 2)))' "$WORK"/wrk-nullauthz-*.txt)
+  vegeta_at() { # setup round
+    local hdr=(-header "$AUTH")
+    [ "$1" = extsession ] && hdr=(-header "cookie: $SESSION_COOKIE" -header 'accept: text/html' -header 'sec-fetch-site: same-origin')
+    echo "GET http://127.0.0.1:${LISTEN[$1]}${WRK_PATH[$1]:-/bench}" |
+      "$VEGETA" attack -rate="$RATE/s" -duration="${DURATION}s" -timeout=5s "${hdr[@]}" >"$WORK/open-$1-$2.bin"
+    "$VEGETA" encode --to csv "$WORK/open-$1-$2.bin" | cut -d, -f1-3 >"$WORK/open-$1-$2.csv"
+  }
+  for ((r = 1; r <= RUNS; r++)); do
+    ORDER=()
+    for ((i = 0; i < ${#OPEN_SETUPS[@]}; i++)); do ORDER+=("${OPEN_SETUPS[$(((i + r - 1) % ${#OPEN_SETUPS[@]}))]}"); done
+    step "open loop, round $r/$RUNS: $RATE requests/s to ${ORDER[*]} (${DURATION} s each)"
+    for s in "${ORDER[@]}"; do vegeta_at "$s" "$r"; done
+  done
+fi
+
 # --- report -----------------------------------------------------------------------------------------
 step "report"
 check_fronts_alive
@@ -308,6 +350,10 @@ cookie_bytes=${#SESSION_COOKIE}
 portcullis_rev=$(tree_rev)
 peer_note=$PEER_NOTE
 oauth2_proxy=$O2P_VERSION
+open_setups=${OPEN_SETUPS[*]}
+open_rate=${RATE:-}
+duration=$DURATION
+vegeta=$VEGETA_VERSION
 EOF
 summarize summarize.py "envoy-front$FRONT_CONCURRENCY"
 ok=1

@@ -7,6 +7,7 @@ during that run by the front Envoy, the upstream Envoy, the authorizer
 (portcullis, null-authz or oauth2-proxy; 0 otherwise) and wrk); parsed by benchlib.py.
 """
 
+import statistics
 import sys
 from pathlib import Path
 
@@ -14,7 +15,45 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import Bench, fmt_ms  # noqa: E402
 
 TARGET = 0.95  # portcullis throughput / null-authz throughput, through the same Envoy config
+OPEN_P99 = 1.5  # portcullis p99 / null-authz p99 at half of null-authz's max rate
 AUTHZ = ("nullauthz", "extauthz", "extsession", "oauth2proxy", "nullnoremove", "nullbare", "nullallowed")
+
+
+def open_loop(work, meta):
+    """Per open-loop setup, the median over rounds of p50/p99/p99.9 (ms) and the
+    failed count summed: from open-<setup>-<round>.csv (vegeta encode: ns timestamp,
+    status code, latency ns)."""
+    out = {}
+    for s in meta.get("open_setups", "").split():
+        rounds = []
+        for f in sorted(Path(work).glob(f"open-{s}-*.csv")):
+            lat, bad = [], 0
+            for line in f.read_text().splitlines():
+                _, code, ns = line.split(",")[:3]
+                lat.append(int(ns) / 1e6)
+                bad += code != "200"
+            if not lat:
+                raise SystemExit(f"{f}: no requests")
+            lat.sort()
+            q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
+            rounds.append({"p50": q(0.50), "p99": q(0.99), "p999": q(0.999), "bad": bad, "n": len(lat)})
+        out[s] = {k: statistics.median(r[k] for r in rounds) for k in ("p50", "p99", "p999")}
+        out[s]["bad"], out[s]["n"] = sum(r["bad"] for r in rounds), sum(r["n"] for r in rounds)
+    return out
+
+
+def open_table(b, ol):
+    """The constant-rate latency table and its verdicts."""
+    if not ol:
+        return []
+    null = ol["nullauthz"]["p99"]
+    out = [f"At a constant {int(b.meta['open_rate']):,} requests/s (half of null-authz's median throughput; "
+           f"open loop, vegeta {b.meta['vegeta']}, {b.meta['duration']} s per setup per round, median of {b.runs} rounds):", "",
+           "| setup | p50 | p99 | p99.9 | p99 vs null-authz | failed |", "|---|---:|---:|---:|---:|---:|"]
+    for s, x in ol.items():
+        out.append(f"| {b.label(s)} | {fmt_ms(x['p50'])} | {fmt_ms(x['p99'])} | {fmt_ms(x['p999'])} "
+                   f"| {x['p99'] / null:.2f} | {x['bad']} of {x['n']:,} |")
+    return out + [""]
 
 
 def summary(b):
@@ -30,11 +69,12 @@ def summary(b):
     for s in rows:
         cpu = f"{med(s, 'authz_us'):.0f} µs" if s in AUTHZ else "–"
         out.append(f"| {b.label(s)} | {med(s, 'rps'):,.0f} | {fmt_ms(med(s, 'p99'))} | {med(s, 'rps') / null:.2f} | {cpu} |")
-    return out + [""]
+    return out + [""] + open_table(b, b.open_loop)
 
 
 def main():
     b = Bench(sys.argv[1])
+    b.open_loop = open_loop(sys.argv[1], b.meta)
     meta, setups, med = b.meta, b.setups, b.med
     out = b.intro("portcullis load benchmark through real Envoy", "benches/load/run.sh", "front proxies")
     p = out.append
@@ -81,6 +121,12 @@ def main():
               f"p99 {med(s, 'p99') / med('nullauthz', 'p99'):.2f}× null-authz's; "
               f"{med(s, 'authz_us'):.1f} µs of portcullis CPU per request against {med('nullauthz', 'authz_us'):.1f} µs "
               "for null-authz.")
+    for s in ("extauthz", "extsession"):
+        if s in b.open_loop:
+            ratio = b.open_loop[s]["p99"] / b.open_loop["nullauthz"]["p99"]
+            verdict = "meets" if ratio <= OPEN_P99 else "misses"
+            p("")
+            p(f"{b.label(s)} at the constant rate: p99 {ratio:.2f}× null-authz's ({verdict} the ≤ {OPEN_P99}× target).")
     if "oauth2proxy" in setups and "extauthz" in setups:
         p("")
         p(f"Same token, same issuer: portcullis {med('extauthz', 'rps'):,.0f} requests/s, oauth2-proxy "
