@@ -3,7 +3,7 @@
 no schema sees, with istio/validate.py's own cross-checks (imported, not copied).
 
     validate.py prepare WORK CASE_DIR...   each CASE_DIR: manifests.yaml, notes.txt
-    validate.py drift RENDERED_DEPLOYMENT_YAML ISTIO_BASE_DIR
+    validate.py drift RENDERED_YAML ISTIO_BASE_DIR
 
 prepare writes into WORK what istio/validate.sh's steps read (k8s/*.json, schema/<schema>/*.json,
 portcullis/<n>.yaml + .env), plus schemas/ for the Prometheus Operator kinds and
@@ -16,8 +16,9 @@ Secrets: the chart never holds them, so for check-config every `{file: /etc/port
 becomes a file under WORK/secrets/ and every secretKeyRef env variable gets a value, both a
 random 32-byte key (valid as a cookie key and as a client secret).
 
-drift compares the chart's default Deployment with istio/base/deployment.yaml on the fields
-that matter for security and operations; any difference fails.
+drift compares the chart's default rendering with istio/base on the fields that matter for
+security and operations (Deployment, Service ports, PodDisruptionBudget, the config's listeners,
+shutdown timing, headers and cache); any difference fails.
 """
 
 import base64
@@ -240,16 +241,35 @@ def ops_view(dep):
     }
 
 
+def config_view(cm):
+    cfg = iv.yaml.safe_load(cm["data"]["portcullis.yaml"])
+    keys = ("listen", "admin_listen", "shutdown_delay_seconds", "shutdown_grace_seconds", "debug", "headers", "cache")
+    return {k: cfg.get(k) for k in keys}
+
+
+VIEWS = {  # kind -> (file in istio/base, the fields compared)
+    "Deployment": ("deployment.yaml", ops_view),
+    "Service": ("service.yaml", lambda o: {"type": o["spec"].get("type"), "ports": o["spec"]["ports"]}),
+    "PodDisruptionBudget": ("poddisruptionbudget.yaml",
+                            lambda o: {k: v for k, v in o["spec"].items() if k != "selector"}),
+    "ConfigMap": ("configmap.yaml", config_view),
+}
+
+
 def drift(rendered, base_dir):
+    """rendered: the chart's default rendering (one file, every object)."""
     with open(rendered) as fh:
-        chart = next(d for d in iv.load_all(fh.read(), rendered) if d.get("kind") == "Deployment")
-    with open(os.path.join(base_dir, "deployment.yaml")) as fh:
-        base = iv.load_all(fh.read(), "istio/base/deployment.yaml")[0]
+        chart = {d.get("kind"): d for d in iv.load_all(fh.read(), rendered)}
     c = iv.Checks()
-    a, b = ops_view(chart), ops_view(base)
-    for key in a:
-        c.check(a[key] == b[key], f"chart default vs istio/base/deployment.yaml: {key}",
-                "" if a[key] == b[key] else f"chart {json.dumps(a[key])} != istio/base {json.dumps(b[key])}")
+    for kind, (name, view) in VIEWS.items():
+        with open(os.path.join(base_dir, name)) as fh:
+            base = iv.load_all(fh.read(), f"istio/base/{name}")[0]
+        if not c.check(kind in chart, f"chart default renders a {kind}"):
+            continue
+        a, b = view(chart[kind]), view(base)
+        for key in a:
+            c.check(a[key] == b[key], f"chart default vs istio/base/{name}: {key}",
+                    "" if a[key] == b[key] else f"chart {json.dumps(a[key])} != istio/base {json.dumps(b[key])}")
     print(f"{c.passed} fields agree, {c.failed} differ")
     return 1 if c.failed else 0
 
