@@ -4,8 +4,8 @@
 #   charts/test.sh            (from anywhere)
 #
 # 1. helm lint --strict, with the default values and each charts/portcullis/ci/*-values.yaml;
-# 2. helm template + NOTES (helm install --dry-run=client) for each of those cases, each into its
-#    own namespace, then, as istio/validate.sh does for istio/ (charts/validate.py imports its
+# 2. helm template + NOTES.txt (rendered through a copy of the chart, see below) for each of those
+#    cases, each into its own namespace, then, as istio/validate.sh does for istio/ (charts/validate.py imports its
 #    cross-checks): kubernetes-validate --strict (Kubernetes 1.32 and 1.37 schemas); the
 #    AuthorizationPolicies and PeerAuthentication against Istio's CRD schemas, and the mesh
 #    config and CUSTOM policy that NOTES.txt prints against the same schemas as istio/mesh and
@@ -13,7 +13,8 @@
 #    with `promtool check rules`; the hardening, probe, port, selector and shutdown cross-checks;
 #    `portcullis check-config` on every rendered portcullis.yaml (secrets faked);
 # 3. the values schema and guards: a misspelt key, `image.tag: latest`, a grace period below the
-#    shutdown delay all fail `helm template`; no PodDisruptionBudget with one replica;
+#    shutdown delay, a listener off `ports` all fail `helm template`; no PodDisruptionBudget with
+#    one replica; a config change changes checksum/config; existingConfigMap replaces the chart's;
 # 4. drift: the chart's defaults agree with istio/base: the Deployment's security context,
 #    probes, ports, resources, strategy, grace period, sidecar settings; the Service ports; the
 #    PodDisruptionBudget; the config's listeners, shutdown timing, headers and cache; the dashboard
@@ -24,6 +25,7 @@
 # Istio models wheel in .venv/istio-models (as istio/validate.sh downloads it, sha256-checked);
 # promtool from PATH or .venv/bin (quickstart/validate.sh puts it there): missing, its check is
 # SKIP, or FAIL under CI=true. PORTCULLIS_BIN as in istio/validate.sh (default: cargo build).
+# About 20 s once helm and the portcullis binary are built (the first helm build takes minutes).
 set -euo pipefail
 
 HELM_VERSION=v3.22.0
