@@ -218,7 +218,12 @@ def deployment_checks(c, dep, objs, cfg):
         return
     psc, csc = pod.get("securityContext", {}), ctr.get("securityContext", {})
     who = name_of(dep)
-    c.check(spec.get("replicas", 1) >= 2, f"{who}: at least 2 replicas")
+    hpa = next((o for (k, ons, _), o in objs.items()
+                if k == "HorizontalPodAutoscaler" and ons == ns), None)
+    # Without `replicas` an HPA owns the count (a Helm chart leaves it out so that an upgrade
+    # does not reset it): its floor is what runs.
+    floor = spec.get("replicas", (hpa or {}).get("spec", {}).get("minReplicas", 1))
+    c.check(floor >= 2, f"{who}: at least 2 replicas", f"{floor}")
     c.check(pod.get("automountServiceAccountToken") is False, f"{who}: automountServiceAccountToken false")
     c.check(csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, f"{who}: runAsNonRoot")
     uid = csc.get("runAsUser", psc.get("runAsUser"))
@@ -238,13 +243,19 @@ def deployment_checks(c, dep, objs, cfg):
     # --config path -> mount -> ConfigMap key
     args = ctr.get("args", [])
     conf_path = args[args.index("--config") + 1] if "--config" in args else None
-    mount = next((m for m in ctr.get("volumeMounts", []) if m["mountPath"] == conf_path), None)
+    # The file itself (subPath), or the directory holding it (a directory mount follows
+    # ConfigMap updates, which the chart uses for the reloadable tenuo section).
+    mount = next((m for m in ctr.get("volumeMounts", []) if m["mountPath"] == conf_path
+                  or (conf_path and m["mountPath"] == os.path.dirname(conf_path) and not m.get("subPath"))), None)
     c.check(mount is not None and mount.get("readOnly") is True,
             f"{who}: --config {conf_path} is a read-only mount")
     if mount:
         vol = next((v for v in pod.get("volumes", []) if v["name"] == mount["name"]), {})
         cm_name = vol.get("configMap", {}).get("name")
         key = mount.get("subPath") or os.path.basename(conf_path)
+        items = vol.get("configMap", {}).get("items")
+        if mount["mountPath"] != conf_path and items:
+            key = next((i["key"] for i in items if i["path"] == key), None)
         cm = objs.get(("ConfigMap", ns, cm_name))
         c.check(cm is not None and key in cm.get("data", {}),
                 f"{who}: config comes from ConfigMap {cm_name} key {key}")
@@ -291,8 +302,6 @@ def deployment_checks(c, dep, objs, cfg):
         grpc = next((p for p in svc["spec"]["ports"] if p["name"] == "grpc"), None)
         c.check(grpc is not None and grpc.get("appProtocol") == "grpc",
                 f"{name_of(svc)}: port `grpc` has appProtocol grpc")
-    hpa = next((o for (k, ons, _), o in objs.items()
-                if k == "HorizontalPodAutoscaler" and ons == ns), None)
     if hpa:
         ref = hpa["spec"]["scaleTargetRef"]
         c.check(ref["kind"] == "Deployment" and ref["name"] == dep["metadata"]["name"],
@@ -302,9 +311,13 @@ def deployment_checks(c, dep, objs, cfg):
             if m["type"] == "ContainerResource":
                 c.check(m["containerResource"]["container"] in [x["name"] for x in pod["containers"]],
                         f"{name_of(hpa)}: container {m['containerResource']['container']} exists")
-    pa = [o for (k, ons, _), o in objs.items() if k == "PeerAuthentication" and ons == ns]
-    c.check(any(o["spec"].get("mtls", {}).get("mode") == "STRICT" and not o["spec"].get("selector")
-                for o in pa), f"{who}: namespace {ns} has a namespace-wide STRICT PeerAuthentication")
+    # STRICT for pods in the mesh: namespace-wide (istio/base) or selecting these pods (the
+    # chart, which shares its namespace with whatever else the user runs there).
+    if labels.get("sidecar.istio.io/inject") == "true":
+        pa = [o for (k, ons, _), o in objs.items() if k == "PeerAuthentication" and ons == ns]
+        c.check(any(o["spec"].get("mtls", {}).get("mode") == "STRICT"
+                    and (not o["spec"].get("selector") or matches(o["spec"]["selector"].get("matchLabels"), labels))
+                    for o in pa), f"{who}: a STRICT PeerAuthentication covers the pods (namespace {ns})")
 
 
 def mesh_checks(c, meshes, policies, services):

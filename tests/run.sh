@@ -6,7 +6,8 @@
 # .venv, the test IdP's npm packages, the upstream routers of the
 # differential path test: nginx from Debian, Express from npm, Starlette and
 # uvicorn from PyPI), then runs: cargo fmt --check, cargo clippy (warnings are
-# errors), envoy --mode validate on envoy/envoy.yaml, the whole cargo test
+# errors), envoy --mode validate on envoy/envoy.yaml, the istio/ manifests and
+# the Helm chart (charts/test.sh; helm is built with `go install` once), the whole cargo test
 # suite, and a short run of every fuzz target (tests/fuzz.sh, FUZZ_SECONDS
 # each, default 10). Installs are skipped when already up to date.
 set -euo pipefail
@@ -69,6 +70,10 @@ step "istio/validate.sh (Kubernetes schemas, Istio cross-checks, portcullis chec
 
 step "quickstart/validate.sh (hadolint, compose schema, alert rules, dashboard)"
 ./quickstart/validate.sh
+
+# After quickstart/validate.sh, which leaves promtool in .venv for the chart's alert rules.
+step "charts/test.sh (helm lint --strict, rendered chart validated like istio/, drift)"
+./charts/test.sh
 
 # --- Tests ----------------------------------------------------------------------------
 # Output is also collected to print one total at the end (cargo prints one
