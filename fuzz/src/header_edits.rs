@@ -148,9 +148,15 @@ pub fn check_case(case: &Case, flags: u8, names: &[String]) -> Result<(), String
     let e = case
         .policy
         .edits(id.as_ref(), grant.as_ref(), also, names.iter().map(String::as_str));
-    let set = |n: &str| e.set.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+    // The names `set` overwrites, as the response carries them.
+    let set_keys: Vec<&str> = e
+        .set
+        .iter()
+        .filter_map(|h| h.header.as_ref().map(|h| h.key.as_str()))
+        .collect();
+    let set = |n: &str| set_keys.iter().any(|k| k.eq_ignore_ascii_case(n));
     let removed = |n: &str| e.remove.iter().any(|r| r.eq_ignore_ascii_case(n));
-    for (k, _) in &e.set {
+    for &k in &set_keys {
         ensure(!removed(k), || {
             format!("{k:?} is injected and removed (flags {flags:#x}): {e:?}")
         })?;
