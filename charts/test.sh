@@ -20,7 +20,7 @@
 #    PodDisruptionBudget; the config's listeners, shutdown timing, headers and cache; the dashboard
 #    and alert rules in the chart are byte-identical to deploy/observability/.
 #
-# Tools: helm v3.22.0 built with `go install` into <repo>/.tools/bin once (gitignored);
+# Tools: helm, built by charts/install-helm.sh (`go install`, once, into <repo>/.tools/bin);
 # kubernetes-validate and check-jsonschema at istio/validate.sh's pins in <repo>/.venv; the
 # Istio models wheel in .venv/istio-models (as istio/validate.sh downloads it, sha256-checked);
 # promtool from PATH or .venv/bin (quickstart/validate.sh puts it there): missing, its check is
@@ -28,7 +28,6 @@
 # About 20 s once helm and the portcullis binary are built (the first helm build takes minutes).
 set -euo pipefail
 
-HELM_VERSION=v3.22.0
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 CHART=$HERE/portcullis
@@ -47,18 +46,7 @@ pin() { sed -n "s/^$1=//p" istio/validate.sh; } # one source for the versions is
 
 # --- tools ---------------------------------------------------------------------------
 step "tools"
-HELM=$ROOT/.tools/bin/helm
-if [ ! -x "$HELM" ] || [ "$("$HELM" version --template '{{.Version}}')" != "$HELM_VERSION" ]; then
-  command -v go >/dev/null || die "go not found (needed once to build helm $HELM_VERSION)"
-  echo "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION -> .tools/bin (once)"
-  # The link flags of helm's own Makefile: without them the binary calls itself "v3.22" and
-  # assumes Kubernetes 1.20 (k8s.io modules v0.37 => 1.37), which the chart's kubeVersion refuses.
-  h=helm.sh/helm/v3
-  GOBIN=$ROOT/.tools/bin go install -ldflags "-X $h/internal/version.version=$HELM_VERSION \
-    -X $h/pkg/lint/rules.k8sVersionMajor=1 -X $h/pkg/lint/rules.k8sVersionMinor=37 \
-    -X $h/pkg/chartutil.k8sVersionMajor=1 -X $h/pkg/chartutil.k8sVersionMinor=37" \
-    "$h/cmd/helm@$HELM_VERSION"
-fi
+HELM=$(./charts/install-helm.sh) || die "helm could not be built (charts/install-helm.sh)"
 echo "helm $("$HELM" version --template '{{.Version}} ({{.GoVersion}})')"
 # helm keeps its caches and config under these; nothing of the caller's is read or written.
 HELM_HOME=$(mktemp -d)

@@ -55,10 +55,11 @@ else
   echo "toolchain: $(rustc --version) with RUSTC_BOOTSTRAP=1"
 fi
 
-step "fuzz crate: fmt and invariant unit tests"
+step "fuzz crate: fmt, clippy and invariant unit tests"
 # The unit tests share the main target directory: portcullis and its
 # dependencies are already built there by the test suite.
 cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
+CARGO_TARGET_DIR="$root/target" cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --quiet -- -D warnings
 CARGO_TARGET_DIR="$root/target" cargo test --manifest-path fuzz/Cargo.toml --lib --quiet
 
 step "build every target (sanitizer: $sanitizer, profile: ${FUZZ_PROFILE:-release})"

