@@ -10,6 +10,8 @@
 //!
 //! Run: `cargo bench --bench warrant`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
 #[path = "support/warrant.rs"]
 mod fixture;
 #[path = "support/mod.rs"]

@@ -10,6 +10,8 @@
 //!
 //! Run: `cargo run --release --example cache_rss`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
 #[path = "../benches/support/mod.rs"]
 mod support;
 #[path = "../benches/support/warrant.rs"]

@@ -19,6 +19,8 @@
 //! the difference of two runs, which leaves out what is counted once).
 //! `hot_path bearer 20000 time` prints the fastest of 30 timed batches.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
 #[path = "../benches/support/mod.rs"]
 mod support;
 #[path = "../benches/support/warrant.rs"]

@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo run --release --example rss`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
 #[path = "../benches/support/mod.rs"]
 mod support;
 

@@ -20,6 +20,8 @@
 //! handler of every router, the user's own `/public` reaches root, and the
 //! routers still answer after the corpus.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
 mod common;
 #[path = "routers/corpus.rs"]
 mod corpus;

@@ -3,6 +3,8 @@
 //! (envoy/envoy.yaml, with its `with_request_body` example enabled where a
 //! tool reads the body) to portcullis and the echo upstream.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
 mod common;
 
 use std::path::PathBuf;

@@ -10,6 +10,8 @@
 //! argument holding a comma-joined list (what Envoy makes of a repeated
 //! header) are allowed by the crate but refused by portcullis.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
 #[path = "../benches/support/warrant.rs"]
 mod fixture;
 
