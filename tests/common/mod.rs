@@ -41,8 +41,15 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `$PORTCULLIS_BIN` if set, else the binary cargo built for this test run.
+/// (Worktrees sharing one CARGO_TARGET_DIR also share `debug/portcullis`:
+/// another checkout's build can replace it between build and test; a copy
+/// named by PORTCULLIS_BIN cannot change.)
 pub fn portcullis_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_portcullis"))
+    match std::env::var_os("PORTCULLIS_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_portcullis")),
+    }
 }
 
 pub fn envoy_bin() -> PathBuf {
