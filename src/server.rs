@@ -143,8 +143,17 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
     let reload_every = config.tenuo.as_ref().map(|t| t.reload_interval);
     let checker = build_checker(config)?;
-    if let Some(every) = reload_every {
-        tokio::spawn(reload::watch(checker.clone(), source, every));
+    match reload_every {
+        Some(every) => {
+            tokio::spawn(reload::watch(checker.clone(), source, every));
+        }
+        // SIGHUP's default action ends the process: a config reloader that
+        // sends it (or a `kill -HUP` by habit) would stop a replica at once,
+        // with no shutdown delay. Only the tenuo section reloads; without
+        // one, SIGHUP is logged and changes nothing.
+        None => {
+            tokio::spawn(ignore_sighup());
+        }
     }
     let grpc = bind(listen).await?;
     let admin = bind(admin_listen).await?;
@@ -229,6 +238,23 @@ async fn report_ready(health: tonic_health::server::HealthReporter, state: Admin
         health.set_service_status("", ServingStatus::Serving).await;
         health.set_serving::<AuthorizationServer<AuthzService>>().await;
         tracing::info!(event = "ready");
+    }
+}
+
+/// Logs every SIGHUP: there is nothing to reload without a `tenuo` section.
+async fn ignore_sighup() {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; SIGHUP stops the process");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!(
+            event = "reload_ignored",
+            "SIGHUP: only the tenuo section is reloaded and there is none; restart to apply config changes"
+        );
     }
 }
 

@@ -660,6 +660,14 @@ impl Stack {
     }
 
     fn start_envoy(&mut self) {
+        self.start_envoy_edited(|rendered| rendered.to_string());
+    }
+
+    /// Starts Envoy for a stack built [`StackBuilder::without_envoy`], with
+    /// the rendered envoy/envoy.yaml passed through `edit` first (e.g. more
+    /// endpoints in the `portcullis` cluster).
+    pub fn start_envoy_edited(&mut self, edit: impl Fn(&str) -> String) {
+        assert!(self.envoy.is_none(), "envoy already runs");
         for attempt in 1..=3 {
             let listen = free_port();
             let admin = free_port();
@@ -667,6 +675,7 @@ impl Stack {
             if self.request_body {
                 rendered = enable_request_body(&rendered);
             }
+            rendered = edit(&rendered);
             let path = self.logs.path().join(format!("envoy-{attempt}.yaml"));
             std::fs::write(&path, rendered).expect("write envoy config");
             let mut child = spawn_envoy(&self.logs, &path);
