@@ -274,7 +274,15 @@ impl WarrantVerifier {
         let chain = self
             .chain(&trust, header, now)
             .map_err(|d| Arc::from(Box::new((*d).clone()).about(&tool, None)))?;
-        let decision = match decide(&trust, &chain, &route, &tool, view, pop, approvals, now) {
+        let attempt = Attempt {
+            route: &route,
+            tool: &tool,
+            view,
+            pop,
+            approvals,
+            now,
+        };
+        let decision = match decide(&trust, &chain, &attempt) {
             Ok((grant, until)) => Decision::Allow(Arc::new(grant), until),
             Err((denial, until)) => Decision::Deny(Arc::from(denial.about(&tool, Some(&chain))), until),
         };
@@ -379,19 +387,29 @@ fn verify_chain(trust: &Trust, header: &str, now: i64) -> Result<Chain, Box<Deni
 
 type Outcome = Result<(Grant, i64), (Box<Denial>, i64)>;
 
+/// What one request asks of a verified chain: the matched route and tool,
+/// the request (for the tool's arguments), its PoP and approvals headers,
+/// and the time it is judged at.
+struct Attempt<'a> {
+    route: &'a tenuo::RouteMatch<'a>,
+    tool: &'a Arc<str>,
+    view: &'a RequestView<'a>,
+    pop: Single<'a>,
+    approvals: Single<'a>,
+    now: i64,
+}
+
 /// Per-request checks on a verified chain, in the crate's order. Returns how
 /// long the outcome holds for an exact repeat.
-#[allow(clippy::too_many_arguments)]
-fn decide(
-    trust: &Trust,
-    chain: &Chain,
-    route: &tenuo::RouteMatch<'_>,
-    tool: &Arc<str>,
-    view: &RequestView<'_>,
-    pop: Single<'_>,
-    approvals: Single<'_>,
-    now: i64,
-) -> Outcome {
+fn decide(trust: &Trust, chain: &Chain, attempt: &Attempt<'_>) -> Outcome {
+    let &Attempt {
+        route,
+        tool,
+        view,
+        pop,
+        approvals,
+        now,
+    } = attempt;
     let (window, windows) = trust.authorizer.pop_window_config();
     // A denial that depends on the clock holds until the current window ends.
     let window_end = (now.div_euclid(window) + 1) * window;
