@@ -176,8 +176,6 @@ start_envoys() { # the upstream and one front per setup; returns once all are re
 }
 
 # --- portcullis ------------------------------------------------------------------------
-# check-config, then serve $WORK/portcullis.yaml in the background -> PC_PID; returns once
-# /readyz on PC_ADMIN answers 200.
 # Sets PORTCULLIS: $PORTCULLIS_BIN when given (an A/B of two builds, e.g. with
 # another allocator), else the release build of this tree.
 build_portcullis() {
@@ -192,6 +190,8 @@ build_portcullis() {
   fi
 }
 
+# check-config, then serve $WORK/portcullis.yaml in the background -> PC_PID; returns once
+# /readyz on PC_ADMIN answers 200.
 start_portcullis() { # binary
   "$1" check-config --config "$WORK/portcullis.yaml" >&2 || die "check-config failed"
   "$1" serve --config "$WORK/portcullis.yaml" >"$WORK/portcullis.log" 2>&1 3>&- &
