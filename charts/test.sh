@@ -21,8 +21,8 @@
 #    and alert rules in the chart are byte-identical to deploy/observability/.
 #
 # Tools: helm, built by charts/install-helm.sh (`go install`, once, into <repo>/.tools/bin);
-# kubernetes-validate and check-jsonschema at istio/validate.sh's pins in <repo>/.venv; the
-# Istio models wheel in .venv/istio-models (as istio/validate.sh downloads it, sha256-checked);
+# kubernetes-validate, check-jsonschema and the Istio models wheel (sha256-checked) in
+# <repo>/.venv by istio/tools.sh, the same functions istio/validate.sh uses;
 # promtool from PATH or .venv/bin (quickstart/validate.sh puts it there): missing, its check is
 # SKIP, or FAIL under CI=true. PORTCULLIS_BIN as in istio/validate.sh (default: cargo build).
 # About 20 s once helm and the portcullis binary are built (the first helm build takes minutes).
@@ -42,7 +42,6 @@ record() { # record STATUS LABEL
   SUMMARY+=("$(printf '%-4s %s' "$1" "$2")")
   if [ "$1" = FAIL ]; then FAILED=1; fi
 }
-pin() { sed -n "s/^$1=//p" istio/validate.sh; } # one source for the versions istio/ uses
 
 # --- tools ---------------------------------------------------------------------------
 step "tools"
@@ -54,39 +53,11 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$HELM_HOME" "$WORK"' EXIT
 export HELM_CACHE_HOME=$HELM_HOME/cache HELM_CONFIG_HOME=$HELM_HOME/config HELM_DATA_HOME=$HELM_HOME/data
 
-KV=$(pin KUBERNETES_VALIDATE_VERSION)
-CJ=$(pin CHECK_JSONSCHEMA_VERSION)
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-PY=$VENV/bin/python
-if ! "$PY" - "$KV" "$CJ" <<'EOF'
-import sys
-from importlib.metadata import PackageNotFoundError, version
-try:
-    ok = (version("kubernetes-validate"), version("check-jsonschema")) == tuple(sys.argv[1:3])
-except PackageNotFoundError:
-    ok = False
-sys.exit(0 if ok else 1)
-EOF
-then
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KV" "check-jsonschema==$CJ"
-fi
-echo "kubernetes-validate $KV, check-jsonschema $CJ (.venv)"
-
-MODELS_WHEEL=$VENV/istio-models/cloudcoil_models_istio-$(pin ISTIO_MODELS_VERSION)-py3-none-any.whl
-if [ ! -f "$MODELS_WHEEL" ]; then
-  mkdir -p "$(dirname "$MODELS_WHEEL")"
-  "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    --dest "$(dirname "$MODELS_WHEEL")" "$(pin ISTIO_MODELS)==$(pin ISTIO_MODELS_VERSION)" || true
-fi
-MISSING_SCHEMA=FAIL
-if [ -f "$MODELS_WHEEL" ] && [ "$(sha256sum "$MODELS_WHEEL" | cut -d' ' -f1)" = "$(pin ISTIO_MODELS_SHA256)" ]; then
-  "$PY" istio/schemas/extract.py --out "$WORK/schemas" --models-wheel "$MODELS_WHEEL"
-else
-  rm -f "$MODELS_WHEEL"
-  echo "warning: no verified $(basename "$MODELS_WHEEL"): Istio CRD checks are SKIP (FAIL under CI=true)" >&2
-  if [ "${CI:-}" != true ]; then MISSING_SCHEMA=SKIP; fi
-  "$PY" istio/schemas/extract.py --out "$WORK/schemas"
-fi
+# The validators and Istio's CRD schemas exactly as istio/validate.sh gets them.
+# shellcheck source=istio/tools.sh
+. istio/tools.sh
+validator_tools
+istio_schemas "$WORK/schemas" || die "istio/schemas/extract.py failed (see above)"
 
 PROMTOOL=$(command -v promtool || true)
 if [ -z "$PROMTOOL" ] && [ -x "$VENV/bin/promtool" ]; then PROMTOOL=$VENV/bin/promtool; fi

@@ -33,15 +33,6 @@
 # cloudcoil-models-istio wheel into .venv/istio-models/ once; otherwise changes nothing.
 set -euo pipefail
 
-KUBERNETES_VALIDATE_VERSION=1.37.0
-CHECK_JSONSCHEMA_VERSION=0.39.0
-# Istio's CRD definitions, as pydantic models generated from Istio 1.24.2's
-# crd-all.gen.yaml. Only downloaded and read as data (never installed or imported). To move
-# to another version, see istio/schemas/README.md.
-ISTIO_MODELS=cloudcoil-models-istio
-ISTIO_MODELS_VERSION=1.24.2.1
-ISTIO_MODELS_SHA256=c9cfa7deae64861c6e002ddd3208c5bd4d1dd905eaf62171c1f5f03d2161cae1
-ISTIO_MODELS_WHEEL=cloudcoil_models_istio-$ISTIO_MODELS_VERSION-py3-none-any.whl
 K8S_VERSIONS=${K8S_VERSIONS:-"1.32.0 1.37.0"}
 DEFAULT_BIN=target/debug/portcullis
 PORTCULLIS_BIN=${PORTCULLIS_BIN:-$DEFAULT_BIN}
@@ -51,31 +42,15 @@ ROOT=$(cd "$HERE/.." && pwd)
 ISTIO_DIR=$(cd "${ISTIO_DIR:-$HERE}" && pwd)
 VENV="$ROOT/.venv"
 cd "$ROOT"
+# shellcheck source=istio/tools.sh
+. "$HERE/tools.sh" # the pins, validator_tools, istio_schemas
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 2; }
 
 # --- tools ------------------------------------------------------------------------
 step "tools"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-PY="$VENV/bin/python"
-if ! "$PY" - "$KUBERNETES_VALIDATE_VERSION" "$CHECK_JSONSCHEMA_VERSION" <<'EOF'
-import sys
-from importlib.metadata import PackageNotFoundError, version
-try:
-    ok = (version("kubernetes-validate"), version("check-jsonschema")) == tuple(sys.argv[1:3])
-except PackageNotFoundError:
-    ok = False
-sys.exit(0 if ok else 1)
-EOF
-then
-  echo "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION into .venv"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
-fi
-echo "kubernetes-validate $KUBERNETES_VALIDATE_VERSION, check-jsonschema $CHECK_JSONSCHEMA_VERSION (.venv)"
+validator_tools
 
 if [ "$PORTCULLIS_BIN" = "$DEFAULT_BIN" ]; then
   command -v cargo >/dev/null || die "cargo not found (needed to build $DEFAULT_BIN; or set PORTCULLIS_BIN)"
@@ -96,44 +71,7 @@ record() { # record STATUS LABEL
 
 # --- Istio schemas ------------------------------------------------------------------------
 step "Istio schemas: $ISTIO_MODELS $ISTIO_MODELS_VERSION (PyPI) -> istio/schemas/extract.py"
-MODELS_WHEEL="$VENV/istio-models/$ISTIO_MODELS_WHEEL"
-models_error=""
-if [ ! -f "$MODELS_WHEEL" ]; then
-  mkdir -p "$WORK/download" "$(dirname "$MODELS_WHEEL")"
-  if ! "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-      --dest "$WORK/download" "$ISTIO_MODELS==$ISTIO_MODELS_VERSION"; then
-    models_error="cannot download $ISTIO_MODELS==$ISTIO_MODELS_VERSION from PyPI (pip's message above)"
-  elif [ ! -f "$WORK/download/$ISTIO_MODELS_WHEEL" ]; then
-    models_error="pip did not download $ISTIO_MODELS_WHEEL"
-  else
-    mv "$WORK/download/$ISTIO_MODELS_WHEEL" "$MODELS_WHEEL"
-  fi
-fi
-# Checked on every run, the cached copy too: the schemas are only as good as this file.
-if [ -z "$models_error" ]; then
-  got=$(sha256sum "$MODELS_WHEEL" | cut -d' ' -f1)
-  if [ "$got" = "$ISTIO_MODELS_SHA256" ]; then
-    echo "$ISTIO_MODELS_WHEEL sha256 $got (.venv/istio-models)"
-  else
-    rm -f "$MODELS_WHEEL"  # so that the next run downloads it again
-    models_error="sha256 mismatch for $ISTIO_MODELS_WHEEL: expected $ISTIO_MODELS_SHA256, got $got; not used"
-  fi
-fi
-# Without the package only the hand-written schemas are built. The CRD checks then FAIL,
-# except when the download failed outside CI (offline): SKIP. CI reaches the registry, and
-# there the check is required.
-MISSING_SCHEMA=FAIL
-if [ -n "$models_error" ]; then
-  if [ "${CI:-}" != true ] && [[ $models_error == "cannot download"* ]]; then MISSING_SCHEMA=SKIP; fi
-  if [ "$MISSING_SCHEMA" = SKIP ]; then
-    printf 'warning: %s; the CRD schema checks are skipped (with CI=true they fail)\n' "$models_error" >&2
-  else
-    printf 'error: %s\n' "$models_error" >&2
-  fi
-fi
-extract_args=(--out "$WORK/schemas")
-if [ -z "$models_error" ]; then extract_args+=(--models-wheel "$MODELS_WHEEL"); fi
-"$PY" "$HERE/schemas/extract.py" "${extract_args[@]}" || record FAIL "istio/schemas/extract.py (see above)"
+istio_schemas "$WORK/schemas" || record FAIL "istio/schemas/extract.py (see above)"
 
 # --- collect + cross-checks ------------------------------------------------------------
 step "collect manifests and cross-check them (validate.py)"
