@@ -105,15 +105,8 @@ impl Dex {
             cmd.arg("serve").arg(&path);
             let mut guard = ChildGuard::spawn(&format!("dex-{attempt}"), cmd, &logs);
             let addr = loopback(port);
-            let up = wait_until("dex discovery", READY_TIMEOUT, POLL, || {
-                if guard.try_wait().is_some() {
-                    return Ok(false);
-                }
-                match http::send(addr, &Req::get("/dex/.well-known/openid-configuration")) {
-                    Ok(r) if r.status == 200 => Ok(true),
-                    Ok(r) => Err(format!("discovery answered {}", r.status)),
-                    Err(e) => Err(e.to_string()),
-                }
+            let up = guard.wait_up("dex discovery", READY_TIMEOUT, || {
+                http::get_ok(addr, "/dex/.well-known/openid-configuration")
             });
             if up {
                 return Some(Dex {

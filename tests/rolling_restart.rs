@@ -469,18 +469,9 @@ fn sighup_without_a_reloadable_section_changes_nothing_under_load() {
     load.await_more(STEP, "before SIGHUP");
     std::fs::write(&stack.config_path, "listen: [this is not a config").expect("write");
     stack.portcullis.signal("HUP");
-    wait_until(
-        "SIGHUP logged",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || {
-            if stack.portcullis.stdout().contains("reload_ignored") {
-                Ok(())
-            } else {
-                Err("no log line".to_string())
-            }
-        },
-    );
+    stack
+        .portcullis
+        .await_stdout("SIGHUP logged", "reload_ignored", Duration::from_secs(10));
     load.await_more(STEP, "after SIGHUP");
     let (ok, failed, samples, _) = load.finish();
     assert_eq!(

@@ -710,18 +710,8 @@ fn trusted_issuers_rotate_at_runtime_and_bad_reloads_keep_the_old_set() {
     // A broken config is refused; the running set stays.
     std::fs::write(&s.config_path, "tenuo: [this is not a config").expect("write");
     s.portcullis.signal("HUP");
-    wait_until(
-        "reload failure logged",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || {
-            if s.portcullis.stdout().contains("tenuo_reload_failed") {
-                Ok(())
-            } else {
-                Err("no log".to_string())
-            }
-        },
-    );
+    s.portcullis
+        .await_stdout("reload failure logged", "tenuo_reload_failed", Duration::from_secs(10));
     assert_eq!(status(&new_w.warrant, &new_pop), 200);
     assert_eq!(status(&old_w.warrant, &old_pop), 200);
     // An issuer key that is not a key: refused too.
@@ -789,18 +779,8 @@ fn revocation_list_file_is_reloaded_and_never_rolled_back() {
     // Rolling the file back to version 1 is refused: the warrant stays revoked.
     std::fs::write(&srl_path, v1.bytes()).expect("srl");
     s.portcullis.signal("HUP");
-    wait_until(
-        "rollback refused",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || {
-            if s.portcullis.stdout().contains("rollback refused") {
-                Ok(())
-            } else {
-                Err("no log".into())
-            }
-        },
-    );
+    s.portcullis
+        .await_stdout("rollback refused", "rollback refused", Duration::from_secs(10));
     assert_eq!(read(s, "/files?path=/data/a", &root.warrant, Some(&pop)).status, 403);
 
     // An SRL signed by a key that is not trusted is refused as well.

@@ -249,6 +249,16 @@ pub fn send(addr: SocketAddr, req: &Req) -> std::io::Result<Resp> {
     send_raw(addr, &req.to_bytes(&addr.to_string()))
 }
 
+/// `Ok` when `GET path` answers 200; otherwise what it answered, for a
+/// readiness poll's last error.
+pub fn get_ok(addr: SocketAddr, path: &str) -> Result<(), String> {
+    match send(addr, &Req::get(path)) {
+        Ok(r) if r.status == 200 => Ok(()),
+        Ok(r) => Err(format!("{path} answered {}", r.status)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn invalid(msg: impl Into<String>) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
 }

@@ -576,12 +576,9 @@ impl StackBuilder {
             write_config(&config_path, &config);
             let mut child = spawn_portcullis(&format!("portcullis-{attempt}"), &config_path, &logs);
             let want = if self.wait_ready { "/readyz" } else { "/healthz" };
-            let up = wait_until("portcullis to come up", READY_TIMEOUT, POLL, || {
-                if child.try_wait().is_some() {
-                    return Ok(false);
-                }
+            let up = child.wait_up("portcullis to come up", READY_TIMEOUT, || {
                 match admin_get(admin, want) {
-                    Some(r) if r.status == 200 => Ok(true),
+                    Some(r) if r.status == 200 => Ok(()),
                     Some(r) => Err(format!("{want} answered {}", r.status)),
                     None => Err(format!("{want} not answering")),
                 }
@@ -680,16 +677,7 @@ impl Stack {
             std::fs::write(&path, rendered).expect("write envoy config");
             let mut child = spawn_envoy(&self.logs, &path);
             let admin_addr = loopback(admin);
-            let up = wait_until("envoy /ready", READY_TIMEOUT, POLL, || {
-                if child.try_wait().is_some() {
-                    return Ok(false);
-                }
-                match http::send(admin_addr, &Req::get("/ready")) {
-                    Ok(r) if r.status == 200 => Ok(true),
-                    Ok(r) => Err(format!("/ready answered {}", r.status)),
-                    Err(e) => Err(e.to_string()),
-                }
-            });
+            let up = child.wait_up("envoy /ready", READY_TIMEOUT, || http::get_ok(admin_addr, "/ready"));
             if up {
                 wait_until("envoy listener", READY_TIMEOUT, POLL, || {
                     std::net::TcpStream::connect(loopback(listen))

@@ -216,6 +216,30 @@ impl ChildGuard {
         std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
+    /// Waits until the child's stdout (its JSON log) contains `needle`;
+    /// panics after `timeout`, naming `what`.
+    pub fn await_stdout(&self, what: &str, needle: &str, timeout: Duration) {
+        wait_until(what, timeout, Duration::from_millis(20), || {
+            if self.stdout().contains(needle) {
+                Ok(())
+            } else {
+                Err(format!("no {needle:?} in its log yet"))
+            }
+        })
+    }
+
+    /// Polls `ready` until it succeeds (`true`), or until the child exits
+    /// first (`false`: the caller reads its logs, e.g. for a port taken
+    /// meanwhile, and starts another). Panics after `timeout`.
+    pub fn wait_up(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut() -> Result<(), String>) -> bool {
+        wait_until(what, timeout, super::POLL, || {
+            if self.try_wait().is_some() {
+                return Ok(false);
+            }
+            ready().map(|()| true)
+        })
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }

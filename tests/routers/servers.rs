@@ -149,12 +149,9 @@ fn start_nginx(logs: &Logs) -> Result<(ChildGuard, u16), Unavailable> {
         cmd.arg("-p").arg(&dir).arg("-c").arg(&conf_path);
         cmd.arg("-e").arg(dir.join("error.log"));
         let mut guard = ChildGuard::spawn(&format!("nginx-{attempt}"), cmd, logs);
-        let listening = wait_until("nginx to listen", READY_TIMEOUT, POLL, || {
-            if guard.try_wait().is_some() {
-                return Ok(false);
-            }
+        let listening = guard.wait_up("nginx to listen", READY_TIMEOUT, || {
             std::net::TcpStream::connect(loopback(port))
-                .map(|_| true)
+                .map(|_| ())
                 .map_err(|e| e.to_string())
         });
         if listening {
