@@ -6,10 +6,12 @@
 //! key disappears or changes — so a revoked key stops admitting its cached
 //! tokens at once. Route rules are not in the key: they run per request.
 //!
-//! Entry lifetime: positive entries live until `min(max_ttl, exp - now)`;
+//! Entry lifetime: positive entries live until `min(now + max_ttl, exp)`;
 //! negative entries (stable denials only, see `Deny::is_stable`) live
 //! `negative_ttl`, in their own smaller cache so a flood of garbage cannot
-//! evict good identities.
+//! evict good identities. Each entry carries its end, judged against the
+//! Check's `now` on every hit: moka's own expiry (in real time) only frees
+//! the memory.
 //!
 //! Memory: every cache in portcullis is bounded in bytes, not entries. Each
 //! entry weighs `ENTRY_OVERHEAD` (moka's own bookkeeping, measured) plus
@@ -24,6 +26,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+use crate::clock;
 use crate::config::CacheConfig;
 use crate::deny::Deny;
 use crate::identity::Identity;
@@ -67,10 +70,18 @@ pub enum Cached {
 
 #[derive(Clone)]
 pub struct DecisionCache {
-    positive: Cache<Key, Arc<Identity>, MacKeyHasher>,
-    negative: Cache<Key, Deny, MacKeyHasher>,
+    positive: Cache<Key, Entry<Arc<Identity>>, MacKeyHasher>,
+    negative: Cache<Key, Entry<Deny>, MacKeyHasher>,
     keys: (u64, u64),
-    negative_enabled: bool,
+    max_ttl: Duration,
+    negative_ttl: Duration,
+}
+
+/// A cached answer and the instant it stops being one.
+#[derive(Clone)]
+struct Entry<T> {
+    until: SystemTime,
+    value: T,
 }
 
 struct UntilExpiry {
@@ -85,7 +96,7 @@ impl DecisionCache {
     pub fn new(cfg: &CacheConfig) -> Self {
         let positive_bytes = cfg.max_bytes - cfg.max_bytes / 10;
         let positive = Cache::builder()
-            .weigher(|_: &Key, id: &Arc<Identity>| weight(KEY_BYTES + identity_bytes(id)))
+            .weigher(|_: &Key, e: &Entry<Arc<Identity>>| weight(KEY_BYTES + UNTIL_BYTES + identity_bytes(&e.value)))
             .max_capacity(capacity(
                 positive_bytes,
                 cfg.max_entries,
@@ -94,7 +105,7 @@ impl DecisionCache {
             .expire_after(UntilExpiry { max_ttl: cfg.max_ttl })
             .build_with_hasher(MacKeyHasher::default());
         let negative = Cache::builder()
-            .weigher(|_: &Key, _: &Deny| weight(DENY_BYTES))
+            .weigher(|_: &Key, _: &Entry<Deny>| weight(DENY_BYTES))
             .max_capacity(capacity(
                 cfg.max_bytes / 10,
                 (cfg.max_entries / 10).max(1000),
@@ -106,7 +117,8 @@ impl DecisionCache {
             positive,
             negative,
             keys: (rand::random(), rand::random()),
-            negative_enabled: cfg.negative_ttl > Duration::ZERO,
+            max_ttl: cfg.max_ttl,
+            negative_ttl: cfg.negative_ttl,
         }
     }
 
@@ -119,23 +131,42 @@ impl DecisionCache {
 
     /// A hit is re-checked against the clock: moka's expiry is lazy.
     pub fn get(&self, key: &Key, now: SystemTime) -> Option<Cached> {
-        if let Some(id) = self.positive.get(key) {
-            if !id.is_expired(now) {
-                return Some(Cached::Allowed(id));
+        if let Some(e) = self.positive.get(key) {
+            if now < e.until {
+                return Some(Cached::Allowed(e.value));
             }
             self.positive.invalidate(key);
         }
-        self.negative.get(key).map(Cached::Denied)
+        match self.negative.get(key) {
+            Some(e) if now < e.until => Some(Cached::Denied(e.value)),
+            Some(_) => {
+                self.negative.invalidate(key);
+                None
+            }
+            None => None,
+        }
     }
 
-    pub fn insert(&self, key: Key, result: &Result<Arc<Identity>, Deny>) {
+    /// Caches a verifier's answer given at `now`.
+    pub fn insert(&self, key: Key, result: &Result<Arc<Identity>, Deny>, now: SystemTime) {
         match result {
             Ok(id) => {
-                if !id.is_expired(SystemTime::now()) {
-                    self.positive.insert(key, Arc::clone(id));
+                let until = id.expires_at.min(now + self.max_ttl);
+                if now < until {
+                    let value = Arc::clone(id);
+                    self.positive.insert(key, Entry { until, value });
                 }
             }
-            Err(d) if self.negative_enabled && d.is_stable() => self.negative.insert(key, d.clone()),
+            Err(d) if self.negative_ttl > Duration::ZERO && d.is_stable() => {
+                let until = now + self.negative_ttl;
+                self.negative.insert(
+                    key,
+                    Entry {
+                        until,
+                        value: d.clone(),
+                    },
+                );
+            }
             Err(_) => {}
         }
     }
@@ -162,7 +193,9 @@ impl DecisionCache {
 /// key and value bytes weighed below (≈ 200 B).
 pub const ENTRY_OVERHEAD: usize = 384;
 const KEY_BYTES: usize = std::mem::size_of::<Key>();
-const DENY_BYTES: usize = KEY_BYTES + std::mem::size_of::<Deny>();
+/// Each entry's end (`Entry::until`).
+const UNTIL_BYTES: usize = std::mem::size_of::<SystemTime>();
+const DENY_BYTES: usize = KEY_BYTES + UNTIL_BYTES + std::mem::size_of::<Deny>();
 /// An `Arc<Identity>` with empty strings: the lightest positive entry.
 const IDENTITY_MIN_BYTES: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Identity>();
 
@@ -184,12 +217,11 @@ pub fn identity_bytes(id: &Identity) -> usize {
     IDENTITY_MIN_BYTES + id.subject.len() + id.user.len() + id.email.as_ref().map_or(0, |e| e.len()) + groups
 }
 
-impl Expiry<Key, Arc<Identity>> for UntilExpiry {
-    fn expire_after_create(&self, _: &Key, id: &Arc<Identity>, _: Instant) -> Option<Duration> {
-        let left = id
-            .expires_at
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
+/// Frees an entry's memory once its end has passed in real time (moka's
+/// timers run on the real clock; `get` judges hits by the Check's `now`).
+impl Expiry<Key, Entry<Arc<Identity>>> for UntilExpiry {
+    fn expire_after_create(&self, _: &Key, e: &Entry<Arc<Identity>>, _: Instant) -> Option<Duration> {
+        let left = e.until.duration_since(clock::system_now()).unwrap_or(Duration::ZERO);
         Some(left.min(self.max_ttl))
     }
 }
@@ -222,11 +254,12 @@ mod tests {
             max_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(10),
         });
-        let one = weight(KEY_BYTES + identity_bytes(&big_identity(0)));
+        let one = weight(KEY_BYTES + UNTIL_BYTES + identity_bytes(&big_identity(0)));
+        let now = clock::system_now();
         assert!(one > 2000, "a large identity weighs its strings: {one}");
         for i in 0usize..2_000 {
-            c.insert(c.key(0, &i.to_le_bytes()), &Ok(big_identity(i)));
-            c.insert(c.key(1, &i.to_le_bytes()), &Err(Deny::InvalidSignature));
+            c.insert(c.key(0, &i.to_le_bytes()), &Ok(big_identity(i)), now);
+            c.insert(c.key(1, &i.to_le_bytes()), &Err(Deny::InvalidSignature), now);
         }
         c.sync();
         let (pos, neg) = (c.positive.weighted_size(), c.negative.weighted_size());
@@ -245,7 +278,11 @@ mod tests {
             negative_ttl: Duration::from_secs(10),
         });
         for i in 0u32..500 {
-            c.insert(c.key(0, &i.to_le_bytes()), &Ok(Arc::new(Identity::test("a"))));
+            c.insert(
+                c.key(0, &i.to_le_bytes()),
+                &Ok(Arc::new(Identity::test("a"))),
+                clock::system_now(),
+            );
         }
         c.sync();
         assert!(c.entry_count() <= 50, "{}", c.entry_count());
@@ -275,30 +312,63 @@ mod tests {
         );
     }
 
-    #[test]
-    fn expired_identity_is_never_returned() {
-        let c = cache();
+    /// Seconds from the start of the test. The start is the real time:
+    /// moka frees entries by real time, so a test clock must not run behind it.
+    fn at(secs: u64) -> SystemTime {
+        static START: std::sync::OnceLock<SystemTime> = std::sync::OnceLock::new();
+        *START.get_or_init(clock::system_now) + Duration::from_secs(secs)
+    }
+
+    fn identity_until(exp: SystemTime) -> Arc<Identity> {
         let mut id = Identity::test("alice");
-        id.expires_at = SystemTime::now() + Duration::from_secs(2);
-        let k = c.key(0, b"t");
-        c.insert(k, &Ok(Arc::new(id)));
-        assert!(matches!(c.get(&k, SystemTime::now()), Some(Cached::Allowed(_))));
-        let later = SystemTime::now() + Duration::from_secs(3);
-        assert!(c.get(&k, later).is_none());
+        id.expires_at = exp;
+        Arc::new(id)
     }
 
     #[test]
-    fn only_stable_denials_are_cached() {
+    fn an_identity_is_served_until_its_expiry_and_not_an_instant_longer() {
         let c = cache();
-        c.insert(1, &Err(Deny::InvalidSignature));
-        c.insert(2, &Err(Deny::UnknownKey));
+        let k = c.key(0, b"t");
+        c.insert(k, &Ok(identity_until(at(30))), at(0));
+        assert!(matches!(c.get(&k, at(0)), Some(Cached::Allowed(_))));
         assert!(matches!(
-            c.get(&1, SystemTime::now()),
-            Some(Cached::Denied(Deny::InvalidSignature))
+            c.get(&k, at(30) - Duration::from_millis(1)),
+            Some(Cached::Allowed(_))
         ));
-        assert!(c.get(&2, SystemTime::now()).is_none());
+        assert!(c.get(&k, at(30)).is_none(), "expired at exp");
+        assert!(
+            c.get(&k, at(0)).is_none(),
+            "an expired hit is dropped, not kept for later"
+        );
+    }
+
+    #[test]
+    fn max_ttl_bounds_a_long_lived_identity() {
+        let c = cache(); // max_ttl 60 s
+        let k = c.key(0, b"t");
+        c.insert(k, &Ok(identity_until(at(3600))), at(0));
+        assert!(matches!(c.get(&k, at(59)), Some(Cached::Allowed(_))));
+        assert!(c.get(&k, at(60)).is_none());
+    }
+
+    #[test]
+    fn an_identity_already_expired_is_not_cached() {
+        let c = cache();
+        let k = c.key(0, b"t");
+        c.insert(k, &Ok(identity_until(at(10))), at(10));
+        assert!(c.get(&k, at(0)).is_none());
+    }
+
+    #[test]
+    fn only_stable_denials_are_cached_and_for_negative_ttl() {
+        let c = cache(); // negative_ttl 10 s
+        c.insert(1, &Err(Deny::InvalidSignature), at(0));
+        c.insert(2, &Err(Deny::UnknownKey), at(0));
+        assert!(matches!(c.get(&1, at(9)), Some(Cached::Denied(Deny::InvalidSignature))));
+        assert!(c.get(&1, at(10)).is_none());
+        assert!(c.get(&2, at(0)).is_none());
         let off = cache_with(0);
-        off.insert(3, &Err(Deny::TokenExpired));
-        assert!(off.get(&3, SystemTime::now()).is_none());
+        off.insert(3, &Err(Deny::TokenExpired), at(0));
+        assert!(off.get(&3, at(0)).is_none());
     }
 }

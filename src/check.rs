@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime};
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
 
 use crate::cache::{Cached, DecisionCache};
+use crate::clock::{self, Clock};
 use crate::config::{Config, Require};
 use crate::deny::Deny;
 use crate::identity::{Identity, Source};
@@ -35,6 +36,7 @@ pub struct Checker {
     sessions: Option<Sessions>,
     cache: DecisionCache,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
 
 /// What an allowed request proved, and a renewed session cookie for the client.
@@ -90,7 +92,15 @@ impl Checker {
             sessions: None,
             cache,
             metrics,
+            clock: Clock::system(),
         }
+    }
+
+    /// Decides by `clock` instead of the system clock (tests move time
+    /// with a manual clock instead of sleeping).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Enables browser sessions (login, callback, logout, session cookies).
@@ -101,6 +111,9 @@ impl Checker {
 
     pub async fn check(&self, req: &CheckRequest) -> CheckResponse {
         let started = Instant::now();
+        // The one reading of the wall clock for this decision: every expiry
+        // below (tokens, cache entries, sessions, warrants) is judged by it.
+        let now = self.clock.now();
         let view = match RequestView::new(req) {
             Ok(view) => view,
             Err(deny) => return self.deny(deny.into(), None, req, started),
@@ -110,11 +123,11 @@ impl Checker {
                 // Boxed, like every rarely taken await below: inline, its
                 // future would make every Check's future (moved into place
                 // before it is polled, boxed per request by tonic) larger.
-                let reply = Box::pin(sessions.handle(endpoint, &view, &self.oidc)).await;
+                let reply = Box::pin(sessions.handle(endpoint, &view, &self.oidc, now)).await;
                 return self.reply(reply, &view, req, started);
             }
         }
-        match self.decide(&view, started).await {
+        match self.decide(&view, started, now).await {
             Ok(allowed) => {
                 let (identity, grant) = (allowed.identity.as_deref(), allowed.grant.as_deref());
                 self.metrics.allowed(
@@ -150,7 +163,7 @@ impl Checker {
                 // Only browser sessions redirect: without them a denial
                 // allocates no boxed future.
                 let redirect = match &self.sessions {
-                    Some(_) => Box::pin(self.login_redirect(&denied, &view)).await,
+                    Some(_) => Box::pin(self.login_redirect(&denied, &view, now)).await,
                     None => None,
                 };
                 match redirect {
@@ -163,7 +176,7 @@ impl Checker {
 
     /// A browser without a usable session on a `login:` route is sent to
     /// log in; API calls, XHR and non-GET requests keep their 401.
-    async fn login_redirect(&self, denied: &Denied, view: &RequestView<'_>) -> Option<Reply> {
+    async fn login_redirect(&self, denied: &Denied, view: &RequestView<'_>, now: SystemTime) -> Option<Reply> {
         let sessions = self.sessions.as_ref()?;
         let session_of_another_login = denied.deny == Deny::ProviderNotAllowed
             && denied.identity.as_ref().is_some_and(|i| i.source == Source::Session);
@@ -178,7 +191,7 @@ impl Checker {
         if !login::is_browser(view) {
             return None;
         }
-        Some(match sessions.start_login(login, view).await {
+        Some(match sessions.start_login(login, view, now).await {
             Reply::Redirect {
                 location,
                 mut set_cookies,
@@ -232,7 +245,7 @@ impl Checker {
         }
     }
 
-    async fn decide(&self, view: &RequestView<'_>, started: Instant) -> Result<Allowed, Denied> {
+    async fn decide(&self, view: &RequestView<'_>, started: Instant, now: SystemTime) -> Result<Allowed, Denied> {
         let rule = self.config.policy.rule_for(view.path)?;
         let (credential, wants_warrant) = match rule.require() {
             Require::Oidc => (
@@ -257,7 +270,7 @@ impl Checker {
         let bearer_verified = matches!(credential, Some(Credential::Bearer(_)));
         let (identity, set_cookie) = match credential {
             Some(Credential::Session(value)) => {
-                let (identity, set_cookie) = self.session(value).await?;
+                let (identity, set_cookie) = self.session(value, now).await?;
                 self.check_origin(&identity, view).map_err(|deny| Denied {
                     identity: Some(identity.clone()),
                     set_cookies: set_cookie.iter().cloned().collect(),
@@ -265,11 +278,11 @@ impl Checker {
                 })?;
                 (Some(identity), set_cookie)
             }
-            Some(other) => (Some(self.identify(other).await?), None),
+            Some(other) => (Some(self.identify(other, now).await?), None),
             None => (None, None),
         };
         let grant = if wants_warrant {
-            Some(self.verify_warrant(view, started).map_err(|d| Denied {
+            Some(self.verify_warrant(view, started, now).map_err(|d| Denied {
                 identity: identity.clone(),
                 set_cookies: set_cookie.iter().cloned().collect(),
                 ..d.into()
@@ -328,11 +341,11 @@ impl Checker {
     }
 
     /// A session cookie's identity; a cookie that no longer works is cleared.
-    async fn session(&self, value: &str) -> Result<(Arc<Identity>, Option<String>), Denied> {
+    async fn session(&self, value: &str, now: SystemTime) -> Result<(Arc<Identity>, Option<String>), Denied> {
         let Some(sessions) = &self.sessions else {
             return Err(Deny::MissingCredential.into());
         };
-        match sessions.authenticate(value, &self.oidc).await {
+        match sessions.authenticate(value, &self.oidc, now).await {
             Ok(a) => Ok((a.identity, a.set_cookie)),
             Err(deny) => Err(Denied {
                 set_cookies: vec![sessions.clear_session()],
@@ -342,12 +355,17 @@ impl Checker {
     }
 
     /// `started`: when the Check began (one clock read fewer on the hot path).
-    fn verify_warrant(&self, view: &RequestView<'_>, started: Instant) -> Result<Arc<Grant>, Arc<Denial>> {
+    fn verify_warrant(
+        &self,
+        view: &RequestView<'_>,
+        started: Instant,
+        now: SystemTime,
+    ) -> Result<Arc<Grant>, Arc<Denial>> {
         let Some(verifier) = &self.warrant else {
             // Config validation refuses `require: tenuo` without a tenuo section.
             return Err(Arc::new(Denial::missing()));
         };
-        let now = unix_now();
+        let now = clock::unix_i64(now);
         let result = verifier.verify(view, now);
         let tool = match &result {
             Ok(g) => Some(&g.tool),
@@ -362,9 +380,9 @@ impl Checker {
         result
     }
 
-    async fn identify(&self, credential: Credential<'_>) -> Result<Arc<Identity>, Deny> {
+    async fn identify(&self, credential: Credential<'_>, now: SystemTime) -> Result<Arc<Identity>, Deny> {
         let key = self.cache.key(self.oidc.generation(), credential.as_bytes());
-        match self.cache.get(&key, SystemTime::now()) {
+        match self.cache.get(&key, now) {
             Some(Cached::Allowed(identity)) => {
                 self.metrics.cache_lookup(CacheResult::Hit);
                 return Ok(identity);
@@ -377,16 +395,16 @@ impl Checker {
         }
         // A miss verifies a signature (and may fetch keys): one allocation
         // more is nothing there, and keeps the hit's future small.
-        let result = Box::pin(self.verify(credential)).await;
-        self.cache.insert(key, &result);
+        let result = Box::pin(self.verify(credential, now)).await;
+        self.cache.insert(key, &result, now);
         result
     }
 
     /// The verifier for the credential's kind (cache miss only).
-    async fn verify(&self, credential: Credential<'_>) -> Result<Arc<Identity>, Deny> {
+    async fn verify(&self, credential: Credential<'_>, now: SystemTime) -> Result<Arc<Identity>, Deny> {
         credential.check_syntax()?;
         match credential {
-            Credential::Bearer(token) => self.oidc.verify(token).await.map(Arc::new),
+            Credential::Bearer(token) => self.oidc.verify(token, now).await.map(Arc::new),
             // Sessions are opened by `Sessions::authenticate`, never cached here.
             Credential::Session(_) => Err(Deny::SessionInvalid),
         }
@@ -421,12 +439,6 @@ impl Checker {
 /// upstream, so a cookie-authenticated one needs the origin check.
 fn is_safe_method(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Envoy's `x-request-id` (what its access log and the upstream see), else its stream id.

@@ -78,13 +78,9 @@ impl Identity {
         &self.groups
     }
 
-    pub fn is_expired(&self, now: SystemTime) -> bool {
-        now >= self.expires_at
-    }
-
     #[cfg(test)]
     pub fn test(user: &str) -> Self {
-        let expires_at = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let expires_at = crate::clock::system_now() + std::time::Duration::from_secs(3600);
         Self::new(Source::OidcUser, "https://issuer.test".into(), user, user, expires_at)
     }
 }

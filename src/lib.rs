@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod cache;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod deny;
 pub mod headers;

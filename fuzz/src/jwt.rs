@@ -159,13 +159,15 @@ pub fn check(data: &[u8]) -> Result<(), String> {
         // The fuzzer rebuilt a token the issuer signed: accepting it is right.
         return Ok(());
     }
-    let got = issuer.rt.block_on(issuer.verifier.verify(&token));
+    let got = issuer.rt.block_on(issuer.verifier.verify(&token, SystemTime::now()));
     check_verdict(&token, got.map(|_| ()))?;
-    let id = issuer.rt.block_on(
-        issuer
-            .verifier
-            .verify_id_token(&token, &issuer.url, "portcullis", Some("n")),
-    );
+    let id = issuer.rt.block_on(issuer.verifier.verify_id_token(
+        &token,
+        &issuer.url,
+        "portcullis",
+        Some("n"),
+        SystemTime::now(),
+    ));
     check_verdict(&token, id.map(|_| ()))?;
     let fetches = issuer.fetches.load(Ordering::SeqCst);
     ensure(fetches <= 2, || {
@@ -204,7 +206,7 @@ mod tests {
         let issuer = &*ISSUER;
         for t in &issuer.minted {
             assert!(
-                issuer.rt.block_on(issuer.verifier.verify(t)).is_ok(),
+                issuer.rt.block_on(issuer.verifier.verify(t, SystemTime::now())).is_ok(),
                 "minted token must verify"
             );
             assert!(check_verdict(t, Ok(())).is_err(), "an acceptance is always reported");
@@ -220,7 +222,10 @@ mod tests {
             }
         );
         assert_eq!(
-            issuer.rt.block_on(issuer.verifier.verify(&flipped)).map(|_| ()),
+            issuer
+                .rt
+                .block_on(issuer.verifier.verify(&flipped, SystemTime::now()))
+                .map(|_| ()),
             Err(Deny::InvalidSignature)
         );
         for d in [

@@ -13,8 +13,9 @@ use tokio::sync::OnceCell;
 use super::cookie;
 use super::login::{safe_return_path, state_cookie_name};
 use super::provider::{LoginProvider, Tokens};
-use super::state::{unix, LoginState, SessionData};
+use super::state::{LoginState, SessionData};
 use super::{login_aad, Reply, Sessions};
+use crate::clock::unix;
 use crate::config::LoginKind;
 use crate::deny::Deny;
 use crate::identity::{Identity, Source};
@@ -33,7 +34,7 @@ struct Params {
 }
 
 impl Sessions {
-    pub(super) async fn callback(&self, view: &RequestView<'_>, oidc: &OidcVerifier) -> Reply {
+    pub(super) async fn callback(&self, view: &RequestView<'_>, oidc: &OidcVerifier, now: SystemTime) -> Reply {
         let p = params(view.raw_path);
         let Some(state) = p.state.filter(|s| !s.is_empty() && s.len() <= 256) else {
             return Reply::deny(Deny::LoginStateMissing);
@@ -57,7 +58,7 @@ impl Sessions {
             Some(l) => l,
             None => return fail(Deny::LoginStateInvalid),
         };
-        if !constant_time_eq(login.state.as_bytes(), state.as_bytes()) || unix(SystemTime::now()) >= login.exp {
+        if !constant_time_eq(login.state.as_bytes(), state.as_bytes()) || unix(now) >= login.exp {
             return fail(Deny::LoginStateInvalid);
         }
         let Some(provider) = self
@@ -93,7 +94,7 @@ impl Sessions {
             key: spent,
             exchange: Some(exchange.clone()),
         };
-        let outcome = self.complete(provider, &login, &code, exchange, oidc).await;
+        let outcome = self.complete(provider, &login, &code, exchange, oidc, now).await;
         orphan.exchange = None;
         match outcome {
             Ok(session_cookie) => Reply::Redirect {
@@ -122,6 +123,7 @@ impl Sessions {
         code: &str,
         exchange: Exchange,
         oidc: &OidcVerifier,
+        at: SystemTime,
     ) -> Result<String, Deny> {
         let c = &provider.config;
         // In its own task: a code is single use, so an exchange cut off
@@ -134,14 +136,14 @@ impl Sessions {
         ));
         // The task only ends early if the runtime is shutting down.
         let tokens = task.await.unwrap_or(Err(Deny::LoginFailed))?;
-        let now = unix(SystemTime::now());
+        let now = unix(at);
         let end = self.max_age_end(now);
         let token_exp = tokens.expires_in.map(|s| now.saturating_add(s));
         let (identity, exp) = match &c.kind {
             LoginKind::Oidc { issuer } => {
                 let id_token = tokens.id_token.as_deref().ok_or(Deny::LoginFailed)?;
                 let id = oidc
-                    .verify_id_token(id_token, issuer, &c.client_id, Some(&login.nonce))
+                    .verify_id_token(id_token, issuer, &c.client_id, Some(&login.nonce), at)
                     .await?;
                 let exp = unix(id.expires_at).min(token_exp.unwrap_or(u64::MAX));
                 (id, exp)
@@ -157,7 +159,7 @@ impl Sessions {
                     tracing::warn!(event = "userinfo_failed", login = %c.name, error = %e);
                     Deny::LoginFailed
                 })?;
-                let id = userinfo_identity(&c.name, &claims, user_claim, email_claim, groups_claim.as_deref())?;
+                let id = userinfo_identity(&c.name, &claims, user_claim, email_claim, groups_claim.as_deref(), at)?;
                 (id, token_exp.unwrap_or(end))
             }
         };
@@ -167,7 +169,7 @@ impl Sessions {
         }
         data.idt = tokens.id_token;
         tracing::info!(event = "login", login = %c.name, user = %data.user);
-        self.seal_session(&mut data)
+        self.seal_session(&mut data, now)
     }
 }
 
@@ -221,6 +223,7 @@ pub(super) fn userinfo_identity(
     user_claim: &str,
     email_claim: &str,
     groups_claim: Option<&str>,
+    now: SystemTime,
 ) -> Result<Identity, Deny> {
     let text = |v: Option<&Value>| -> Result<Option<String>, Deny> {
         match v {
@@ -254,7 +257,7 @@ pub(super) fn userinfo_identity(
     };
     drop_client_groups(&mut groups);
     // Valid as long as the session; `exp` of the session bounds it.
-    let far = SystemTime::now() + std::time::Duration::from_secs(400 * 86_400);
+    let far = now + std::time::Duration::from_secs(400 * 86_400);
     Ok(Identity::new(Source::Session, Arc::from(login), &sub, &user, far)
         .with_email(email.as_deref())
         .with_groups(&groups))
@@ -286,7 +289,15 @@ mod tests {
     #[test]
     fn github_userinfo_maps_login_numeric_id_and_null_email() {
         let claims = json!({"login": "octocat", "id": 583231, "email": null, "name": "The Octocat"});
-        let id = userinfo_identity("github", claims.as_object().unwrap(), "login", "email", None).unwrap();
+        let id = userinfo_identity(
+            "github",
+            claims.as_object().unwrap(),
+            "login",
+            "email",
+            None,
+            crate::clock::system_now(),
+        )
+        .unwrap();
         assert_eq!(
             (&*id.user, &*id.subject, id.email.as_deref()),
             ("octocat", "583231", None)
@@ -294,12 +305,28 @@ mod tests {
         assert_eq!(&*id.issuer, "github");
         let bad = json!({"login": "a\r\nx-user-id: root"});
         assert_eq!(
-            userinfo_identity("github", bad.as_object().unwrap(), "login", "email", None).err(),
+            userinfo_identity(
+                "github",
+                bad.as_object().unwrap(),
+                "login",
+                "email",
+                None,
+                crate::clock::system_now()
+            )
+            .err(),
             Some(Deny::InvalidClaims)
         );
         let none = json!({"id": 1});
         assert_eq!(
-            userinfo_identity("github", none.as_object().unwrap(), "login", "email", None).err(),
+            userinfo_identity(
+                "github",
+                none.as_object().unwrap(),
+                "login",
+                "email",
+                None,
+                crate::clock::system_now()
+            )
+            .err(),
             Some(Deny::MissingUserClaim)
         );
     }
@@ -308,17 +335,17 @@ mod tests {
     fn userinfo_follows_the_oidc_claim_rules() {
         let map = |v: serde_json::Value| v.as_object().cloned().unwrap();
         let c = map(json!({"login": "octo", "email": "o@x.io", "groups": ["client:ci", "dev"]}));
-        let id = userinfo_identity("gh", &c, "login", "email", Some("groups")).unwrap();
+        let id = userinfo_identity("gh", &c, "login", "email", Some("groups"), crate::clock::system_now()).unwrap();
         assert_eq!(
             id.groups().collect::<Vec<_>>(),
             vec!["dev"],
             "client: groups are ours to give"
         );
         let c = map(json!({"login": "octo", "email": "o@x.io", "email_verified": false}));
-        let id = userinfo_identity("gh", &c, "login", "email", None).unwrap();
+        let id = userinfo_identity("gh", &c, "login", "email", None, crate::clock::system_now()).unwrap();
         assert_eq!((&*id.user, id.email.as_deref()), ("octo", None));
         assert_eq!(
-            userinfo_identity("gh", &c, "email", "email", None).err(),
+            userinfo_identity("gh", &c, "email", "email", None, crate::clock::system_now()).err(),
             Some(Deny::EmailUnverified)
         );
         for bad in [
@@ -328,7 +355,15 @@ mod tests {
             json!({"login": "octo", "email": "o@x.io,p@x.io"}),
         ] {
             assert_eq!(
-                userinfo_identity("gh", &map(bad.clone()), "login", "email", None).err(),
+                userinfo_identity(
+                    "gh",
+                    &map(bad.clone()),
+                    "login",
+                    "email",
+                    None,
+                    crate::clock::system_now()
+                )
+                .err(),
                 Some(Deny::InvalidClaims),
                 "{bad}"
             );

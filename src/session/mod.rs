@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime};
 use moka::sync::Cache;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+use crate::clock::unix;
 use crate::config::sessions::KEY_BYTES;
 use crate::config::{OidcConfig, SessionsConfig};
 use crate::deny::Deny;
@@ -45,7 +46,7 @@ use crate::request::RequestView;
 use crate::verify::oidc::OidcVerifier;
 use cookie::{Sealer, MAX_COOKIE_BYTES};
 use provider::LoginProvider;
-use state::{unix, LoginState, SessionData};
+use state::{LoginState, SessionData};
 
 /// How long a refresh result is shared by requests that still carry the
 /// cookie it replaced (parallel requests of one page).
@@ -218,9 +219,15 @@ impl Sessions {
         }
     }
 
-    pub async fn handle(&self, endpoint: Endpoint, view: &RequestView<'_>, oidc: &OidcVerifier) -> Reply {
+    pub async fn handle(
+        &self,
+        endpoint: Endpoint,
+        view: &RequestView<'_>,
+        oidc: &OidcVerifier,
+        now: SystemTime,
+    ) -> Reply {
         match endpoint {
-            Endpoint::Callback => self.callback(view, oidc).await,
+            Endpoint::Callback => self.callback(view, oidc, now).await,
             Endpoint::Logout => self.logout(view).await,
         }
     }
@@ -249,7 +256,7 @@ impl Sessions {
 
     /// The identity of a session cookie; refreshed at the provider when its
     /// tokens are near expiry and a refresh token is kept.
-    pub async fn authenticate(&self, value: &str, oidc: &OidcVerifier) -> Result<Authenticated, Deny> {
+    pub async fn authenticate(&self, value: &str, oidc: &OidcVerifier, now: SystemTime) -> Result<Authenticated, Deny> {
         let key = self.hash(b"session", value.as_bytes());
         let opened = match self.opened.get(&key) {
             Some(o) => o,
@@ -265,7 +272,8 @@ impl Sessions {
                 o
             }
         };
-        let now = unix(SystemTime::now());
+        let at = now;
+        let now = unix(now);
         let d = &opened;
         if now >= d.end {
             return Err(Deny::SessionExpired);
@@ -276,7 +284,7 @@ impl Sessions {
         if refresh_due && d.refreshable {
             // Boxed: a refresh is rare, and its HTTP exchange inline would
             // grow the future of every session-authenticated Check.
-            return Box::pin(self.refresh(key, value, &opened, now, oidc)).await;
+            return Box::pin(self.refresh(key, value, &opened, at, oidc)).await;
         }
         if now >= d.exp {
             return Err(Deny::SessionExpired);
@@ -289,7 +297,7 @@ impl Sessions {
 
     /// Starts a login with `login` (a rule's `login:`): a redirect to the
     /// authorization endpoint, the login state in its own sealed cookie.
-    pub async fn start_login(&self, login: &str, view: &RequestView<'_>) -> Reply {
+    pub async fn start_login(&self, login: &str, view: &RequestView<'_>, now: SystemTime) -> Reply {
         let Some(provider) = self.provider(login) else {
             return Reply::deny(Deny::LoginFailed);
         };
@@ -307,7 +315,7 @@ impl Sessions {
             nonce: if is_oidc { login::random_token() } else { String::new() },
             v: login::random_token(),
             ret: login::safe_return_path(view.raw_path).to_string(),
-            exp: unix(SystemTime::now() + self.login_timeout),
+            exp: unix(now + self.login_timeout),
         };
         let name = login::state_cookie_name(&self.cookie_name, &state.state);
         let Ok(json) = serde_json::to_vec(&state) else {
@@ -353,8 +361,7 @@ impl Sessions {
     /// per-cookie limit: without the logout hint (ID token) if needed, then
     /// without the refresh token; a session that still does not fit is
     /// refused.
-    fn seal_session(&self, data: &mut SessionData) -> Result<String, Deny> {
-        let now = unix(SystemTime::now());
+    fn seal_session(&self, data: &mut SessionData, now: u64) -> Result<String, Deny> {
         let max_age = data.end.saturating_sub(now);
         loop {
             let json = serde_json::to_vec(&*data).map_err(|_| Deny::SessionTooLarge)?;
@@ -452,7 +459,7 @@ sessions:
     }
 
     fn data(groups: usize, rt: usize, idt: usize) -> SessionData {
-        let t = unix(SystemTime::now());
+        let t = unix(crate::clock::system_now());
         SessionData {
             p: "dex".into(),
             iss: "https://dex.example.com/dex".into(),
@@ -472,16 +479,19 @@ sessions:
     fn cookies_stay_under_4kb_by_dropping_the_id_token_then_the_refresh_token() {
         let s = sessions();
         let mut small = data(10, 100, 800);
-        let c = s.seal_session(&mut small).unwrap();
+        let c = s.seal_session(&mut small, unix(crate::clock::system_now())).unwrap();
         assert!(c.len() <= MAX_COOKIE_BYTES && small.idt.is_some() && small.rt.is_some());
         let mut big_idt = data(10, 100, 2800);
-        s.seal_session(&mut big_idt).unwrap();
+        s.seal_session(&mut big_idt, unix(crate::clock::system_now())).unwrap();
         assert!(big_idt.idt.is_none() && big_idt.rt.is_some());
         let mut big_rt = data(10, 2800, 2800);
-        s.seal_session(&mut big_rt).unwrap();
+        s.seal_session(&mut big_rt, unix(crate::clock::system_now())).unwrap();
         assert!(big_rt.idt.is_none() && big_rt.rt.is_none());
         let mut huge = data(3000, 10, 10);
-        assert_eq!(s.seal_session(&mut huge), Err(Deny::SessionTooLarge));
+        assert_eq!(
+            s.seal_session(&mut huge, unix(crate::clock::system_now())),
+            Err(Deny::SessionTooLarge)
+        );
     }
 
     #[test]
@@ -531,7 +541,7 @@ sessions:
         let s = sessions();
         let mut d = data(0, 10, 10);
         d.groups = "devs,ops".into();
-        let set = s.seal_session(&mut d).unwrap();
+        let set = s.seal_session(&mut d, unix(crate::clock::system_now())).unwrap();
         let value = set.split(';').next().unwrap().split_once('=').unwrap().1;
         let opened = s.open_session(value).unwrap();
         assert_eq!(opened, d);

@@ -12,8 +12,9 @@ use std::time::SystemTime;
 use tokio::sync::OnceCell;
 
 use super::provider::{CallError, LoginProvider, Tokens};
-use super::state::{unix, SessionData};
+use super::state::SessionData;
 use super::{Authenticated, Opened, Renewed, Sessions};
+use crate::clock::unix;
 use crate::config::LoginKind;
 use crate::deny::Deny;
 use crate::verify::oidc::OidcVerifier;
@@ -56,7 +57,7 @@ impl Sessions {
         key: u128,
         value: &str,
         opened: &Opened,
-        now: u64,
+        at: SystemTime,
         oidc: &OidcVerifier,
     ) -> Result<Authenticated, Deny> {
         let entry = self.refreshing.get_with(key, || Arc::new(Refreshing::default()));
@@ -64,7 +65,7 @@ impl Sessions {
             .renewed
             .get_or_init(|| async {
                 let data = self.open_session(value).map_err(Failure::Refused)?;
-                self.renew(&entry, &data, oidc).await
+                self.renew(&entry, &data, oidc, at).await
             })
             .await
             .clone();
@@ -83,7 +84,7 @@ impl Sessions {
                 identity: renewed.identity,
                 set_cookie: Some(renewed.set_cookie),
             }),
-            Err(Failure::Unavailable) if now < opened.exp => Ok(Authenticated {
+            Err(Failure::Unavailable) if unix(at) < opened.exp => Ok(Authenticated {
                 identity: opened.identity.clone(),
                 set_cookie: None,
             }),
@@ -92,7 +93,13 @@ impl Sessions {
         }
     }
 
-    async fn renew(&self, entry: &Refreshing, d: &SessionData, oidc: &OidcVerifier) -> Result<Renewed, Failure> {
+    async fn renew(
+        &self,
+        entry: &Refreshing,
+        d: &SessionData,
+        oidc: &OidcVerifier,
+        at: SystemTime,
+    ) -> Result<Renewed, Failure> {
         let refused = || Failure::Refused(Deny::RefreshFailed);
         let provider = self.provider(&d.p).ok_or(Failure::Refused(Deny::SessionInvalid))?;
         let c = &provider.config;
@@ -108,14 +115,14 @@ impl Sessions {
         if tokens.access_token.is_none() && tokens.id_token.is_none() {
             return Err(refused());
         }
-        let now = unix(SystemTime::now());
+        let now = unix(at);
         let token_exp = now.saturating_add(tokens.expires_in.unwrap_or(DEFAULT_LIFETIME_SECONDS));
         let mut next = d.clone();
         match (&c.kind, tokens.id_token.as_deref()) {
             (LoginKind::Oidc { issuer }, Some(id_token)) => {
                 // OIDC Core §12.2: same iss and sub, our aud; no nonce.
                 let id = oidc
-                    .verify_id_token(id_token, issuer, &c.client_id, None)
+                    .verify_id_token(id_token, issuer, &c.client_id, None, at)
                     .await
                     .map_err(|deny| {
                         tracing::info!(event = "refresh_failed", login = %c.name, reason = deny.reason());
@@ -135,7 +142,7 @@ impl Sessions {
         }
         // Providers that rotate refresh tokens send a new one.
         next.rt = tokens.refresh_token.or_else(|| d.rt.clone());
-        let set_cookie = self.seal_session(&mut next).map_err(Failure::Refused)?;
+        let set_cookie = self.seal_session(&mut next, now).map_err(Failure::Refused)?;
         tracing::debug!(event = "session_refreshed", login = %c.name, user = %next.user);
         Ok(Renewed {
             identity: Arc::new(next.identity()),

@@ -3,10 +3,10 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::from_unix;
 use crate::identity::{Identity, Source};
 
 /// The session cookie: the identity claims the headers and rules need,
@@ -98,14 +98,6 @@ impl fmt::Debug for LoginState {
             .field("exp", &self.exp)
             .finish()
     }
-}
-
-pub fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-pub fn from_unix(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 impl SessionData {

@@ -3,8 +3,8 @@
 //! Order of checks: size → shape and header → issuer (selects the provider)
 //! → key by `kid` (one rate-limited refetch on a miss, waited for at most
 //! `check_fetch_budget`) → algorithm allowed
-//! by that key → signature, `exp`/`nbf` with skew, exact `iss` → audience
-//! and identity claims.
+//! by that key → signature, exact `iss` → `exp`/`nbf` with skew against the
+//! Check's clock → audience and identity claims.
 
 pub mod claims;
 pub mod jwks;
@@ -13,7 +13,7 @@ pub mod provider;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -22,6 +22,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::clock::unix;
 use crate::config::OidcConfig;
 use crate::deny::Deny;
 use crate::identity::Identity;
@@ -112,9 +113,10 @@ impl OidcVerifier {
         self.max_token_bytes
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Identity, Deny> {
-        let (provider, claims) = self.verify_claims(token).await?;
-        claims::to_identity(&provider.config, &claims)
+    /// A bearer token's identity, judged at `now` (the Check's clock).
+    pub async fn verify(&self, token: &str, now: SystemTime) -> Result<Identity, Deny> {
+        let (provider, claims) = self.verify_claims(token, now).await?;
+        claims::to_identity(&provider.config, &claims).map(|id| capped(id, now))
     }
 
     /// An ID token from a browser login (OIDC Core §3.1.3.7): the same
@@ -128,8 +130,9 @@ impl OidcVerifier {
         issuer: &str,
         client_id: &str,
         nonce: Option<&str>,
+        now: SystemTime,
     ) -> Result<Identity, Deny> {
-        let (provider, claims) = self.verify_claims(token).await?;
+        let (provider, claims) = self.verify_claims(token, now).await?;
         if *provider.config.issuer != *issuer {
             return Err(Deny::UnknownIssuer);
         }
@@ -156,10 +159,10 @@ impl OidcVerifier {
         let mut cfg = provider.config.clone();
         cfg.audiences = vec![client_id.to_string()];
         cfg.client_credentials = None;
-        claims::to_identity(&cfg, &claims)
+        claims::to_identity(&cfg, &claims).map(|id| capped(id, now))
     }
 
-    async fn verify_claims(&self, token: &str) -> Result<(&Provider, Map<String, Value>), Deny> {
+    async fn verify_claims(&self, token: &str, now: SystemTime) -> Result<(&Provider, Map<String, Value>), Deny> {
         if token.len() > self.max_token_bytes {
             return Err(Deny::TokenTooLarge);
         }
@@ -191,6 +194,7 @@ impl OidcVerifier {
             jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &self.validation(header.alg, &cfg.issuer))
                 .map_err(|e| deny_for(e.kind()))?
                 .claims;
+        check_times(&claims, unix(now), self.skew.as_secs())?;
         Ok((provider, claims))
     }
 
@@ -209,9 +213,11 @@ impl OidcVerifier {
 
     fn validation(&self, alg: Algorithm, issuer: &str) -> Validation {
         let mut v = Validation::new(alg);
-        v.leeway = self.skew.as_secs();
-        v.validate_exp = true;
-        v.validate_nbf = true;
+        // `exp` and `nbf` are judged by `check_times` against the Check's
+        // clock, not the library's own reading of the system time; the
+        // library still requires `exp` to be present and numeric.
+        v.validate_exp = false;
+        v.validate_nbf = false;
         // The audience decides user vs client token, so it is checked in `claims`.
         v.validate_aud = false;
         v.set_issuer(&[issuer]);
@@ -224,6 +230,44 @@ impl OidcVerifier {
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// A token's `exp` and `nbf` against `now`, with `skew` of leeway either
+/// way (RFC 7519 §4.1.4–5): expired once `exp + skew < now`, not yet valid
+/// while `nbf - skew > now`. A present `nbf` must be a number too.
+fn check_times(claims: &Map<String, Value>, now: u64, skew: u64) -> Result<(), Deny> {
+    let nbf = match claims.get("nbf") {
+        None => None,
+        Some(v) => Some(numeric_date(v).ok_or(Deny::InvalidClaims)?),
+    };
+    let exp = claims.get("exp").and_then(numeric_date).ok_or(Deny::InvalidClaims)?;
+    if exp.saturating_add(skew) < now {
+        return Err(Deny::TokenExpired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
+        return Err(Deny::TokenNotYetValid);
+    }
+    Ok(())
+}
+
+/// A NumericDate as whole seconds: an unsigned integer, or a finite
+/// non-negative number rounded to the nearest second.
+fn numeric_date(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let f = v.as_f64()?;
+    // `as` saturates; the bound keeps the rounding meaningful.
+    (f.is_finite() && f >= 0.0 && f < u64::MAX as f64).then(|| f.round() as u64)
+}
+
+/// No identity is trusted for longer than 400 days from `now`, whatever
+/// the token's `exp` says: it bounds every cache entry made from it.
+fn capped(mut id: Identity, now: SystemTime) -> Identity {
+    id.expires_at = id.expires_at.min(now + MAX_IDENTITY_LIFETIME);
+    id
+}
+
+const MAX_IDENTITY_LIFETIME: Duration = Duration::from_secs(400 * 86_400);
 
 fn deny_for(kind: &ErrorKind) -> Deny {
     match kind {
@@ -240,5 +284,51 @@ fn deny_for(kind: &ErrorKind) -> Deny {
         }
         // Shape, base64, JSON, and key-format problems: the token is not usable.
         _ => Deny::MalformedToken,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn times(v: Value, now: u64) -> Result<(), Deny> {
+        check_times(v.as_object().unwrap(), now, 30)
+    }
+
+    #[test]
+    fn exp_and_nbf_are_judged_with_skew_either_way() {
+        assert_eq!(times(json!({"exp": 1000}), 1030), Ok(()));
+        assert_eq!(times(json!({"exp": 1000}), 1031), Err(Deny::TokenExpired));
+        assert_eq!(times(json!({"exp": 2000, "nbf": 1030}), 1000), Ok(()));
+        assert_eq!(
+            times(json!({"exp": 2000, "nbf": 1031}), 1000),
+            Err(Deny::TokenNotYetValid)
+        );
+        // Fractional NumericDates round to the nearest second, as JWT libraries read them.
+        assert_eq!(times(json!({"exp": 1000.4}), 1030), Ok(()));
+        assert_eq!(times(json!({"exp": 1000.4}), 1031), Err(Deny::TokenExpired));
+    }
+
+    #[test]
+    fn a_time_that_is_not_a_number_is_refused() {
+        for bad in [
+            json!({"exp": "2000"}),
+            json!({"exp": -1}),
+            json!({"exp": null}),
+            json!({}),
+            json!({"exp": 2000, "nbf": "0"}),
+            json!({"exp": 2000, "nbf": -5}),
+        ] {
+            assert_eq!(times(bad.clone(), 1000), Err(Deny::InvalidClaims), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_identity_outlives_400_days() {
+        let now = crate::clock::from_unix(1_000);
+        let mut id = Identity::test("a");
+        id.expires_at = crate::clock::from_unix(u64::from(u32::MAX));
+        assert_eq!(capped(id, now).expires_at, now + MAX_IDENTITY_LIFETIME);
     }
 }

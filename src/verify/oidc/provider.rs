@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::Deserialize;
@@ -152,7 +152,9 @@ impl Provider {
                 self.metrics.jwks_keys(issuer, next.len());
                 self.install(next, || {});
                 self.loaded.store(true, Ordering::Release);
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let now = crate::clock::system_now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
                 self.metrics.jwks_refreshed(issuer, true, now.as_secs_f64());
                 Ok(())
             }
@@ -315,7 +317,6 @@ fn jitter(max: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
 
     use jsonwebtoken::Algorithm;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -442,10 +443,11 @@ mod tests {
         let keys_at_verification = p.keys();
         p.install(set(&["a"]), || {});
         assert!(keys_at_verification.find(Some("b"), Algorithm::ES256).is_some());
-        cache.insert(key, &Ok(Arc::new(Identity::test("mallory"))));
+        let now = crate::clock::system_now();
+        cache.insert(key, &Ok(Arc::new(Identity::test("mallory"))), now);
         let later = cache.key(p.generation.load(Ordering::Acquire), b"token signed by b");
         assert!(
-            !matches!(cache.get(&later, SystemTime::now()), Some(Cached::Allowed(_))),
+            !matches!(cache.get(&later, now), Some(Cached::Allowed(_))),
             "a token verified with a removed key was served from the cache"
         );
     }

@@ -243,9 +243,8 @@ fn parse_key(hex_key: &str) -> Result<PublicKey, LoadError> {
 }
 
 fn until(unix: i64) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    // moka's timers run on the real clock, so this is about real time.
+    let now = crate::clock::unix(crate::clock::system_now());
     Duration::from_secs(u64::try_from(unix).unwrap_or(0).saturating_sub(now))
 }
 
