@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::SystemTime;

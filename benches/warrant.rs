@@ -12,9 +12,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
-#[path = "support/warrant.rs"]
+#[path = "../tests/support/warrant.rs"]
 mod fixture;
-#[path = "support/mod.rs"]
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

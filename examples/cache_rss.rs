@@ -12,9 +12,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
-#[path = "../benches/support/mod.rs"]
+#[path = "../tests/support/mod.rs"]
 mod support;
-#[path = "../benches/support/warrant.rs"]
+#[path = "../tests/support/warrant.rs"]
 mod warrant;
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -21,9 +21,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
-#[path = "../benches/support/mod.rs"]
+#[path = "../tests/support/mod.rs"]
 mod support;
-#[path = "../benches/support/warrant.rs"]
+#[path = "../tests/support/warrant.rs"]
 mod warrant;
 
 use std::hint::black_box;

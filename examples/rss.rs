@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
-#[path = "../benches/support/mod.rs"]
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use envoy_types::ext_authz::v3::pb::HttpResponse;

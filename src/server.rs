@@ -19,6 +19,7 @@ use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
 use crate::check::Checker;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::session::Sessions;
 use crate::telemetry::Metrics;
@@ -114,6 +115,11 @@ where
 /// Builds the checker for a config: reads the Tenuo files it names; OIDC
 /// keys are not loaded yet.
 pub fn build_checker(config: Config) -> Result<Arc<Checker>, ServeError> {
+    build_checker_with(config, Clock::system())
+}
+
+/// The same, deciding by `clock` (tests use a manual one).
+pub fn build_checker_with(config: Config, clock: Clock) -> Result<Arc<Checker>, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let oidc = OidcVerifier::new(&config.oidc, metrics.clone())?;
     let warrant = match &config.tenuo {
@@ -129,7 +135,7 @@ pub fn build_checker(config: Config) -> Result<Arc<Checker>, ServeError> {
         .as_ref()
         .map(|s| Sessions::new(s, &config.oidc))
         .transpose()?;
-    let checker = Checker::new(config, oidc, warrant, metrics);
+    let checker = Checker::new(config, oidc, warrant, metrics).with_clock(clock);
     Ok(Arc::new(match sessions {
         Some(s) => checker.with_sessions(s),
         None => checker,

@@ -9,6 +9,7 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -443,16 +444,6 @@ fn a_session_cookie_name_padded_with_unicode_spaces_is_not_ours() {
 }
 
 #[test]
-fn an_expired_login_state_is_refused() {
-    let (s, _dir) = session_stack(|c, _| c["sessions"]["login_timeout_seconds"] = json!(5));
-    let mut b = Browser::new();
-    let authorize = b.start_login(&s, "/");
-    let callback = b.authorize(&s, &authorize);
-    std::thread::sleep(std::time::Duration::from_millis(6500));
-    assert_denied(&b.get(&s, &callback), 401, "login_state_invalid");
-}
-
-#[test]
 fn a_wrong_nonce_or_audience_in_the_id_token_is_refused() {
     let (s, _dir) = session_stack(|_, _| {});
     let mut flow = alice();
@@ -658,8 +649,7 @@ fn a_refresh_cut_off_by_the_ext_authz_timeout_is_kept_for_the_next_request() {
     let r = s.send(&Req::get("/app").header("Cookie", &cookie));
     assert_eq!(r.status, 503, "Envoy gave up on the Check: {}", r.summary());
     assert_eq!(s.echo_hits(), 0);
-    // The token endpoint answers 1.5 s after it was asked; leave room for a loaded machine.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    wait_for_delayed_token_answer(&s);
     flow["token_delay_ms"] = json!(0);
     s.idp().code_flow(flow);
     let r = s.send(&Req::get("/app").header("Cookie", &cookie));
@@ -680,6 +670,21 @@ fn a_refresh_cut_off_by_the_ext_authz_timeout_is_kept_for_the_next_request() {
     assert_eq!(refreshes[0]["ok"], true);
 }
 
+/// Until the IdP has sent the token endpoint's late answer (after
+/// `token_delay_ms`): portcullis then has it, or is reading it, and a Check
+/// that needs it waits for that exchange instead of starting another.
+fn wait_for_delayed_token_answer(s: &Stack) {
+    wait_until(
+        "the token endpoint's delayed answer",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || match s.idp().code_flow_log()["delayed_answers"].as_u64() {
+            Some(n) if n >= 1 => Ok(()),
+            other => Err(format!("delayed answers: {other:?}")),
+        },
+    );
+}
+
 /// The callback's code exchange outlives a Check that Envoy cut off: the
 /// code is spent at the IdP either way, so the same callback again (the
 /// browser retrying, with its login cookie still there) takes over the
@@ -695,7 +700,7 @@ fn a_callback_cut_off_by_the_ext_authz_timeout_completes_on_its_retry() {
     let callback = b.authorize(&s, &authorize);
     let r = b.get(&s, &callback);
     assert_eq!(r.status, 503, "Envoy gave up on the Check: {}", r.summary());
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    wait_for_delayed_token_answer(&s);
     flow["token_delay_ms"] = json!(0);
     s.idp().code_flow(flow);
     let mut replay = b.clone();
@@ -748,27 +753,6 @@ fn a_response_that_renews_the_session_is_no_store() {
     assert_eq!(r.header_all("cache-control"), vec!["public, max-age=600"]);
 }
 
-/// An IdP outage is not a logout: while the session's tokens are valid it
-/// keeps working (no renewal, nothing cleared); once they expire, login again.
-#[test]
-fn an_idp_outage_during_refresh_keeps_a_still_valid_session_until_it_expires() {
-    let (s, _dir) = session_stack(|_, _| {});
-    let mut flow = alice();
-    flow["ttl"] = json!(3); // refresh due at once; tokens valid 3 s
-    s.idp().code_flow(flow);
-    let mut b = Browser::new();
-    b.login(&s, "/");
-    let cookie = session_cookie(&b);
-    s.jwks_down(); // the token endpoint is unreachable
-    let r = s.send(&Req::get("/app").header("Cookie", &format!("{COOKIE}={cookie}")));
-    assert_eq!(assert_allowed(&r).header_all("x-user-id"), vec!["alice"]);
-    assert!(set_cookie_for(&r, COOKIE).is_none(), "{:?}", r.header_all("set-cookie"));
-    std::thread::sleep(std::time::Duration::from_millis(3500));
-    let r = s.send(&Req::get("/app").header("Cookie", &format!("{COOKIE}={cookie}")));
-    assert_denied(&r, 401, "refresh_failed");
-    s.jwks_up();
-}
-
 /// Every unauthenticated navigation starts a login with its own state
 /// cookie; they are capped so the `cookie` header cannot grow without bound.
 #[test]
@@ -789,30 +773,6 @@ fn pending_login_cookies_are_capped_and_the_newest_login_completes() {
         r.summary()
     );
     assert_allowed(&b.get(&s, "/last"));
-}
-
-#[test]
-fn an_expired_session_without_refresh_means_login() {
-    let (s, _dir) = session_stack(|c, _| c["sessions"]["refresh"]["enabled"] = json!(false));
-    let mut flow = alice();
-    flow["ttl"] = json!(2);
-    s.idp().code_flow(flow);
-    let mut b = Browser::new();
-    b.login(&s, "/");
-    assert_allowed(&b.get(&s, "/"));
-    std::thread::sleep(std::time::Duration::from_millis(3000));
-    let cookie = session_cookie(&b);
-    assert_denied(
-        &s.send(&Req::get("/").header("Cookie", &format!("{COOKIE}={cookie}"))),
-        401,
-        "session_expired",
-    );
-    assert_eq!(b.get(&s, "/").status, 302);
-    assert!(s.idp().code_flow_log()["token"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|t| t["grant_type"] != "refresh_token"));
 }
 
 #[test]

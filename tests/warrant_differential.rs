@@ -12,7 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
-#[path = "../benches/support/warrant.rs"]
+#[path = "support/warrant.rs"]
 mod fixture;
 
 use std::collections::HashMap;

@@ -98,7 +98,11 @@ dc.subscribe('http.server.request.start', (msg) => {
       const res = msg.response;
       const end = res.end.bind(res);
       res.end = (...a) => {
-        setTimeout(() => end(...a), flow.token_delay_ms);
+        setTimeout(() => {
+          end(...a);
+          // Tests wait for this instead of sleeping through the delay.
+          flowLog.delayed_answers++;
+        }, flow.token_delay_ms);
         return res;
       };
     }
@@ -112,7 +116,7 @@ dc.subscribe('http.server.request.start', (msg) => {
 
 // ---- browser login (authorization code flow) ------------------------------------
 let flow = {};
-const flowLog = { authorize: [], end_session: [], token: [], userinfo: [] };
+const flowLog = { authorize: [], end_session: [], token: [], userinfo: [], delayed_answers: 0 };
 const codes = new Map(); // code -> {pkce: bool}
 const refreshTokens = new Set();
 const accessTokens = new Set();

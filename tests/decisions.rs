@@ -1,0 +1,652 @@
+//! The decision matrix in process: the real `Checker` (built from YAML like
+//! the server's), a real in-process OIDC issuer (tests/support), warrants
+//! minted with the `tenuo` crate, and a manual clock, so expiry, refresh and
+//! cache lifetimes are tested by moving time instead of sleeping. No Envoy:
+//! the wire contract and the end-to-end paths stay in the Envoy tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
+mod support;
+#[path = "support/warrant.rs"]
+mod warrant;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use jsonwebtoken::Algorithm;
+use portcullis::check::Checker;
+use portcullis::clock::{unix, unix_i64, Clock};
+use serde_json::{json, Value};
+use support::{Issuer, RefreshAnswer, CLIENT_ID};
+use tempfile::TempDir;
+use tenuo::SigningKey;
+
+const COOKIE: &str = "__Host-portcullis";
+const PUBLIC_URL: &str = "https://app.example.com";
+
+/// One checker and everything it trusts, on a clock the test moves.
+struct World {
+    clock: Clock,
+    issuer: Issuer,
+    checker: Arc<Checker>,
+    tenuo_root: SigningKey,
+    agent: SigningKey,
+    _dir: TempDir,
+}
+
+/// What a Check answered, read the way Envoy reads it.
+#[derive(Debug)]
+struct Answer {
+    status: i32,
+    reason: Option<String>,
+    user: Option<String>,
+    location: Option<String>,
+    set_cookies: Vec<String>,
+}
+
+impl World {
+    /// `rules`: the YAML list under `rules:`; the rest is a fixed config with
+    /// one OIDC provider (bearer tokens and a login `idp`), browser sessions,
+    /// and Tenuo with the fixture gateway (`/files` → `read_file`).
+    async fn new(rules: &str) -> Self {
+        Self::with_refresh(rules, true).await
+    }
+
+    async fn with_refresh(rules: &str, refresh: bool) -> Self {
+        let clock = Clock::manual(std::time::SystemTime::now());
+        let issuer = Issuer::start_at(clock.clone()).await;
+        let dir = TempDir::new().unwrap();
+        let key = dir.path().join("session-key");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        let tenuo_root = warrant::key();
+        let gateway: String = warrant::GATEWAY.lines().map(|l| format!("    {l}\n")).collect();
+        let yaml = format!(
+            r#"listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+oidc:
+  clock_skew_seconds: 0
+  providers:
+    - issuer: {issuer}
+      audiences: [portcullis]
+      user_claim: email
+      login:
+        name: idp
+        client_id: {CLIENT_ID}
+        redirect_path: /oauth2/callback
+        logout_path: /oauth2/logout
+        post_logout_redirect: {PUBLIC_URL}/
+sessions:
+  cookie_name: {COOKIE}
+  keys: [{{file: {key}}}]
+  max_age_seconds: 7200
+  login_timeout_seconds: 300
+  refresh: {{enabled: {refresh}, before_expiry_seconds: 60}}
+  public_url: {PUBLIC_URL}
+tenuo:
+  trusted_issuers: ["{root}"]
+  gateway:
+{gateway}
+rules:
+{rules}
+cache:
+  max_ttl_seconds: 600
+  negative_ttl_seconds: 10
+"#,
+            issuer = issuer.url,
+            key = key.display(),
+            root = warrant::hex_key(&tenuo_root),
+        );
+        let checker = issuer.checker_for(&yaml).await;
+        Self {
+            clock,
+            issuer,
+            checker,
+            tenuo_root,
+            agent: warrant::key(),
+            _dir: dir,
+        }
+    }
+
+    fn advance(&self, seconds: u64) {
+        assert!(self.clock.advance(Duration::from_secs(seconds)));
+    }
+
+    fn now(&self) -> i64 {
+        unix_i64(self.clock.now())
+    }
+
+    async fn check(&self, req: CheckRequest) -> Answer {
+        answer(&self.checker.check(&req).await)
+    }
+
+    fn bearer(&self, sub: &str) -> String {
+        format!("Bearer {}", self.issuer.mint(Algorithm::RS256, sub, json!({})))
+    }
+
+    /// `X-Tenuo-Warrant` and `X-Tenuo-PoP` for `read_file` of `path`, the
+    /// PoP signed now (by the test's clock), the warrant valid `ttl` seconds.
+    fn warrant_headers(&self, path: &str, ttl: u64) -> [(String, String); 2] {
+        let w = warrant::mint(
+            &self.tenuo_root,
+            &self.agent,
+            vec![("read_file", warrant::read_file_caps())],
+            ttl,
+        );
+        let args = warrant::args(&[("path", path.into())]);
+        let pop = warrant::pop(&w, &self.agent, "read_file", &args, Some(self.now()));
+        [
+            ("x-tenuo-warrant".into(), warrant::header(&[&w])),
+            ("x-tenuo-pop".into(), pop),
+        ]
+    }
+
+    /// A whole browser login: the redirect, the user's approval at the
+    /// issuer, the callback. Returns the session cookie (`name=value`).
+    async fn login(&self, sub: &str, path: &str) -> String {
+        let start = self.check(browser(path, &[])).await;
+        assert_eq!(start.status, 302, "{start:?}");
+        let location = start.location.clone().unwrap();
+        let nonce = query(&location, "nonce");
+        let state = query(&location, "state");
+        let code = self.issuer.authorize(sub, &nonce);
+        let login_cookie = cookie_pair(&start.set_cookies, "__Host-portcullis-login").unwrap();
+        let back = self
+            .check(browser(
+                &format!("/oauth2/callback?code={code}&state={state}"),
+                &[("cookie", &login_cookie)],
+            ))
+            .await;
+        assert_eq!(back.status, 302, "{back:?}");
+        assert_eq!(back.location.as_deref(), Some(format!("{PUBLIC_URL}{path}").as_str()));
+        cookie_pair(&back.set_cookies, COOKIE).expect("session cookie")
+    }
+}
+
+fn answer(r: &CheckResponse) -> Answer {
+    match &r.http_response {
+        Some(HttpResponse::OkResponse(ok)) => Answer {
+            status: 200,
+            reason: None,
+            user: ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .find(|h| h.key == "x-user-id")
+                .map(|h| h.value.clone()),
+            location: None,
+            set_cookies: ok
+                .response_headers_to_add
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .filter(|h| h.key.eq_ignore_ascii_case("set-cookie"))
+                .map(|h| h.value.clone())
+                .collect(),
+        },
+        Some(HttpResponse::DeniedResponse(d)) => {
+            let header = |name: &str| -> Vec<String> {
+                d.headers
+                    .iter()
+                    .filter_map(|h| h.header.as_ref())
+                    .filter(|h| h.key.eq_ignore_ascii_case(name))
+                    .map(|h| h.value.clone())
+                    .collect()
+            };
+            let body: Value = serde_json::from_str(&d.body).unwrap_or_default();
+            Answer {
+                status: d.status.as_ref().map_or(-1, |s| s.code),
+                reason: body["reason"].as_str().map(str::to_string),
+                user: None,
+                location: header("location").into_iter().next(),
+                set_cookies: header("set-cookie"),
+            }
+        }
+        other => panic!("not an OK or a denial: {other:?}"),
+    }
+}
+
+fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    warrant::request(method, path, headers, "")
+}
+
+/// A top-level navigation, as a browser sends it.
+fn browser(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let mut all = vec![
+        ("accept", "text/html,application/xhtml+xml"),
+        ("sec-fetch-mode", "navigate"),
+    ];
+    all.extend_from_slice(headers);
+    request("GET", path, &all)
+}
+
+fn query(url: &str, name: &str) -> String {
+    let url = url::Url::parse(url).unwrap();
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {name} in {url}"))
+}
+
+/// `name=value` of the first `Set-Cookie` (not a clearing one) whose name
+/// is `name`, or starts with it when `name` ends in `-login`.
+fn cookie_pair(set_cookies: &[String], name: &str) -> Option<String> {
+    let prefix = if name.ends_with("-login") {
+        format!("{name}-")
+    } else {
+        format!("{name}=")
+    };
+    set_cookies
+        .iter()
+        .find(|c| c.starts_with(&prefix) && !c.contains("Max-Age=0"))
+        .map(|c| c.split(';').next().unwrap_or_default().to_string())
+}
+
+fn clears(set_cookies: &[String], name: &str) -> bool {
+    set_cookies
+        .iter()
+        .any(|c| c.starts_with(&format!("{name}=;")) && c.contains("Max-Age=0"))
+}
+
+fn assert_denied(a: &Answer, status: i32, reason: &str) {
+    assert_eq!((a.status, a.reason.as_deref()), (status, Some(reason)), "{a:?}");
+}
+
+// ---------------------------------------------------------------------------
+// require: oidc | tenuo | any | all, against every combination presented.
+
+#[derive(Clone, Copy, Debug)]
+enum Bearer {
+    None,
+    Valid,
+    Expired,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Warrant {
+    None,
+    Valid,
+    /// Signed by a key the checker does not trust.
+    Untrusted,
+}
+
+/// Credentials presented → (status, reason).
+type Cell = ((Bearer, Warrant), (i32, Option<&'static str>));
+
+/// Every cell of the matrix: the answer is the rule's, and the exact reason
+/// is the first failing credential's.
+#[tokio::test]
+async fn require_matrix() {
+    use Bearer as B;
+    use Warrant as W;
+    let ok = (200, None);
+    let no_cred = (401, Some("missing_credential"));
+    let no_warrant = (401, Some("missing_warrant"));
+    let expired = (401, Some("token_expired"));
+    let untrusted = (403, Some("untrusted_root"));
+    let table: [(&str, [Cell; 9]); 4] = [
+        (
+            "oidc",
+            [
+                ((B::None, W::None), no_cred),
+                ((B::None, W::Valid), no_cred),
+                ((B::None, W::Untrusted), no_cred),
+                ((B::Valid, W::None), ok),
+                // Not required, so not looked at.
+                ((B::Valid, W::Valid), ok),
+                ((B::Valid, W::Untrusted), ok),
+                ((B::Expired, W::None), expired),
+                ((B::Expired, W::Valid), expired),
+                ((B::Expired, W::Untrusted), expired),
+            ],
+        ),
+        (
+            "tenuo",
+            [
+                ((B::None, W::None), no_warrant),
+                ((B::None, W::Valid), ok),
+                ((B::None, W::Untrusted), untrusted),
+                ((B::Valid, W::None), no_warrant),
+                ((B::Valid, W::Valid), ok),
+                ((B::Valid, W::Untrusted), untrusted),
+                ((B::Expired, W::None), no_warrant),
+                ((B::Expired, W::Valid), ok),
+                ((B::Expired, W::Untrusted), untrusted),
+            ],
+        ),
+        (
+            "any",
+            [
+                ((B::None, W::None), no_cred),
+                ((B::None, W::Valid), ok),
+                ((B::None, W::Untrusted), untrusted),
+                ((B::Valid, W::None), ok),
+                ((B::Valid, W::Valid), ok),
+                // Every credential presented must be valid.
+                ((B::Valid, W::Untrusted), untrusted),
+                ((B::Expired, W::None), expired),
+                ((B::Expired, W::Valid), expired),
+                ((B::Expired, W::Untrusted), expired),
+            ],
+        ),
+        (
+            "all",
+            [
+                ((B::None, W::None), no_cred),
+                ((B::None, W::Valid), no_cred),
+                ((B::None, W::Untrusted), no_cred),
+                ((B::Valid, W::None), no_warrant),
+                ((B::Valid, W::Valid), ok),
+                ((B::Valid, W::Untrusted), untrusted),
+                ((B::Expired, W::None), expired),
+                ((B::Expired, W::Valid), expired),
+                ((B::Expired, W::Untrusted), expired),
+            ],
+        ),
+    ];
+    for (require, cells) in table {
+        let w = World::new(&format!("  - {{path_prefix: /, require: {require}}}")).await;
+        let expired_token = w
+            .issuer
+            .mint(Algorithm::RS256, "eve", json!({"exp": unix(w.clock.now()) - 1}));
+        let stranger = warrant::key();
+        for ((bearer, presented), (status, reason)) in cells {
+            let mut headers: Vec<(String, String)> = Vec::new();
+            match bearer {
+                B::None => {}
+                B::Valid => headers.push(("authorization".into(), w.bearer("alice"))),
+                B::Expired => headers.push(("authorization".into(), format!("Bearer {expired_token}"))),
+            }
+            match presented {
+                W::None => {}
+                W::Valid => headers.extend(w.warrant_headers("/data/a.txt", 600)),
+                W::Untrusted => {
+                    let bad = warrant::mint(&stranger, &w.agent, vec![("read_file", warrant::read_file_caps())], 600);
+                    let args = warrant::args(&[("path", "/data/a.txt".into())]);
+                    headers.push(("x-tenuo-warrant".into(), warrant::header(&[&bad])));
+                    headers.push((
+                        "x-tenuo-pop".into(),
+                        warrant::pop(&bad, &w.agent, "read_file", &args, Some(w.now())),
+                    ));
+                }
+            }
+            let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let a = w.check(request("GET", "/files?path=/data/a.txt", &refs)).await;
+            assert_eq!(
+                (a.status, a.reason.as_deref()),
+                (status, reason),
+                "require: {require}, bearer {bearer:?}, warrant {presented:?}: {a:?}"
+            );
+            if status == 200 {
+                let user = matches!(bearer, B::Valid) && require != "tenuo";
+                assert_eq!(
+                    a.user.as_deref(),
+                    user.then_some("alice@example.com"),
+                    "{require} {bearer:?}"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tokens and the decision cache against the clock.
+
+#[tokio::test]
+async fn a_cached_token_stops_at_its_exp_to_the_second() {
+    let w = World::new("  - {path_prefix: /, require: oidc}").await;
+    let token = w
+        .issuer
+        .mint(Algorithm::ES256, "bob", json!({"exp": unix(w.clock.now()) + 30}));
+    let req = || request("GET", "/x", &[("authorization", &format!("Bearer {token}"))]);
+    assert_eq!(w.check(req()).await.status, 200);
+    w.advance(29);
+    assert_eq!(w.check(req()).await.status, 200, "still valid: served from the cache");
+    w.advance(1);
+    // exp == now: the cache no longer serves it, and the verifier (skew 0)
+    // accepts it for this second only (expired once `exp < now`).
+    assert_eq!(w.check(req()).await.status, 200);
+    w.advance(1);
+    assert_denied(&w.check(req()).await, 401, "token_expired");
+}
+
+#[tokio::test]
+async fn a_token_not_yet_valid_becomes_valid_when_its_nbf_arrives() {
+    let w = World::new("  - {path_prefix: /, require: oidc}").await;
+    let token = w
+        .issuer
+        .mint(Algorithm::EdDSA, "carol", json!({"nbf": unix(w.clock.now()) + 20}));
+    let req = || request("GET", "/x", &[("authorization", &format!("Bearer {token}"))]);
+    assert_denied(&w.check(req()).await, 401, "token_not_yet_valid");
+    w.advance(20);
+    assert_eq!(w.check(req()).await.status, 200, "not-yet-valid is never cached");
+}
+
+#[tokio::test]
+async fn a_cached_denial_lasts_negative_ttl() {
+    let w = World::new("  - {path_prefix: /, require: oidc}").await;
+    let token = w.issuer.mint(Algorithm::RS256, "dan", json!({"aud": "someone-else"}));
+    let req = || request("GET", "/x", &[("authorization", &format!("Bearer {token}"))]);
+    assert_denied(&w.check(req()).await, 401, "wrong_audience");
+    w.advance(9);
+    assert_denied(&w.check(req()).await, 401, "wrong_audience");
+    assert_eq!(
+        lookups(&w),
+        (1, 1),
+        "(misses, negative hits): the repeat came from the cache"
+    );
+    w.advance(1);
+    assert_denied(&w.check(req()).await, 401, "wrong_audience");
+    assert_eq!(lookups(&w), (2, 1), "after negative_ttl the token is verified again");
+}
+
+/// (misses, negative hits) of the decision cache so far.
+fn lookups(w: &World) -> (u64, u64) {
+    let text = w.checker.metrics().render(0);
+    let count = |result: &str| {
+        let prefix = format!("portcullis_cache_lookups_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    (count("miss"), count("negative_hit"))
+}
+
+// ---------------------------------------------------------------------------
+// Warrants against the clock.
+
+#[tokio::test]
+async fn a_warrant_expires_on_the_clock_even_after_it_was_cached() {
+    let w = World::new("  - {path_prefix: /, require: tenuo}").await;
+    let warrant = warrant::mint(
+        &w.tenuo_root,
+        &w.agent,
+        vec![("read_file", warrant::read_file_caps())],
+        5,
+    );
+    let args = warrant::args(&[("path", "/data/a.txt".into())]);
+    let header = warrant::header(&[&warrant]);
+    let send = |at: i64| {
+        let pop = warrant::pop(&warrant, &w.agent, "read_file", &args, Some(at));
+        request(
+            "GET",
+            "/files?path=/data/a.txt",
+            &[("x-tenuo-warrant", &header), ("x-tenuo-pop", &pop)],
+        )
+    };
+    assert_eq!(w.check(send(w.now())).await.status, 200);
+    assert_eq!(w.check(send(w.now())).await.status, 200, "the repeat is a cache hit");
+    w.advance(6);
+    assert_denied(&w.check(send(w.now())).await, 403, "warrant_expired");
+}
+
+// ---------------------------------------------------------------------------
+// Browser sessions: when a login starts, session lifetime, refresh, cookies.
+
+const LOGIN_RULES: &str = "  - {path_prefix: /api, require: oidc}\n  - {path_prefix: /, login: idp}";
+
+#[tokio::test]
+async fn only_a_browser_navigation_without_a_session_is_sent_to_log_in() {
+    let w = World::new(LOGIN_RULES).await;
+    let start = w.check(browser("/page?x=1", &[])).await;
+    assert_eq!(start.status, 302, "{start:?}");
+    let location = start.location.unwrap();
+    assert!(
+        location.starts_with(&format!("{}/authorize?", w.issuer.url)),
+        "{location}"
+    );
+    assert_eq!(query(&location, "client_id"), CLIENT_ID);
+    assert_eq!(query(&location, "code_challenge_method"), "S256");
+    assert!(cookie_pair(&start.set_cookies, "__Host-portcullis-login").is_some());
+    // Everything that is not a top-level GET navigation keeps its 401.
+    let not_browsers = [
+        request("GET", "/page", &[]),
+        request("POST", "/page", &[("accept", "text/html")]),
+        request("GET", "/page", &[("accept", "text/html"), ("sec-fetch-mode", "cors")]),
+        request(
+            "GET",
+            "/page",
+            &[("accept", "text/html"), ("x-requested-with", "XMLHttpRequest")],
+        ),
+    ];
+    for req in not_browsers {
+        assert_denied(&w.check(req).await, 401, "missing_credential");
+    }
+    // A route without `login:` never redirects, browser or not.
+    assert_denied(&w.check(browser("/api/x", &[])).await, 401, "missing_credential");
+}
+
+#[tokio::test]
+async fn a_login_lands_and_its_session_admits_the_user() {
+    let w = World::new(LOGIN_RULES).await;
+    let session = w.login("alice", "/home").await;
+    let a = w.check(browser("/home", &[("cookie", &session)])).await;
+    assert_eq!((a.status, a.user.as_deref()), (200, Some("alice@example.com")), "{a:?}");
+    // The cookie is not a credential on a bearer-only route.
+    assert_denied(
+        &w.check(browser("/api/x", &[("cookie", &session)])).await,
+        401,
+        "missing_credential",
+    );
+}
+
+#[tokio::test]
+async fn a_login_state_older_than_login_timeout_is_refused_and_cleared() {
+    let w = World::new(LOGIN_RULES).await;
+    let start = w.check(browser("/", &[])).await;
+    let location = start.location.clone().unwrap();
+    let code = w.issuer.authorize("alice", &query(&location, "nonce"));
+    let login_cookie = cookie_pair(&start.set_cookies, "__Host-portcullis-login").unwrap();
+    let name = login_cookie.split('=').next().unwrap().to_string();
+    w.advance(300);
+    let back = w
+        .check(browser(
+            &format!("/oauth2/callback?code={code}&state={}", query(&location, "state")),
+            &[("cookie", &login_cookie)],
+        ))
+        .await;
+    assert_denied(&back, 401, "login_state_invalid");
+    assert!(clears(&back.set_cookies, &name), "{:?}", back.set_cookies);
+}
+
+#[tokio::test]
+async fn a_session_near_expiry_is_refreshed_once_and_renewed_in_its_cookie() {
+    let w = World::new(LOGIN_RULES).await;
+    w.issuer.set_token_ttl(120);
+    let session = w.login("alice", "/").await;
+    w.advance(59);
+    let a = w.check(browser("/", &[("cookie", &session)])).await;
+    assert_eq!(
+        (a.status, a.set_cookies.len(), w.issuer.refreshes()),
+        (200, 0, 0),
+        "{a:?}"
+    );
+    w.advance(1); // 60 s before the tokens' expiry: refresh due
+    let a = w.check(browser("/", &[("cookie", &session)])).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(w.issuer.refreshes(), 1);
+    let renewed = cookie_pair(&a.set_cookies, COOKIE).expect("renewed cookie");
+    // The same old cookie again: the refresh is not repeated.
+    assert_eq!(w.check(browser("/", &[("cookie", &session)])).await.status, 200);
+    assert_eq!(w.issuer.refreshes(), 1);
+    // Past the first tokens' expiry, the renewed cookie still works.
+    w.advance(100);
+    let a = w.check(browser("/", &[("cookie", &renewed)])).await;
+    assert_eq!((a.status, a.user.as_deref()), (200, Some("alice@example.com")), "{a:?}");
+}
+
+#[tokio::test]
+async fn an_idp_outage_keeps_a_still_valid_session_until_its_tokens_expire() {
+    let w = World::new(LOGIN_RULES).await;
+    w.issuer.set_token_ttl(120);
+    let session = w.login("alice", "/").await;
+    w.issuer.set_refresh(RefreshAnswer::Unavailable);
+    w.advance(61);
+    let a = w.check(browser("/x", &[("cookie", &session)])).await;
+    assert_eq!((a.status, a.set_cookies.len()), (200, 0), "{a:?}");
+    w.advance(60); // tokens expired, the IdP still down
+    let a = w.check(request("GET", "/x", &[("cookie", &session)])).await;
+    assert_denied(&a, 401, "refresh_failed");
+    assert!(clears(&a.set_cookies, COOKIE), "{:?}", a.set_cookies);
+}
+
+#[tokio::test]
+async fn a_revoked_refresh_token_means_a_new_login() {
+    let w = World::new(LOGIN_RULES).await;
+    w.issuer.set_token_ttl(120);
+    let session = w.login("alice", "/").await;
+    w.issuer.set_refresh(RefreshAnswer::Revoked);
+    w.advance(61);
+    let a = w.check(request("GET", "/x", &[("cookie", &session)])).await;
+    assert_denied(&a, 401, "refresh_failed");
+    assert!(clears(&a.set_cookies, COOKIE), "{:?}", a.set_cookies);
+    // A browser is sent to log in again, its dead cookie cleared on the way.
+    let a = w.check(browser("/x", &[("cookie", &session)])).await;
+    assert_eq!(a.status, 302, "{a:?}");
+    assert!(clears(&a.set_cookies, COOKIE), "{:?}", a.set_cookies);
+}
+
+#[tokio::test]
+async fn a_session_ends_at_max_age_whatever_its_refreshes() {
+    let w = World::new(LOGIN_RULES).await;
+    let session = w.login("alice", "/").await; // tokens 1 h, max_age 2 h
+    let mut cookie = session;
+    for _ in 0..2 {
+        w.advance(3600 - 60);
+        let a = w.check(browser("/", &[("cookie", &cookie)])).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        cookie = cookie_pair(&a.set_cookies, COOKIE).expect("renewed");
+    }
+    w.advance(120); // 7200 s after login
+    let a = w.check(request("GET", "/", &[("cookie", &cookie)])).await;
+    assert_denied(&a, 401, "session_expired");
+    assert!(clears(&a.set_cookies, COOKIE), "{:?}", a.set_cookies);
+}
+
+#[tokio::test]
+async fn without_refresh_a_session_ends_with_its_tokens_and_a_browser_logs_in_again() {
+    let w = World::with_refresh(LOGIN_RULES, false).await;
+    w.issuer.set_token_ttl(120);
+    let session = w.login("alice", "/").await;
+    w.advance(119);
+    assert_eq!(w.check(browser("/", &[("cookie", &session)])).await.status, 200);
+    w.advance(1);
+    let a = w.check(request("GET", "/", &[("cookie", &session)])).await;
+    assert_denied(&a, 401, "session_expired");
+    assert!(clears(&a.set_cookies, COOKIE), "{:?}", a.set_cookies);
+    assert_eq!(w.check(browser("/", &[("cookie", &session)])).await.status, 302);
+    assert_eq!(w.issuer.refreshes(), 0);
+}
+
+#[tokio::test]
+async fn a_forged_session_cookie_is_refused_and_cleared() {
+    let w = World::new(LOGIN_RULES).await;
+    let a = w
+        .check(request(
+            "GET",
+            "/",
+            &[("cookie", &format!("{COOKIE}=not-a-sealed-value"))],
+        ))
+        .await;
+    assert_denied(&a, 401, "session_invalid");
+    assert!(clears(&a.set_cookies, COOKIE), "{:?}", a.set_cookies);
+}

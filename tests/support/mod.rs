@@ -1,0 +1,313 @@
+//! Shared by the in-process tests (`tests/decisions.rs`), the criterion
+//! benches and the examples: an in-process
+//! issuer on 127.0.0.1 that serves discovery and a JWKS for RS256, ES256 and
+//! EdDSA keys, and mints tokens with them.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::check::Checker;
+use portcullis::clock::{unix, Clock};
+use portcullis::config::RawConfig;
+use serde_json::{json, Value};
+
+pub const ALGS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
+
+/// The `client_id` of the issuer's login client.
+pub const CLIENT_ID: &str = "portcullis-web";
+
+/// An OIDC issuer in the test process: discovery, JWKS, and a token
+/// endpoint for the code and refresh grants. Tokens are minted at its
+/// clock's time, so a test that moves a manual clock moves the issuer too.
+pub struct Issuer {
+    pub url: String,
+    keys: Arc<Vec<(Algorithm, EncodingKey)>>,
+    clock: Clock,
+    login: Arc<Mutex<LoginSide>>,
+}
+
+/// What the token endpoint knows: codes granted by `authorize`, live
+/// refresh tokens (rotated on use), and how it answers refreshes.
+#[derive(Default)]
+struct LoginSide {
+    codes: HashMap<String, (String, String)>,
+    refresh_tokens: HashMap<String, String>,
+    token_ttl: u64,
+    refresh: RefreshAnswer,
+    refreshes: u32,
+}
+
+/// How the token endpoint answers a refresh grant.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub enum RefreshAnswer {
+    #[default]
+    Renew,
+    /// `400 invalid_grant`: the refresh token was revoked.
+    Revoked,
+    /// `503`: the IdP is down.
+    Unavailable,
+}
+
+fn key(alg: Algorithm) -> EncodingKey {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/keys");
+    let read = |f: &str| std::fs::read(format!("{dir}/{f}")).expect("bench key");
+    match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&read("rs256.pem")),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&read("es256.pem")),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(&read("eddsa.pem")),
+        _ => unreachable!("no bench key for {alg:?}"),
+    }
+    .expect("parse bench key")
+}
+
+fn kid(alg: Algorithm) -> String {
+    format!("bench-{alg:?}").to_lowercase()
+}
+
+fn sign(keys: &[(Algorithm, EncodingKey)], alg: Algorithm, claims: &Value) -> String {
+    let (_, k) = keys.iter().find(|(a, _)| *a == alg).expect("alg");
+    let mut header = Header::new(alg);
+    header.kid = Some(kid(alg));
+    jsonwebtoken::encode(&header, claims, k).expect("sign")
+}
+
+impl Issuer {
+    /// Binds 127.0.0.1:0 and serves on the current runtime, minting at the system time.
+    pub async fn start() -> Self {
+        Self::start_at(Clock::system()).await
+    }
+
+    /// The same, minting at `clock`'s time.
+    pub async fn start_at(clock: Clock) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let keys: Arc<Vec<_>> = Arc::new(ALGS.iter().map(|&a| (a, key(a))).collect());
+        let jwks: Vec<Value> = keys
+            .iter()
+            .map(|(alg, k)| {
+                let mut jwk = Jwk::from_encoding_key(k, *alg).expect("jwk");
+                jwk.common.key_id = Some(kid(*alg));
+                serde_json::to_value(jwk).expect("json")
+            })
+            .collect();
+        let discovery = json!({
+            "issuer": url,
+            "jwks_uri": format!("{url}/keys"),
+            "authorization_endpoint": format!("{url}/authorize"),
+            "token_endpoint": format!("{url}/token"),
+        });
+        let login = Arc::new(Mutex::new(LoginSide {
+            token_ttl: 3600,
+            ..LoginSide::default()
+        }));
+        let token = {
+            let (login, keys, clock, url) = (login.clone(), keys.clone(), clock.clone(), url.clone());
+            move |body: String| async move { token_endpoint(&login, &keys, &clock, &url, &body) }
+        };
+        let app = Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { Json(discovery) }),
+            )
+            .route("/keys", get(move || async move { Json(json!({ "keys": jwks })) }))
+            .route("/token", post(token));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url,
+            keys,
+            clock,
+            login,
+        }
+    }
+
+    /// A token for `sub`, valid an hour from the issuer's clock; `extra`
+    /// adds or replaces claims (`exp`, `aud`, …).
+    pub fn mint(&self, alg: Algorithm, sub: &str, extra: Value) -> String {
+        let now = unix(self.clock.now());
+        let mut claims = json!({
+            "iss": self.url, "sub": sub, "aud": "portcullis", "iat": now, "exp": now + 3600,
+            "email": format!("{sub}@example.com"), "groups": ["dev", "ops"],
+        });
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        sign(&self.keys, alg, &claims)
+    }
+
+    /// The user `sub` approves a login at the authorization endpoint:
+    /// returns the code the browser brings back to the callback. `nonce`
+    /// is the one in the authorization URL.
+    pub fn authorize(&self, sub: &str, nonce: &str) -> String {
+        let code = format!("code-{}", rand::random::<u64>());
+        let mut login = self.login.lock().expect("lock");
+        login.codes.insert(code.clone(), (sub.to_string(), nonce.to_string()));
+        code
+    }
+
+    /// Lifetime of the tokens the token endpoint issues from now on.
+    pub fn set_token_ttl(&self, seconds: u64) {
+        self.login.lock().expect("lock").token_ttl = seconds;
+    }
+
+    pub fn set_refresh(&self, answer: RefreshAnswer) {
+        self.login.lock().expect("lock").refresh = answer;
+    }
+
+    /// Refresh grants the token endpoint has answered, whatever the answer.
+    pub fn refreshes(&self) -> u32 {
+        self.login.lock().expect("lock").refreshes
+    }
+
+    pub fn decoding_key(&self, alg: Algorithm) -> jsonwebtoken::DecodingKey {
+        let (_, k) = self.keys.iter().find(|(a, _)| *a == alg).expect("alg");
+        let jwk = Jwk::from_encoding_key(k, alg).expect("jwk");
+        jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("decoding key")
+    }
+
+    /// A checker for this issuer with its keys loaded.
+    pub async fn checker(&self, max_entries: u64) -> Arc<Checker> {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\noidc:\n  providers:\n    - issuer: {}\n      audiences: [portcullis]\n      user_claim: email\nrules:\n  - path_prefix: /admin\n    allowed_groups: [admins]\n  - path_prefix: /\ncache:\n  max_entries: {max_entries}\n",
+            self.url
+        );
+        self.checker_for(&yaml).await
+    }
+
+    /// A checker for a whole config (YAML), deciding by the issuer's clock,
+    /// with every provider's keys loaded.
+    pub async fn checker_for(&self, yaml: &str) -> Arc<Checker> {
+        let mut config = RawConfig::from_yaml(yaml).expect("yaml").validate().expect("valid");
+        // `{file: …}` secrets; no environment.
+        config.resolve_secrets(&HashMap::<&str, &str>::new()).expect("secrets");
+        let checker = portcullis::server::build_checker_with(config, self.clock.clone()).expect("checker");
+        checker.oidc().load_all().await.expect("keys");
+        checker
+    }
+}
+
+/// `POST /token`: the code grant (the code's user, the nonce of its
+/// authorization request) and the refresh grant (rotating the refresh token).
+fn token_endpoint(
+    login: &Mutex<LoginSide>,
+    keys: &[(Algorithm, EncodingKey)],
+    clock: &Clock,
+    url: &str,
+    body: &str,
+) -> (StatusCode, Json<Value>) {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    let mut login = login.lock().expect("lock");
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    let (sub, nonce) = match field("grant_type").as_str() {
+        "authorization_code" => match login.codes.remove(&field("code")) {
+            Some((sub, nonce)) => (sub, Some(nonce)),
+            None => return (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"}))),
+        },
+        "refresh_token" => {
+            login.refreshes += 1;
+            match login.refresh {
+                RefreshAnswer::Renew => {}
+                RefreshAnswer::Revoked => {
+                    return (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"})));
+                }
+                RefreshAnswer::Unavailable => {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(json!({"error": "temporarily_unavailable"})),
+                    );
+                }
+            }
+            match login.refresh_tokens.remove(&field("refresh_token")) {
+                Some(sub) => (sub, None),
+                None => return (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"}))),
+            }
+        }
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "unsupported_grant_type"})),
+            )
+        }
+    };
+    let now = unix(clock.now());
+    let ttl = login.token_ttl;
+    let mut claims = json!({
+        "iss": url, "sub": sub, "aud": CLIENT_ID, "iat": now, "exp": now + ttl,
+        "email": format!("{sub}@example.com"), "groups": ["dev", "ops"],
+    });
+    if let Some(n) = nonce {
+        claims["nonce"] = json!(n);
+    }
+    let refresh_token = format!("rt-{}", rand::random::<u64>());
+    login.refresh_tokens.insert(refresh_token.clone(), sub);
+    let id_token = sign(keys, Algorithm::RS256, &claims);
+    (
+        StatusCode::OK,
+        Json(json!({
+            "access_token": format!("at-{}", rand::random::<u64>()),
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "id_token": id_token,
+            "refresh_token": refresh_token,
+        })),
+    )
+}
+
+/// A CheckRequest shaped like the ones Envoy sends: a dozen headers.
+pub fn check_request(token: &str) -> CheckRequest {
+    let mut headers: std::collections::HashMap<String, String> = [
+        (":authority", "app.example.com"),
+        (":method", "GET"),
+        (":path", "/api/items?page=2"),
+        (":scheme", "https"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, br"),
+        ("user-agent", "bench/1.0"),
+        ("x-forwarded-proto", "https"),
+        ("x-request-id", "0f6c1a52-8f34-4b8e-9a55-1f0c7e0a9b1d"),
+        ("x-user-id", "spoofed"),
+        ("x-envoy-expected-rq-timeout-ms", "500"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    headers.insert("authorization".into(), format!("Bearer {token}"));
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/api/items?page=2".into(),
+                    host: "app.example.com".into(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Polls a future that must complete without waiting (a cache hit or a
+/// verification with a known key never awaits I/O), so benchmarks measure
+/// the decision and not an executor.
+pub fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the benchmarked path waited on I/O"),
+    }
+}
