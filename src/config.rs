@@ -14,6 +14,8 @@ use serde::Deserialize;
 use url::{Host, Url};
 
 use crate::headers::HeaderPolicy;
+/// The policy owns it; re-exported for the paths that named it here.
+pub use crate::policy::Require;
 use crate::policy::{Policy, Rule};
 
 pub mod sessions;
@@ -244,20 +246,6 @@ pub struct RawTenuo {
     /// Byte budget of the warrant caches (verified stacks, rejected stacks, exact repeats).
     #[serde(default = "default_tenuo_cache_bytes")]
     pub cache_max_bytes: u64,
-}
-
-/// Which credentials a route needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Require {
-    /// An OIDC identity.
-    Oidc,
-    /// A Tenuo warrant with proof of possession.
-    Tenuo,
-    /// Either one; every credential presented must be valid.
-    Any,
-    /// Both.
-    All,
 }
 
 #[derive(Debug, Clone, Deserialize)]
