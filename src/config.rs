@@ -1116,24 +1116,9 @@ impl Errors {
     }
 }
 
-/// Reads, applies env overrides and validates a config file, and checks the
-/// files its `tenuo` section names.
-pub fn load(path: &Path, env: &impl Strings) -> Result<Config, ConfigError> {
-    let config = read(path, env)?;
-    // The files the tenuo section names are part of the config: a bad gateway
-    // config must stop `check-config` and start-up, not the first request.
-    if let Some(tenuo) = &config.tenuo {
-        crate::verify::warrant::Trust::load(tenuo).map_err(|e| {
-            ConfigError::Invalid(vec![FieldError {
-                path: e.field().into(),
-                message: e.to_string(),
-            }])
-        })?;
-    }
-    Ok(config)
-}
-
-/// Reads, applies env overrides and validates a config file (no other file).
+/// Reads, applies env overrides, validates a config file and reads the
+/// secrets it references. The files the `tenuo` section names are checked
+/// by `verify::warrant::check_files`.
 pub fn read(path: &Path, env: &impl Strings) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),

@@ -4,7 +4,7 @@
 //!
 //! Secrets (cookie keys, client secrets) are references to a file or an
 //! environment variable, never inline values. [`RawConfig::validate`] checks
-//! the references; `config::load` reads them ([`Config::resolve_secrets`]),
+//! the references; `config::read` reads them ([`Config::resolve_secrets`]),
 //! so `check-config` reports a missing key file with its field path.
 
 use std::fmt;

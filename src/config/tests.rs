@@ -231,51 +231,6 @@ fn require_is_resolved_against_what_is_configured() {
     assert_eq!(c.policy.rule_for("/x").unwrap().require(), Require::Any);
 }
 
-#[test]
-fn files_named_by_the_tenuo_section_are_checked_at_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = dir.path().join("gateway.yaml");
-    let config = dir.path().join("portcullis.yaml");
-    let write_config = |g: &std::path::Path| {
-        std::fs::write(
-            &config,
-            format!(
-                "tenuo:\n  trusted_issuers: [{KEY_A}]\n  gateway_config: {}\n",
-                g.display()
-            ),
-        )
-        .unwrap();
-    };
-    write_config(&gateway);
-    let missing = load(&config, &HashMap::new()).unwrap_err().to_string();
-    assert!(
-        missing.contains("tenuo.gateway_config") && missing.contains("cannot read"),
-        "{missing}"
-    );
-    std::fs::write(
-        &gateway,
-        "version: '1'\nsettings: {}\ntools: {}\nroutes:\n  - {pattern: /x, tool: nope}\n",
-    )
-    .unwrap();
-    let undefined = load(&config, &HashMap::new()).unwrap_err().to_string();
-    assert!(undefined.contains("tenuo.gateway_config"), "{undefined}");
-    std::fs::write(
-        &gateway,
-        "version: '1'\nsettings: {}\ntools: {}\nroutes: []\nextra: 1\n",
-    )
-    .unwrap();
-    assert!(
-        load(&config, &HashMap::new()).is_err(),
-        "unknown gateway keys are refused"
-    );
-    std::fs::write(
-        &gateway,
-        "version: '1'\nsettings: {}\ntools:\n  t: {description: d, constraints: {}}\nroutes:\n  - {pattern: /x, tool: t}\n",
-    )
-    .unwrap();
-    load(&config, &HashMap::new()).unwrap();
-}
-
 const SESSIONS: &str = "
 oidc:
   providers:
