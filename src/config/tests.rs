@@ -1,5 +1,6 @@
 use super::*;
 use crate::deny::Deny;
+use crate::policy::Rule;
 use std::collections::HashMap;
 
 const MINIMAL: &str = "
