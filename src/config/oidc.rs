@@ -75,7 +75,7 @@ pub struct RawProvider {
 fn default_user_claim() -> String {
     "sub".into()
 }
-fn default_email_claim() -> String {
+pub(super) fn default_email_claim() -> String {
     "email".into()
 }
 fn default_groups_claim() -> String {

@@ -143,7 +143,8 @@ pub struct RawOAuth2Provider {
     pub userinfo_url: String,
     #[serde(default = "default_oauth2_user_claim")]
     pub user_claim: String,
-    #[serde(default = "default_email_claim")]
+    /// The same default as an OIDC provider's.
+    #[serde(default = "super::oidc::default_email_claim")]
     pub email_claim: String,
     #[serde(default)]
     pub groups_claim: Option<String>,
@@ -158,9 +159,6 @@ fn default_logout_path() -> String {
 }
 fn default_oauth2_user_claim() -> String {
     "login".into()
-}
-fn default_email_claim() -> String {
-    "email".into()
 }
 
 // === compiled ===

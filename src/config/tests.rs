@@ -114,7 +114,7 @@ fn example_values_are_the_defaults() {
     assert_example_shows_defaults::<RawTenuo>(
         "tenuo",
         &example["tenuo"],
-        // The two overrides are unset by default (the gateway's own values apply).
+        // clock_tolerance_seconds and debug override the gateway's settings: unset by default.
         &["trusted_issuers", "gateway_config", "clock_tolerance_seconds", "debug"],
         &[],
     );
