@@ -2,11 +2,12 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use portcullis::config::{self, Env, ENV_CONFIG};
+use portcullis::config::{self, Config, ConfigError, Env, ENV_CONFIG};
+use portcullis::verify::warrant;
 use portcullis::{server, telemetry};
 
 /// sysexits EX_USAGE: the configuration is wrong, retrying will not help.
@@ -37,10 +38,18 @@ enum Command {
     },
 }
 
+/// The config file, the secrets it references and the Tenuo files it names:
+/// everything that must be right before the first request.
+fn load(path: &Path) -> Result<Config, ConfigError> {
+    let config = config::read(path, &Env)?;
+    warrant::check_files(&config)?;
+    Ok(config)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match config::load(&config, &Env) {
+        Command::CheckConfig { config } => match load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
@@ -52,7 +61,7 @@ fn main() -> ExitCode {
         },
         Command::Serve { config } => {
             telemetry::init_logging();
-            let cfg = match config::load(&config, &Env) {
+            let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(event = "config_invalid", path = %config.display(), error = %e);

@@ -4,9 +4,25 @@
 
 use std::sync::Arc;
 
-use crate::config::Require;
+use serde::Deserialize;
+
 use crate::deny::Deny;
 use crate::identity::{Identity, Source};
+
+/// Which credentials a route needs. The config's `require:` values are
+/// these, spelled in lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Require {
+    /// An OIDC identity.
+    Oidc,
+    /// A Tenuo warrant with proof of possession.
+    Tenuo,
+    /// Either one; every credential presented must be valid.
+    Any,
+    /// Both.
+    All,
+}
 
 #[derive(Debug, Clone)]
 pub struct Policy {

@@ -9,8 +9,7 @@ mod common;
 
 use common::tenuo::Minter;
 use common::*;
-use portcullis::config::Require;
-use portcullis::policy::{Policy, Rule};
+use portcullis::policy::{Policy, Require, Rule};
 use portcullis::request::judge_path;
 use serde_json::json;
 

@@ -13,9 +13,8 @@
 
 use std::sync::LazyLock;
 
-use portcullis::config::Require;
 use portcullis::deny::Deny;
-use portcullis::policy::{Policy, Rule};
+use portcullis::policy::{Policy, Require, Rule};
 use portcullis::request::RequestView;
 
 use crate::ensure;

@@ -4,7 +4,7 @@
 //!
 //! Secrets (cookie keys, client secrets) are references to a file or an
 //! environment variable, never inline values. [`RawConfig::validate`] checks
-//! the references; `config::load` reads them ([`Config::resolve_secrets`]),
+//! the references; `config::read` reads them ([`Config::resolve_secrets`]),
 //! so `check-config` reports a missing key file with its field path.
 
 use std::fmt;
@@ -16,7 +16,8 @@ use base64::Engine;
 use serde::Deserialize;
 use url::Url;
 
-use super::{check_fetch_url, is_local_host, Config, ConfigError, Errors, FieldError, RawConfig, Strings};
+use super::oidc::{fetch_url, is_local_host};
+use super::{Config, ConfigError, Errors, FieldError, RawConfig, Strings};
 use crate::request::judge_path;
 
 /// Bytes of a cookie encryption key (XChaCha20-Poly1305).
@@ -25,33 +26,38 @@ pub const KEY_BYTES: usize = 32;
 // === raw (serde) ===
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawSessions {
-    #[serde(default = "default_cookie_name")]
     pub cookie_name: String,
     /// First encrypts, all decrypt.
-    #[serde(default)]
     pub keys: Vec<RawSecret>,
-    #[serde(default = "default_max_age")]
     pub max_age_seconds: u64,
-    #[serde(default = "default_login_timeout")]
     pub login_timeout_seconds: u64,
-    #[serde(default)]
     pub refresh: RawRefresh,
     /// Default `public_url` of every `login:` block.
-    #[serde(default)]
     pub public_url: Option<String>,
     /// Plain OAuth2 providers (no OIDC: no ID token, no JWKS), e.g. GitHub.
-    #[serde(default)]
     pub oauth2_providers: Vec<RawOAuth2Provider>,
 }
 
+impl Default for RawSessions {
+    fn default() -> Self {
+        Self {
+            cookie_name: "__Host-portcullis".into(),
+            keys: Vec::new(),
+            max_age_seconds: 8 * 3600,
+            login_timeout_seconds: 600,
+            refresh: RawRefresh::default(),
+            public_url: None,
+            oauth2_providers: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawRefresh {
-    #[serde(default = "default_true")]
     pub enabled: bool,
-    #[serde(default = "default_refresh_before")]
     pub before_expiry_seconds: u64,
 }
 
@@ -59,18 +65,16 @@ impl Default for RawRefresh {
     fn default() -> Self {
         Self {
             enabled: true,
-            before_expiry_seconds: default_refresh_before(),
+            before_expiry_seconds: 60,
         }
     }
 }
 
 /// `{file: /path}` or `{env: NAME}` (exactly one of them).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawSecret {
-    #[serde(default)]
     pub file: Option<String>,
-    #[serde(default)]
     pub env: Option<String>,
 }
 
@@ -90,15 +94,18 @@ impl fmt::Debug for SecretSource {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenAuth {
     /// HTTP Basic with the client id and secret (RFC 6749 §2.3.1).
+    #[default]
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the form body (GitHub).
     ClientSecretPost,
 }
 
+/// `name` and `client_id` are required, so this struct has no `Default`:
+/// the fields that have one name it with `default = "…"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLogin {
@@ -107,7 +114,7 @@ pub struct RawLogin {
     pub client_id: String,
     #[serde(default)]
     pub client_secret: Option<RawSecret>,
-    #[serde(default = "default_token_auth")]
+    #[serde(default)]
     pub token_auth: TokenAuth,
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
@@ -128,6 +135,7 @@ pub struct RawLogin {
     pub end_session_endpoint: Option<String>,
 }
 
+/// `userinfo_url` and `login` are required: no `Default`, as for [`RawLogin`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOAuth2Provider {
@@ -135,31 +143,14 @@ pub struct RawOAuth2Provider {
     pub userinfo_url: String,
     #[serde(default = "default_oauth2_user_claim")]
     pub user_claim: String,
-    #[serde(default = "default_email_claim")]
+    /// The same default as an OIDC provider's.
+    #[serde(default = "super::oidc::default_email_claim")]
     pub email_claim: String,
     #[serde(default)]
     pub groups_claim: Option<String>,
     pub login: RawLogin,
 }
 
-fn default_cookie_name() -> String {
-    "__Host-portcullis".into()
-}
-fn default_max_age() -> u64 {
-    8 * 3600
-}
-fn default_login_timeout() -> u64 {
-    600
-}
-fn default_true() -> bool {
-    true
-}
-fn default_refresh_before() -> u64 {
-    60
-}
-fn default_token_auth() -> TokenAuth {
-    TokenAuth::ClientSecretBasic
-}
 fn default_redirect_path() -> String {
     "/oauth2/callback".into()
 }
@@ -168,9 +159,6 @@ fn default_logout_path() -> String {
 }
 fn default_oauth2_user_claim() -> String {
     "login".into()
-}
-fn default_email_claim() -> String {
-    "email".into()
 }
 
 // === compiled ===
@@ -397,7 +385,7 @@ pub(super) fn validate(raw: &RawConfig, errs: &mut Errors) -> Option<SessionsCon
     }
     for (i, p) in s.oauth2_providers.iter().enumerate() {
         let path = format!("sessions.oauth2_providers[{i}]");
-        let userinfo = parse_url(&format!("{path}.userinfo_url"), &p.userinfo_url, errs);
+        let userinfo = fetch_url(&format!("{path}.userinfo_url"), &p.userinfo_url, errs);
         for (field, v) in [("user_claim", &p.user_claim), ("email_claim", &p.email_claim)] {
             if v.is_empty() {
                 errs.push(format!("{path}.{field}"), "must not be empty");
@@ -534,7 +522,7 @@ fn validate_login(
     let post_logout = l
         .post_logout_redirect
         .as_ref()
-        .and_then(|u| parse_url(&format!("{path}.post_logout_redirect"), u, errs));
+        .and_then(|u| fetch_url(&format!("{path}.post_logout_redirect"), u, errs));
     let own_public = l
         .public_url
         .as_ref()
@@ -546,7 +534,7 @@ fn validate_login(
         );
     }
     let endpoint = |field: &str, v: &Option<String>, errs: &mut Errors| {
-        v.as_ref().and_then(|u| parse_url(&format!("{path}.{field}"), u, errs))
+        v.as_ref().and_then(|u| fetch_url(&format!("{path}.{field}"), u, errs))
     };
     let authorization_endpoint = endpoint("authorization_endpoint", &l.authorization_endpoint, errs);
     let token_endpoint = endpoint("token_endpoint", &l.token_endpoint, errs);
@@ -571,20 +559,9 @@ fn validate_login(
     })
 }
 
-/// An https (or loopback / in-cluster http) URL.
-fn parse_url(path: &str, raw: &str, errs: &mut Errors) -> Option<Url> {
-    match Url::parse(raw) {
-        Ok(url) => check_fetch_url(path, &url, errs).then_some(url),
-        Err(e) => {
-            errs.push(path, format!("not a URL: {e}"));
-            None
-        }
-    }
-}
-
 /// An origin (`https://app.example.com`, no path, query or credentials).
 fn public_url(path: &str, raw: &str, errs: &mut Errors) -> Option<Url> {
-    let url = parse_url(path, raw, errs)?;
+    let url = fetch_url(path, raw, errs)?;
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
         errs.push(
             path,

@@ -1,5 +1,6 @@
 use super::*;
 use crate::deny::Deny;
+use crate::policy::Rule;
 use std::collections::HashMap;
 
 const MINIMAL: &str = "
@@ -39,11 +40,10 @@ fn example_config_in_the_repository_is_valid() {
     RawConfig::from_yaml(&text).unwrap().validate().unwrap();
 }
 
-#[test]
-fn example_tenuo_section_uncommented_is_valid() {
+/// `portcullis.example.yaml` with its commented-out `tenuo:` section switched on.
+fn example_with_tenuo() -> String {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/portcullis.example.yaml")).unwrap();
-    let uncommented: String = text
-        .lines()
+    text.lines()
         .map(|l| match l.strip_prefix("# ") {
             Some(rest)
                 if rest.starts_with("tenuo:") || rest.starts_with("  ") && !rest.trim_start().starts_with('#') =>
@@ -52,12 +52,85 @@ fn example_tenuo_section_uncommented_is_valid() {
             }
             _ => format!("{l}\n"),
         })
-        .collect();
-    let c = RawConfig::from_yaml(&uncommented).unwrap().validate().unwrap();
+        .collect()
+}
+
+#[test]
+fn example_tenuo_section_uncommented_is_valid() {
+    let c = RawConfig::from_yaml(&example_with_tenuo()).unwrap().validate().unwrap();
     let t = c.tenuo.expect("the example's tenuo section");
     assert_eq!(t.max_warrant_bytes, 16384);
     assert_eq!(t.cache_max_bytes, 16 << 20);
     assert_eq!(c.policy.rule_for("/x").unwrap().require(), Require::Any);
+}
+
+/// The example documents every key with its default: a section of it read
+/// without the keys it sets to something else (`not_defaults`) must equal
+/// the same section with only its `required` keys, all the rest defaulted.
+fn assert_example_shows_defaults<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+    name: &str,
+    section: &serde_norway::Value,
+    not_defaults: &[&str],
+    required: &[&str],
+) {
+    let keep = |wanted: &dyn Fn(&str) -> bool| {
+        let mut m = section
+            .as_mapping()
+            .unwrap_or_else(|| panic!("{name} is a mapping"))
+            .clone();
+        m.retain(|k, _| wanted(k.as_str().unwrap_or_default()));
+        serde_norway::from_value::<T>(serde_norway::Value::Mapping(m)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let documented = keep(&|k| !not_defaults.contains(&k));
+    let defaulted = keep(&|k| required.contains(&k));
+    assert_eq!(
+        format!("{documented:?}"),
+        format!("{defaulted:?}"),
+        "{name}: portcullis.example.yaml and the Default impl disagree"
+    );
+}
+
+#[test]
+fn example_values_are_the_defaults() {
+    let example: serde_norway::Value = serde_norway::from_str(&example_with_tenuo()).unwrap();
+    let provider = &example["oidc"]["providers"][0];
+    let oauth2 = &example["sessions"]["oauth2_providers"][0];
+    let sections = ["headers", "oidc", "tenuo", "rules", "cache", "sessions"];
+    assert_example_shows_defaults::<RawConfig>("top level", &example, &sections, &[]);
+    assert_example_shows_defaults::<RawHeaders>("headers", &example["headers"], &["strip"], &[]);
+    assert_example_shows_defaults::<RawOidc>("oidc", &example["oidc"], &["providers"], &[]);
+    assert_example_shows_defaults::<RawProvider>(
+        "oidc.providers[0]",
+        provider,
+        &["audiences", "client_credentials", "login"],
+        &["issuer"],
+    );
+    assert_example_shows_defaults::<RawLogin>(
+        "oidc.providers[0].login",
+        &provider["login"],
+        &["client_secret", "scopes", "post_logout_redirect"],
+        &["name", "client_id"],
+    );
+    assert_example_shows_defaults::<RawTenuo>(
+        "tenuo",
+        &example["tenuo"],
+        // clock_tolerance_seconds and debug override the gateway's settings: unset by default.
+        &["trusted_issuers", "gateway_config", "clock_tolerance_seconds", "debug"],
+        &[],
+    );
+    assert_example_shows_defaults::<RawCache>("cache", &example["cache"], &[], &[]);
+    assert_example_shows_defaults::<RawSessions>(
+        "sessions",
+        &example["sessions"],
+        &["keys", "public_url", "oauth2_providers"],
+        &[],
+    );
+    assert_example_shows_defaults::<sessions::RawOAuth2Provider>(
+        "sessions.oauth2_providers[0]",
+        oauth2,
+        &[],
+        &["userinfo_url", "login"],
+    );
 }
 
 #[test]
@@ -229,51 +302,6 @@ fn require_is_resolved_against_what_is_configured() {
     .unwrap();
     assert_eq!(c.policy.rule_for("/admin").unwrap().require(), Require::Oidc);
     assert_eq!(c.policy.rule_for("/x").unwrap().require(), Require::Any);
-}
-
-#[test]
-fn files_named_by_the_tenuo_section_are_checked_at_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = dir.path().join("gateway.yaml");
-    let config = dir.path().join("portcullis.yaml");
-    let write_config = |g: &std::path::Path| {
-        std::fs::write(
-            &config,
-            format!(
-                "tenuo:\n  trusted_issuers: [{KEY_A}]\n  gateway_config: {}\n",
-                g.display()
-            ),
-        )
-        .unwrap();
-    };
-    write_config(&gateway);
-    let missing = load(&config, &HashMap::new()).unwrap_err().to_string();
-    assert!(
-        missing.contains("tenuo.gateway_config") && missing.contains("cannot read"),
-        "{missing}"
-    );
-    std::fs::write(
-        &gateway,
-        "version: '1'\nsettings: {}\ntools: {}\nroutes:\n  - {pattern: /x, tool: nope}\n",
-    )
-    .unwrap();
-    let undefined = load(&config, &HashMap::new()).unwrap_err().to_string();
-    assert!(undefined.contains("tenuo.gateway_config"), "{undefined}");
-    std::fs::write(
-        &gateway,
-        "version: '1'\nsettings: {}\ntools: {}\nroutes: []\nextra: 1\n",
-    )
-    .unwrap();
-    assert!(
-        load(&config, &HashMap::new()).is_err(),
-        "unknown gateway keys are refused"
-    );
-    std::fs::write(
-        &gateway,
-        "version: '1'\nsettings: {}\ntools:\n  t: {description: d, constraints: {}}\nroutes:\n  - {pattern: /x, tool: t}\n",
-    )
-    .unwrap();
-    load(&config, &HashMap::new()).unwrap();
 }
 
 const SESSIONS: &str = "

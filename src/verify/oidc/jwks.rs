@@ -37,10 +37,6 @@ struct Document {
     keys: Vec<serde_json::Value>,
 }
 
-pub fn is_asymmetric(alg: Algorithm) -> bool {
-    !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
-}
-
 // === impl KeySet ===
 
 impl KeySet {

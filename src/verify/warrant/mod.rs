@@ -27,7 +27,7 @@ use siphasher::sip128::Hasher128;
 use tenuo::{ErrorCode, Warrant, WarrantType};
 
 use self::args::Args;
-pub use self::trust::{LoadError, Trust};
+pub use self::trust::{check_files, LoadError, Trust};
 use crate::deny::Deny;
 use crate::request::{RequestView, Single};
 

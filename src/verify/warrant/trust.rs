@@ -15,7 +15,7 @@ use tenuo::{Authorizer, CompiledGatewayConfig, GatewayConfig, PublicKey, SignedR
 
 use super::{Chain, Decision, Denial, ARC_BYTES};
 use crate::cache::{weight, MacKeyHasher};
-use crate::config::{GatewaySource, TenuoConfig};
+use crate::config::{Config, ConfigError, FieldError, GatewaySource, TenuoConfig};
 
 const KEY_BYTES: usize = std::mem::size_of::<u128>();
 
@@ -51,6 +51,27 @@ impl LoadError {
             LoadError::Key(_) | LoadError::NoIssuers => "tenuo.trusted_issuers",
             LoadError::Revocation(_) => "tenuo.revocation_list",
         }
+    }
+}
+
+impl From<LoadError> for FieldError {
+    fn from(e: LoadError) -> Self {
+        FieldError {
+            path: e.field().into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Reads and checks the files a config's `tenuo` section names, as a reload
+/// would, and drops the result. They are part of the config: a bad gateway
+/// config must stop `check-config` and start-up, not the first request.
+pub fn check_files(config: &Config) -> Result<(), ConfigError> {
+    match &config.tenuo {
+        Some(tenuo) => Trust::load(tenuo)
+            .map(drop)
+            .map_err(|e| ConfigError::Invalid(vec![e.into()])),
+        None => Ok(()),
     }
 }
 
@@ -288,4 +309,60 @@ fn folded_routes(gateway: &GatewayConfig) -> GatewayConfig {
             .collect();
     }
     folded
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config;
+
+    const KEY_A: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    /// What `check-config` runs: the config, then the files it names.
+    fn load(path: &Path) -> Result<Config, ConfigError> {
+        let c = config::read(path, &HashMap::new())?;
+        check_files(&c)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn files_named_by_the_tenuo_section_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = dir.path().join("gateway.yaml");
+        let config = dir.path().join("portcullis.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "tenuo:\n  trusted_issuers: [{KEY_A}]\n  gateway_config: {}\n",
+                gateway.display()
+            ),
+        )
+        .unwrap();
+        let missing = load(&config).unwrap_err().to_string();
+        assert!(
+            missing.contains("tenuo.gateway_config") && missing.contains("cannot read"),
+            "{missing}"
+        );
+        std::fs::write(
+            &gateway,
+            "version: '1'\nsettings: {}\ntools: {}\nroutes:\n  - {pattern: /x, tool: nope}\n",
+        )
+        .unwrap();
+        let undefined = load(&config).unwrap_err().to_string();
+        assert!(undefined.contains("tenuo.gateway_config"), "{undefined}");
+        std::fs::write(
+            &gateway,
+            "version: '1'\nsettings: {}\ntools: {}\nroutes: []\nextra: 1\n",
+        )
+        .unwrap();
+        assert!(load(&config).is_err(), "unknown gateway keys are refused");
+        std::fs::write(
+            &gateway,
+            "version: '1'\nsettings: {}\ntools:\n  t: {description: d, constraints: {}}\nroutes:\n  - {pattern: /x, tool: t}\n",
+        )
+        .unwrap();
+        load(&config).unwrap();
+    }
 }

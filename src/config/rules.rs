@@ -1,0 +1,258 @@
+//! The `rules:` section: route rules, which credentials each needs
+//! ([`Require`], owned by `policy.rs`) and whose identities it accepts.
+//! Compiles into [`Policy`].
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{Errors, RawConfig};
+use crate::policy::{Policy, Require, Rule};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub path_prefix: String,
+    #[serde(default)]
+    pub allowed_users: Vec<String>,
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    /// Default: `any` of what is configured (`oidc` when users or groups are listed).
+    #[serde(default)]
+    pub require: Option<Require>,
+    /// Browsers without a session are redirected to this login (a `login.name`).
+    #[serde(default)]
+    pub login: Option<String>,
+    /// The providers (names or issuers) whose identities this rule accepts.
+    /// Default: the login's provider when `login` is set, else every OIDC provider.
+    #[serde(default)]
+    pub providers: Option<Vec<String>>,
+    /// Whether the session cookie is a credential here (default: only with `login`).
+    #[serde(default)]
+    pub accept_sessions: Option<bool>,
+    /// Let an `Authorization` header that portcullis did not verify (on a
+    /// warrant-only or cookie-authenticated request) reach the upstream.
+    #[serde(default)]
+    pub forward_unverified_authorization: bool,
+}
+
+pub(super) fn validate(raw: &RawConfig, errs: &mut Errors) -> Policy {
+    let (has_oidc, has_tenuo) = (!raw.oidc.providers.is_empty(), raw.tenuo.is_some());
+    // `any` means: any of what is configured.
+    let any = match (has_oidc, has_tenuo) {
+        (true, false) => Require::Oidc,
+        (false, true) => Require::Tenuo,
+        _ => Require::Any,
+    };
+    let known = known_providers(raw, errs);
+    let rules = raw
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let path = format!("rules[{i}]");
+            if let Err(problem) = check_path_prefix(&r.path_prefix) {
+                errs.push(format!("{path}.path_prefix"), problem);
+            }
+            for (j, g) in r.allowed_groups.iter().enumerate() {
+                if g.is_empty() {
+                    errs.push(format!("{path}.allowed_groups[{j}]"), "must not be empty");
+                }
+            }
+            for (j, u) in r.allowed_users.iter().enumerate() {
+                if u.is_empty() {
+                    errs.push(format!("{path}.allowed_users[{j}]"), "must not be empty");
+                }
+            }
+            let lists_people = !r.allowed_users.is_empty() || !r.allowed_groups.is_empty();
+            let require = match r.require {
+                None if lists_people => Require::Oidc,
+                None | Some(Require::Any) => any,
+                Some(other) => other,
+            };
+            if lists_people && !matches!(require, Require::Oidc | Require::All) {
+                errs.push(
+                    format!("{path}.require"),
+                    "allowed_users/allowed_groups are OIDC identities: use require: oidc or all",
+                );
+            }
+            if matches!(require, Require::Oidc | Require::All) && !has_oidc {
+                errs.push(format!("{path}.require"), "needs oidc.providers");
+            }
+            if matches!(require, Require::Tenuo | Require::All) && !has_tenuo {
+                errs.push(format!("{path}.require"), "needs a `tenuo` section");
+            }
+            if r.login.is_some() && require == Require::Tenuo {
+                errs.push(
+                    format!("{path}.login"),
+                    "a login gives an OIDC session; this rule requires only tenuo",
+                );
+            }
+            let (tokens, sessions) = rule_providers(&path, r, &known, lists_people, errs);
+            Rule::new(&r.path_prefix, &r.allowed_users, &r.allowed_groups, require)
+                .with_login(r.login.as_deref())
+                .with_providers(tokens, sessions)
+                .with_forward_unverified_authorization(r.forward_unverified_authorization)
+        })
+        .collect();
+    // No rules: every OIDC provider's tokens, no session cookie.
+    Policy::new(rules, any)
+}
+
+/// Every provider a rule can name: OIDC providers (bearer tokens, and
+/// sessions when they have a login) and plain OAuth2 logins (sessions).
+fn known_providers<'a>(raw: &'a RawConfig, errs: &mut Errors) -> Vec<KnownProvider<'a>> {
+    let mut known: Vec<KnownProvider<'a>> = Vec::new();
+    for (i, p) in raw.oidc.providers.iter().enumerate() {
+        if let (Some(name), Some(login)) = (&p.name, &p.login) {
+            if *name != login.name {
+                errs.push(
+                    format!("oidc.providers[{i}].name"),
+                    "must equal login.name (a provider has one name; omit one of them)",
+                );
+            }
+        }
+        known.push(KnownProvider {
+            field: format!("oidc.providers[{i}]"),
+            name: p.name(),
+            issuer: Some(&p.issuer),
+            has_login: p.login.is_some(),
+            oidc: true,
+        });
+    }
+    let oauth2 = raw.sessions.as_ref().map_or(&[][..], |s| &s.oauth2_providers[..]);
+    for (i, p) in oauth2.iter().enumerate() {
+        known.push(KnownProvider {
+            field: format!("sessions.oauth2_providers[{i}]"),
+            name: &p.login.name,
+            issuer: None,
+            has_login: true,
+            oidc: false,
+        });
+    }
+    for (i, k) in known.iter().enumerate() {
+        if known[..i].iter().any(|o| o.name == k.name) {
+            errs.push(
+                format!("{}.name", k.field),
+                format!("another provider is already named {:?}", k.name),
+            );
+        }
+    }
+    known
+}
+
+/// A provider as rules see it.
+struct KnownProvider<'a> {
+    field: String,
+    name: &'a str,
+    issuer: Option<&'a str>,
+    has_login: bool,
+    oidc: bool,
+}
+
+/// The providers whose bearer tokens, and whose logins' session cookies, a
+/// rule accepts. Defaults: with `login:` that login's provider (its tokens
+/// and sessions); otherwise every OIDC provider's tokens and no sessions.
+/// A rule that lists users or groups while accepting several providers must
+/// name them: a user name means nothing without its provider.
+fn rule_providers(
+    path: &str,
+    r: &RawRule,
+    known: &[KnownProvider<'_>],
+    lists_people: bool,
+    errs: &mut Errors,
+) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
+    let chosen: Vec<&KnownProvider<'_>> = match (&r.providers, &r.login) {
+        (Some(names), _) => names
+            .iter()
+            .enumerate()
+            .filter_map(|(j, n)| {
+                let found = known.iter().find(|k| k.name == n || k.issuer == Some(n.as_str()));
+                if found.is_none() {
+                    errs.push(
+                        format!("{path}.providers[{j}]"),
+                        format!("no provider is named {n:?} (a provider's name, login name or issuer)"),
+                    );
+                }
+                found
+            })
+            .collect(),
+        // An unknown login is reported with the sessions section.
+        (None, Some(login)) => known.iter().filter(|k| k.has_login && k.name == login).collect(),
+        (None, None) => known
+            .iter()
+            .filter(|k| k.oidc || (r.accept_sessions == Some(true) && k.has_login))
+            .collect(),
+    };
+    if r.providers.as_ref().is_some_and(Vec::is_empty) {
+        errs.push(
+            format!("{path}.providers"),
+            "must name at least one provider (or be omitted)",
+        );
+    }
+    if lists_people && r.providers.is_none() && chosen.len() > 1 {
+        errs.push(
+            format!("{path}.providers"),
+            "allowed_users/allowed_groups with several providers: list the providers whose users and groups these are",
+        );
+    }
+    let accept_sessions = r.accept_sessions.unwrap_or(r.login.is_some());
+    if let Some(login) = &r.login {
+        if !chosen.iter().any(|k| k.has_login && k.name == login) && r.providers.is_some() {
+            errs.push(
+                format!("{path}.providers"),
+                format!("must include the rule's login {login:?}"),
+            );
+        }
+        if !accept_sessions {
+            errs.push(
+                format!("{path}.accept_sessions"),
+                "a rule with a login must accept its sessions (or browsers would log in forever)",
+            );
+        }
+    }
+    let sessions: Vec<Arc<str>> = if accept_sessions {
+        chosen.iter().filter(|k| k.has_login).map(|k| k.name.into()).collect()
+    } else {
+        Vec::new()
+    };
+    if accept_sessions && sessions.is_empty() && r.login.is_none() {
+        errs.push(
+            format!("{path}.accept_sessions"),
+            "none of the rule's providers has a login, so there is no session to accept",
+        );
+    }
+    let tokens = chosen.iter().filter(|k| k.oidc).map(|k| k.name.into()).collect();
+    (tokens, sessions)
+}
+
+/// Prefixes are compared with the raw path Envoy sends, so they may hold
+/// only characters that never need encoding there, and be in the one form
+/// a normalized path can have (see `request::judge_path`).
+pub fn check_path_prefix(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err("must start with '/'".into());
+    }
+    if let Some(c) = p
+        .chars()
+        .find(|&c| !(c.is_ascii() && (crate::request::is_unreserved(c as u8) || c == '/')))
+    {
+        return Err(format!(
+            "may contain only letters, digits, '-', '.', '_', '~' and '/' (found {c:?}): \
+             a path with ';', '%' or other characters is refused before rules are read"
+        ));
+    }
+    if p.contains("//") {
+        return Err("must not contain '//' (Envoy merges slashes; such a path never arrives)".into());
+    }
+    if p.split('/').any(|s| s == "." || s == "..") {
+        return Err("must not contain '.' or '..' segments (such a path never arrives)".into());
+    }
+    if p.len() > 1 && p.ends_with('/') {
+        return Err(format!(
+            "must not end with '/': prefixes match whole segments, so {:?} already covers {p:?}…",
+            p.trim_end_matches('/')
+        ));
+    }
+    Ok(())
+}
