@@ -131,7 +131,7 @@ pub enum Endpoint {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("{0}: the secret is not loaded (config::load reads secrets)")]
+    #[error("{0}: the secret is not loaded (config::read loads secrets)")]
     SecretNotLoaded(String),
     #[error("sessions.keys: a key must be {KEY_BYTES} bytes")]
     BadKey,
