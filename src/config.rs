@@ -246,6 +246,25 @@ pub struct RawTenuo {
     pub cache_max_bytes: u64,
 }
 
+impl RawTenuo {
+    /// The environment overrides of the `tenuo` section (Tenuo's own variable names).
+    fn apply_env(&mut self, env: &impl Strings) {
+        for name in [ENV_TRUSTED_ISSUERS, ENV_TENUO_TRUSTED_KEYS] {
+            if let Some(list) = env.get(name) {
+                self.trusted_issuers.extend(
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(String::from),
+                );
+            }
+        }
+        if let Some(v) = env.get(ENV_DEBUG_MODE) {
+            self.debug = Some(matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        }
+    }
+}
+
 /// Which credentials a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -494,19 +513,7 @@ impl RawConfig {
             self.admin_listen = v;
         }
         if let Some(t) = &mut self.tenuo {
-            for name in [ENV_TRUSTED_ISSUERS, ENV_TENUO_TRUSTED_KEYS] {
-                if let Some(list) = env.get(name) {
-                    t.trusted_issuers.extend(
-                        list.split(',')
-                            .map(str::trim)
-                            .filter(|k| !k.is_empty())
-                            .map(String::from),
-                    );
-                }
-            }
-            if let Some(v) = env.get(ENV_DEBUG_MODE) {
-                t.debug = Some(matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-            }
+            t.apply_env(env);
         }
     }
 
@@ -1155,6 +1162,33 @@ pub fn read(path: &Path, env: &impl Strings) -> Result<Config, ConfigError> {
     raw.apply_env(env);
     let mut config = raw.validate()?;
     config.resolve_secrets(env)?;
+    Ok(config)
+}
+
+/// Reads only the `tenuo` section of a config file, with its environment
+/// overrides, validated: what a trust reload applies. The other sections
+/// take effect only at start-up, so their problems (a session key file
+/// gone, a bad listen address) are no reason to refuse a trust reload, and
+/// are not reported as one.
+pub fn read_tenuo(path: &Path, env: &impl Strings) -> Result<Option<TenuoConfig>, ConfigError> {
+    /// Every other key is ignored here; `RawTenuo` still refuses unknown keys.
+    #[derive(Deserialize)]
+    struct TenuoOnly {
+        #[serde(default)]
+        tenuo: Option<RawTenuo>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let raw: TenuoOnly = serde_norway::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    let Some(mut tenuo) = raw.tenuo else {
+        return Ok(None);
+    };
+    tenuo.apply_env(env);
+    let mut errs = Errors::default();
+    let config = validate_tenuo(&tenuo, &mut errs);
+    errs.finish()?;
     Ok(config)
 }
 

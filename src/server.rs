@@ -4,7 +4,6 @@
 //! first, then drain in-flight Checks within the grace period.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +17,11 @@ use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
+use crate::app::{App, Readiness};
 use crate::check::Checker;
 use crate::config::Config;
-use crate::session::Sessions;
-use crate::telemetry::Metrics;
-use crate::verify::oidc::OidcVerifier;
-use crate::verify::warrant::{reload, LoadError, Trust, WarrantVerifier};
+use crate::verify::warrant::reload::Reloader;
+use crate::verify::warrant::LoadError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -114,44 +112,26 @@ where
 /// Builds the checker for a config: reads the Tenuo files it names; OIDC
 /// keys are not loaded yet.
 pub fn build_checker(config: Config) -> Result<Arc<Checker>, ServeError> {
-    let metrics = Arc::new(Metrics::new());
-    let oidc = OidcVerifier::new(&config.oidc, metrics.clone())?;
-    let warrant = match &config.tenuo {
-        Some(t) => {
-            let trust = Trust::load(t)?;
-            metrics.tenuo_reloaded(true, Some(trust.issuers));
-            Some(WarrantVerifier::new(trust))
-        }
-        None => None,
-    };
-    let sessions = config
-        .sessions
-        .as_ref()
-        .map(|s| Sessions::new(s, &config.oidc))
-        .transpose()?;
-    let checker = Checker::new(config, oidc, warrant, metrics);
-    Ok(Arc::new(match sessions {
-        Some(s) => checker.with_sessions(s),
-        None => checker,
-    }))
+    Ok(App::new(config)?.checker)
 }
 
-/// Serves until SIGTERM/SIGINT. `source` is the config file, re-read for
-/// Tenuo trust reloads.
+/// Serves until SIGTERM/SIGINT. `source` is the config file, whose `tenuo`
+/// section is re-read for trust reloads.
 pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let (listen, admin_listen) = (config.listen, config.admin_listen);
     let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
     let reload_every = config.tenuo.as_ref().map(|t| t.reload_interval);
-    let checker = build_checker(config)?;
-    match reload_every {
-        Some(every) => {
-            tokio::spawn(reload::watch(checker.clone(), source, every));
+    let app = App::new(config)?;
+    match (reload_every, &app.warrant) {
+        (Some(every), Some(verifier)) => {
+            let reloader = Reloader::new(verifier.clone(), app.metrics.clone(), source);
+            tokio::spawn(reloader.watch(every));
         }
         // SIGHUP's default action ends the process: a config reloader that
         // sends it (or a `kill -HUP` by habit) would stop a replica at once,
         // with no shutdown delay. Only the tenuo section reloads; without
         // one, SIGHUP is logged and changes nothing.
-        None => {
+        _ => {
             tokio::spawn(ignore_sighup());
         }
     }
@@ -159,14 +139,10 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let admin = bind(admin_listen).await?;
     tracing::info!(event = "listening", grpc = %grpc.local_addr().map_err(|e| bind_err(listen, e))?, admin = %admin.local_addr().map_err(|e| bind_err(admin_listen, e))?, version = env!("CARGO_PKG_VERSION"));
 
-    checker.oidc().spawn_refreshers();
-    let shutting_down = Arc::new(AtomicBool::new(false));
-    let state = AdminState {
-        checker: checker.clone(),
-        shutting_down: shutting_down.clone(),
-    };
+    app.oidc.spawn_refreshers();
+    let readiness = app.readiness.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
-    tokio::spawn(report_ready(health.clone(), state.clone()));
+    tokio::spawn(report_ready(health.clone(), readiness.clone()));
 
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     // The builder's `tcp_nodelay`/`tcp_keepalive` only apply to listeners tonic
@@ -176,7 +152,8 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let incoming = TcpIncoming::from(grpc)
         .with_nodelay(Some(true))
         .with_keepalive(Some(TCP_KEEPALIVE));
-    let authz = AuthorizationServer::new(AuthzService { checker }).max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
+    let authz = AuthorizationServer::new(AuthzService { checker: app.checker })
+        .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
     let grpc_server = tokio::spawn(
         tonic::transport::Server::builder()
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
@@ -188,7 +165,12 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
             }),
     );
     let (stop_admin, admin_stopped) = oneshot::channel::<()>();
-    let admin_server = tokio::spawn(admin::serve(admin, admin::router(state), async {
+    let admin_state = AdminState {
+        readiness: readiness.clone(),
+        metrics: app.metrics,
+        cache: app.cache,
+    };
+    let admin_server = tokio::spawn(admin::serve(admin, admin::router(admin_state), async {
         let _ = admin_stopped.await;
     }));
 
@@ -199,7 +181,7 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
         delay_seconds = delay.as_secs(),
         grace_seconds = grace.as_secs()
     );
-    shutting_down.store(true, Ordering::Release);
+    readiness.shut_down();
     health.set_service_status("", ServingStatus::NotServing).await;
     health.set_not_serving::<AuthorizationServer<AuthzService>>().await;
     tokio::time::sleep(delay).await;
@@ -228,13 +210,13 @@ fn bind_err(addr: std::net::SocketAddr, source: std::io::Error) -> ServeError {
 }
 
 /// Flips gRPC health to SERVING once every issuer's keys are loaded.
-async fn report_ready(health: tonic_health::server::HealthReporter, state: AdminState) {
+async fn report_ready(health: tonic_health::server::HealthReporter, readiness: Readiness) {
     health.set_service_status("", ServingStatus::NotServing).await;
     health.set_not_serving::<AuthorizationServer<AuthzService>>().await;
-    while !state.is_ready() {
+    while !readiness.is_ready() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if !state.shutting_down.load(Ordering::Acquire) {
+    if !readiness.is_shutting_down() {
         health.set_service_status("", ServingStatus::Serving).await;
         health.set_serving::<AuthorizationServer<AuthzService>>().await;
         tracing::info!(event = "ready");

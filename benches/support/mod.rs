@@ -17,6 +17,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::app::App;
 use portcullis::check::Checker;
 use portcullis::config::RawConfig;
 use serde_json::{json, Value};
@@ -92,14 +93,19 @@ impl Issuer {
 
     /// A checker for this issuer with its keys loaded.
     pub async fn checker(&self, max_entries: u64) -> Arc<Checker> {
+        self.app(max_entries).await.checker
+    }
+
+    /// The checker with what it shares (its cache, metrics), keys loaded.
+    pub async fn app(&self, max_entries: u64) -> App {
         let yaml = format!(
             "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\noidc:\n  providers:\n    - issuer: {}\n      audiences: [portcullis]\n      user_claim: email\nrules:\n  - path_prefix: /admin\n    allowed_groups: [admins]\n  - path_prefix: /\ncache:\n  max_entries: {max_entries}\n",
             self.url
         );
         let config = RawConfig::from_yaml(&yaml).expect("yaml").validate().expect("valid");
-        let checker = portcullis::server::build_checker(config).expect("checker");
-        checker.oidc().load_all().await.expect("keys");
-        checker
+        let app = App::new(config).expect("app");
+        app.oidc.load_all().await.expect("keys");
+        app
     }
 }
 
