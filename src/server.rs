@@ -1,7 +1,8 @@
 //! Start-up and shutdown: bind both listeners, serve ext_authz v3 and
 //! grpc.health.v1 on `listen` and admin HTTP on `admin_listen`, load keys in
 //! the background (readiness follows), and on SIGTERM/SIGINT go unready
-//! first, then drain in-flight Checks within the grace period.
+//! first, then drain in-flight Checks within the grace period. If the gRPC
+//! or the admin server stops by itself, the process stops too, and says why.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio::task::{JoinError, JoinHandle};
 use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
@@ -33,8 +35,11 @@ pub enum ServeError {
     Bind { addr: String, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
-    #[error("admin server failed: {0}")]
-    Admin(std::io::Error),
+    /// A server task ended without being asked to (`server` names which).
+    #[error("{server} server stopped unexpectedly")]
+    Stopped { server: &'static str },
+    #[error("{server} server task failed: {source}")]
+    Task { server: &'static str, source: JoinError },
     #[error("{}: {source}", source.field())]
     Tenuo {
         #[from]
@@ -115,8 +120,9 @@ pub fn build_checker(config: Config) -> Result<Arc<Checker>, ServeError> {
     Ok(App::new(config)?.checker)
 }
 
-/// Serves until SIGTERM/SIGINT. `source` is the config file, whose `tenuo`
-/// section is re-read for trust reloads.
+/// Serves until SIGTERM/SIGINT, or until the gRPC or admin server stops by
+/// itself (an error). `source` is the config file, whose `tenuo` section is
+/// re-read for trust reloads.
 pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let (listen, admin_listen) = (config.listen, config.admin_listen);
     let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
@@ -154,7 +160,7 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
         .with_keepalive(Some(TCP_KEEPALIVE));
     let authz = AuthorizationServer::new(AuthzService { checker: app.checker })
         .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
-    let grpc_server = tokio::spawn(
+    let mut grpc_server = tokio::spawn(
         tonic::transport::Server::builder()
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
@@ -170,11 +176,25 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
         metrics: app.metrics,
         cache: app.cache,
     };
-    let admin_server = tokio::spawn(admin::serve(admin, admin::router(admin_state), async {
+    let mut admin_server = tokio::spawn(admin::serve(admin, admin::router(admin_state), async {
         let _ = admin_stopped.await;
     }));
 
-    let signal = shutdown_signal().await;
+    let signal = match first_stop(&mut grpc_server, &mut admin_server, shutdown_signal()).await {
+        Stop::Signal(signal) => signal,
+        Stop::Failed(error) => {
+            // Nothing to drain on the side that stopped; the other side is
+            // stopped at once: this replica cannot serve, and its
+            // orchestrator should know now rather than after a delay.
+            tracing::error!(event = "server_stopped", reason = %error);
+            readiness.shut_down();
+            health.set_service_status("", ServingStatus::NotServing).await;
+            health.set_not_serving::<AuthorizationServer<AuthzService>>().await;
+            let _ = stop_grpc.send(());
+            let _ = stop_admin.send(());
+            return Err(error);
+        }
+    };
     tracing::info!(
         event = "shutdown_started",
         signal,
@@ -196,6 +216,34 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     }
     tracing::info!(event = "shutdown_complete");
     Ok(())
+}
+
+/// What ended serving: a stop signal, or a server task that ended by itself.
+#[derive(Debug)]
+enum Stop {
+    Signal(&'static str),
+    Failed(ServeError),
+}
+
+/// Waits for whichever comes first: `signal`, or the end of either server
+/// task. Neither task ends before it is told to, so an end is a failure.
+async fn first_stop<E: Into<ServeError>>(
+    grpc: &mut JoinHandle<Result<(), E>>,
+    admin: &mut JoinHandle<()>,
+    signal: impl std::future::Future<Output = &'static str>,
+) -> Stop {
+    tokio::select! {
+        signal = signal => Stop::Signal(signal),
+        ended = grpc => Stop::Failed(match ended {
+            Ok(Ok(())) => ServeError::Stopped { server: "gRPC" },
+            Ok(Err(error)) => error.into(),
+            Err(source) => ServeError::Task { server: "gRPC", source },
+        }),
+        ended = admin => Stop::Failed(match ended {
+            Ok(()) => ServeError::Stopped { server: "admin" },
+            Err(source) => ServeError::Task { server: "admin", source },
+        }),
+    }
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
@@ -252,5 +300,74 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Never ends, like a server that nobody asked to stop.
+    fn serving<T: Send + 'static>() -> JoinHandle<T> {
+        tokio::spawn(std::future::pending())
+    }
+
+    fn grpc_error() -> JoinHandle<Result<(), ServeError>> {
+        tokio::spawn(async {
+            Err(ServeError::Bind {
+                addr: "127.0.0.1:1".into(),
+                source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_signal_stops_serving() {
+        let (mut grpc, mut admin) = (serving::<Result<(), ServeError>>(), serving());
+        let stop = first_stop(&mut grpc, &mut admin, async { "SIGTERM" }).await;
+        assert!(matches!(stop, Stop::Signal("SIGTERM")), "{stop:?}");
+    }
+
+    #[tokio::test]
+    async fn a_grpc_server_that_fails_stops_serving_with_its_error() {
+        let (mut grpc, mut admin) = (grpc_error(), serving());
+        let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
+        match stop {
+            Stop::Failed(e) => assert_eq!(e.to_string(), "cannot bind 127.0.0.1:1: address in use"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ends_by_itself_stops_serving() {
+        let (mut grpc, mut admin) = (serving::<Result<(), ServeError>>(), tokio::spawn(async {}));
+        let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
+        match stop {
+            Stop::Failed(e) => assert_eq!(e.to_string(), "admin server stopped unexpectedly"),
+            other => panic!("{other:?}"),
+        }
+        let (mut grpc, mut admin) = (tokio::spawn(async { Ok::<(), ServeError>(()) }), serving());
+        let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
+        match stop {
+            Stop::Failed(e) => assert_eq!(e.to_string(), "gRPC server stopped unexpectedly"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_task_that_panics_stops_serving() {
+        let (mut grpc, mut admin) = (
+            serving::<Result<(), ServeError>>(),
+            tokio::spawn(async { panic!("boom") }),
+        );
+        let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
+        match stop {
+            Stop::Failed(e) => {
+                let text = e.to_string();
+                assert!(text.starts_with("admin server task failed: task "), "{text}");
+                assert!(text.ends_with(" panicked with message \"boom\""), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
