@@ -823,18 +823,6 @@ pub fn assert_denied(resp: &Resp, status: u16, reason: &str) {
     }
 }
 
-/// Like [`assert_denied`] but any of `reasons` is accepted (for attacks
-/// where more than one stable reason is a correct diagnosis).
-pub fn assert_denied_any(resp: &Resp, status: u16, reasons: &[&str]) {
-    let got = resp.header("x-portcullis-deny-reason").unwrap_or_default();
-    assert!(
-        reasons.contains(&got),
-        "deny reason {got:?} not in {reasons:?}; {}",
-        resp.summary()
-    );
-    assert_denied(resp, status, got);
-}
-
 pub fn assert_www_authenticate(resp: &Resp, reason: &str) {
     let www = resp.header_all("www-authenticate");
     assert_eq!(
