@@ -207,7 +207,7 @@ fn config_yaml(oidc_url: &str, tenuo_issuer: &SigningKey) -> String {
          sessions:\n  keys: [{{file: /nonexistent}}]\n  public_url: https://app.example.com\n\
          cache:\n  max_ttl_seconds: 3600\n\
          rules:\n  - path_prefix: /files\n    require: tenuo\n  - path_prefix: /app\n    login: idp\n  - path_prefix: /\n\
-         tenuo:\n  trusted_issuers: [\"{}\"]\n  gateway:\n{gateway}",
+         tenuo:\n  trusted_issuers: [\"{}\"]\n  debug: false\n  gateway:\n{gateway}",
         hex_key(tenuo_issuer)
     )
 }
