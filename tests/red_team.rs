@@ -25,7 +25,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -347,9 +346,7 @@ fn open_rule_prefix_does_not_open_sibling_paths_of_a_protected_prefix() {
 
 mod grpc {
     use super::*;
-    use envoy_types::pb::envoy::service::auth::v3::{
-        attribute_context, authorization_client::AuthorizationClient, check_response, AttributeContext, CheckRequest,
-    };
+    use envoy_types::pb::envoy::service::auth::v3::{authorization_client::AuthorizationClient, check_response};
 
     pub struct Decision {
         pub grpc_code: i32,
@@ -358,25 +355,7 @@ mod grpc {
     }
 
     pub fn check(s: &Stack, path: &str, headers: &[(&str, &str)]) -> Decision {
-        let headers: HashMap<String, String> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let req = CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(attribute_context::Request {
-                    http: Some(attribute_context::HttpRequest {
-                        id: unique_id(),
-                        method: "GET".into(),
-                        path: path.into(),
-                        host: "app.example".into(),
-                        scheme: "http".into(),
-                        protocol: "HTTP/1.1".into(),
-                        headers,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        };
+        let req = check_request(path, headers);
         let url = format!("http://{}", s.grpc_addr);
         let resp = s.block_on(async move {
             let mut client = AuthorizationClient::connect(url).await.expect("connect gRPC");
