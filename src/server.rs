@@ -328,30 +328,29 @@ mod tests {
         assert!(matches!(stop, Stop::Signal("SIGTERM")), "{stop:?}");
     }
 
+    /// The error a stop carries; a signal is not one.
+    fn failure(stop: Stop) -> String {
+        match stop {
+            Stop::Failed(e) => e.to_string(),
+            Stop::Signal(s) => panic!("stopped by {s}, not by a failure"),
+        }
+    }
+
     #[tokio::test]
     async fn a_grpc_server_that_fails_stops_serving_with_its_error() {
         let (mut grpc, mut admin) = (grpc_error(), serving());
         let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
-        match stop {
-            Stop::Failed(e) => assert_eq!(e.to_string(), "cannot bind 127.0.0.1:1: address in use"),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(failure(stop), "cannot bind 127.0.0.1:1: address in use");
     }
 
     #[tokio::test]
     async fn a_server_that_ends_by_itself_stops_serving() {
         let (mut grpc, mut admin) = (serving::<Result<(), ServeError>>(), tokio::spawn(async {}));
         let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
-        match stop {
-            Stop::Failed(e) => assert_eq!(e.to_string(), "admin server stopped unexpectedly"),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(failure(stop), "admin server stopped unexpectedly");
         let (mut grpc, mut admin) = (tokio::spawn(async { Ok::<(), ServeError>(()) }), serving());
         let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
-        match stop {
-            Stop::Failed(e) => assert_eq!(e.to_string(), "gRPC server stopped unexpectedly"),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(failure(stop), "gRPC server stopped unexpectedly");
     }
 
     #[tokio::test]
@@ -361,13 +360,8 @@ mod tests {
             tokio::spawn(async { panic!("boom") }),
         );
         let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
-        match stop {
-            Stop::Failed(e) => {
-                let text = e.to_string();
-                assert!(text.starts_with("admin server task failed: task "), "{text}");
-                assert!(text.ends_with(" panicked with message \"boom\""), "{text}");
-            }
-            other => panic!("{other:?}"),
-        }
+        let text = failure(stop);
+        assert!(text.starts_with("admin server task failed: task "), "{text}");
+        assert!(text.ends_with(" panicked with message \"boom\""), "{text}");
     }
 }
