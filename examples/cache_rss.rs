@@ -19,11 +19,11 @@ mod warrant;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use jsonwebtoken::Algorithm;
+use portcullis::app::App;
 use portcullis::check::Checker;
 use portcullis::config::sessions::Secret;
 use portcullis::config::RawConfig;
@@ -207,7 +207,7 @@ fn config_yaml(oidc_url: &str, tenuo_issuer: &SigningKey) -> String {
          sessions:\n  keys: [{{file: /nonexistent}}]\n  public_url: https://app.example.com\n\
          cache:\n  max_ttl_seconds: 3600\n\
          rules:\n  - path_prefix: /files\n    require: tenuo\n  - path_prefix: /app\n    login: idp\n  - path_prefix: /\n\
-         tenuo:\n  trusted_issuers: [\"{}\"]\n  gateway:\n{gateway}",
+         tenuo:\n  trusted_issuers: [\"{}\"]\n  debug: false\n  gateway:\n{gateway}",
         hex_key(tenuo_issuer)
     )
 }
@@ -217,14 +217,15 @@ fn allowed(resp: &CheckResponse) -> bool {
 }
 
 /// Bearer tokens, each admitted by a real Check.
-fn fill_bearers(checker: &Checker, oidc: &Issuer) {
+fn fill_bearers(app: &App, oidc: &Issuer) {
+    let checker = &app.checker;
     let since = mark();
     for i in 0..BEARERS {
         let token = oidc.mint(Algorithm::EdDSA, &format!("user-{i:06}"), json!({ "jti": i }));
         assert!(allowed(&ready(checker.check(&check_request(&token)))), "token {i}");
     }
-    checker.cache().sync();
-    let (entries, weighted) = (checker.cache().entry_count(), checker.cache().weighted_size());
+    app.cache.sync();
+    let (entries, weighted) = (app.cache.entry_count(), app.cache.weighted_size());
     report("decision cache (identities)", entries, weighted, &since);
 }
 
@@ -294,7 +295,8 @@ fn all_tools() -> Vec<(&'static str, tenuo::ConstraintSet)> {
 /// Warrant caches: distinct stacks (each with an allowed call; odd ones
 /// delegated once more), exact repeats of one stack (a fresh PoP each), and
 /// rejected stacks from an untrusted issuer.
-fn fill_warrants(checker: &Checker, issuer: &SigningKey) {
+fn fill_warrants(app: &App, issuer: &SigningKey) {
+    let checker = &app.checker;
     let since = mark();
     let (agent, sub) = (key(), key());
     let mut rss_trail = Vec::new();
@@ -324,7 +326,7 @@ fn fill_warrants(checker: &Checker, issuer: &SigningKey) {
         let resp = call(checker, &w, &agent, &header(&[&w]), &format!("/data/{i}"));
         assert_eq!(status(&resp), 403);
     }
-    let trust = checker.warrant().expect("tenuo").trust();
+    let trust = app.warrant.as_ref().expect("tenuo").trust();
     let (mut entries, mut weighted) = (0, 0);
     for (name, n, bytes) in trust.cache_usage() {
         (entries, weighted) = (entries + n, weighted + bytes);
@@ -350,8 +352,8 @@ fn main() {
         mib(config.cache.max_bytes),
         mib(config.tenuo.as_ref().map_or(0, |t| t.cache_max_bytes))
     );
-    let checker: Arc<Checker> = portcullis::server::build_checker(config).expect("checker");
-    rt.block_on(checker.oidc().load_all()).expect("keys");
+    let app = App::new(config).expect("app");
+    rt.block_on(app.oidc.load_all()).expect("keys");
     let idle = rss_kib();
     println!(
         "idle: {idle} KiB RSS, {:.1} MiB heap, {:.1} MiB chunks",
@@ -359,9 +361,9 @@ fn main() {
         mib(CHUNKS.load(Ordering::Relaxed).max(0) as u64)
     );
 
-    fill_bearers(&checker, &oidc);
-    fill_sessions(&checker, &oidc, &cookie_name);
-    fill_warrants(&checker, &issuer);
+    fill_bearers(&app, &oidc);
+    fill_sessions(&app.checker, &oidc, &cookie_name);
+    fill_warrants(&app, &issuer);
 
     let full = rss_kib();
     println!(

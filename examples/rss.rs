@@ -29,7 +29,8 @@ fn main() {
     const N: u64 = 100_000;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let issuer = rt.block_on(Issuer::start());
-    let checker = rt.block_on(issuer.checker(N + 1000));
+    let app = rt.block_on(issuer.app(N + 1000));
+    let checker = &app.checker;
     println!("loaded: {} KiB RSS", rss_kib());
     for i in 0..N {
         let token = issuer.mint(Algorithm::EdDSA, &format!("user-{i:06}"), json!({ "jti": i }));
@@ -39,10 +40,6 @@ fn main() {
             "token {i} denied"
         );
     }
-    checker.cache().sync();
-    println!(
-        "{} cached identities: {} KiB RSS",
-        checker.cache().entry_count(),
-        rss_kib()
-    );
+    app.cache.sync();
+    println!("{} cached identities: {} KiB RSS", app.cache.entry_count(), rss_kib());
 }

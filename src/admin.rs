@@ -7,7 +7,6 @@
 //! forever and starve the probes.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::check::Checker;
+use crate::app::Readiness;
+use crate::cache::DecisionCache;
+use crate::telemetry::Metrics;
 
 /// Time a client has to send a complete request head, counted from the
 /// connection's start or the end of its previous response (so idle
@@ -39,10 +40,13 @@ const MAX_BUF_BYTES: usize = 16 * 1024;
 /// How long in-flight admin requests get at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
+/// What the admin endpoints read; never the request path itself.
 #[derive(Clone)]
 pub struct AdminState {
-    pub checker: Arc<Checker>,
-    pub shutting_down: Arc<AtomicBool>,
+    pub readiness: Readiness,
+    pub metrics: Arc<Metrics>,
+    /// The identity cache, for its entry count.
+    pub cache: Arc<DecisionCache>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -101,16 +105,10 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
 }
 
-impl AdminState {
-    pub fn is_ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Acquire) && self.checker.is_ready()
-    }
-}
-
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.is_ready() {
+    if s.readiness.is_ready() {
         (StatusCode::OK, "ready\n")
-    } else if s.shutting_down.load(Ordering::Acquire) {
+    } else if s.readiness.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "waiting for issuer keys\n")
@@ -119,8 +117,8 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     // moka counts lazily; settle pending work so the gauge is exact at scrape time.
-    s.checker.cache().sync();
-    let body = s.checker.metrics().render(s.checker.cache().entry_count());
+    s.cache.sync();
+    let body = s.metrics.render(s.cache.entry_count());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,

@@ -29,12 +29,15 @@ use crate::verify::credential::{self, Credential};
 use crate::verify::oidc::OidcVerifier;
 use crate::verify::warrant::{Denial, Grant, WarrantVerifier};
 
+/// The request path. What it shares with the rest of the server (the OIDC
+/// keys, the Tenuo trust set, the identity cache, metrics) it holds by `Arc`,
+/// handed in by [`crate::app::App`]; nothing else reaches those through it.
 pub struct Checker {
     config: Config,
-    oidc: OidcVerifier,
-    warrant: Option<WarrantVerifier>,
+    oidc: Arc<OidcVerifier>,
+    warrant: Option<Arc<WarrantVerifier>>,
     sessions: Option<Sessions>,
-    cache: DecisionCache,
+    cache: Arc<DecisionCache>,
     metrics: Arc<Metrics>,
     clock: Clock,
 }
@@ -83,8 +86,13 @@ impl From<Arc<Denial>> for Denied {
 // === impl Checker ===
 
 impl Checker {
-    pub fn new(config: Config, oidc: OidcVerifier, warrant: Option<WarrantVerifier>, metrics: Arc<Metrics>) -> Self {
-        let cache = DecisionCache::new(&config.cache);
+    pub fn new(
+        config: Config,
+        oidc: Arc<OidcVerifier>,
+        warrant: Option<Arc<WarrantVerifier>>,
+        cache: Arc<DecisionCache>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             config,
             oidc,
@@ -235,7 +243,7 @@ impl Checker {
         let warrant = denied.warrant.as_deref().map(|denial| WarrantDenied {
             denial,
             request_id,
-            debug: self.warrant.as_ref().is_some_and(WarrantVerifier::debug),
+            debug: self.warrant.as_ref().is_some_and(|w| w.debug()),
         });
         let response = response::denied(&denied.deny, &self.config.realm, self.config.debug, warrant);
         if denied.set_cookies.is_empty() {
@@ -410,28 +418,14 @@ impl Checker {
         }
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.oidc.is_ready()
-    }
-
+    /// For benchmarks and tests that load keys or verify a token directly.
     pub fn oidc(&self) -> &OidcVerifier {
         &self.oidc
     }
 
-    pub fn warrant(&self) -> Option<&WarrantVerifier> {
-        self.warrant.as_ref()
-    }
-
-    pub fn cache(&self) -> &DecisionCache {
-        &self.cache
-    }
-
+    /// For memory reports (`examples/cache_rss.rs`): the session caches.
     pub fn sessions(&self) -> Option<&Sessions> {
         self.sessions.as_ref()
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 }
 

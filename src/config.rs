@@ -35,7 +35,7 @@ pub use self::cache::{CacheConfig, RawCache};
 pub use self::headers::RawHeaders;
 pub use self::oidc::{is_local_host, OidcConfig, ProviderConfig, RawClientCredentials, RawOidc, RawProvider};
 pub use self::rules::{check_path_prefix, RawRule};
-pub use self::tenuo::{GatewaySource, RawTenuo, TenuoConfig};
+pub use self::tenuo::{read_tenuo, GatewaySource, RawTenuo, TenuoConfig};
 pub use crate::policy::Require;
 pub use sessions::{LoginConfig, LoginKind, RawLogin, RawSessions, SessionsConfig};
 
@@ -197,19 +197,7 @@ impl RawConfig {
             self.admin_listen = v;
         }
         if let Some(t) = &mut self.tenuo {
-            for name in [ENV_TRUSTED_ISSUERS, ENV_TENUO_TRUSTED_KEYS] {
-                if let Some(list) = env.get(name) {
-                    t.trusted_issuers.extend(
-                        list.split(',')
-                            .map(str::trim)
-                            .filter(|k| !k.is_empty())
-                            .map(String::from),
-                    );
-                }
-            }
-            if let Some(v) = env.get(ENV_DEBUG_MODE) {
-                t.debug = Some(matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
-            }
+            t.apply_env(env);
         }
     }
 

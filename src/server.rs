@@ -1,16 +1,17 @@
 //! Start-up and shutdown: bind both listeners, serve ext_authz v3 and
 //! grpc.health.v1 on `listen` and admin HTTP on `admin_listen`, load keys in
 //! the background (readiness follows), and on SIGTERM/SIGINT go unready
-//! first, then drain in-flight Checks within the grace period.
+//! first, then drain in-flight Checks within the grace period. If the gRPC
+//! or the admin server stops by itself, the process stops too, and says why.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio::task::{JoinError, JoinHandle};
 use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
@@ -18,13 +19,11 @@ use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
+use crate::app::{App, Readiness};
 use crate::check::Checker;
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::session::Sessions;
-use crate::telemetry::Metrics;
-use crate::verify::oidc::OidcVerifier;
-use crate::verify::warrant::{reload, LoadError, Trust, WarrantVerifier};
+use crate::verify::warrant::reload::Reloader;
+use crate::verify::warrant::LoadError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -36,8 +35,11 @@ pub enum ServeError {
     Bind { addr: String, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
-    #[error("admin server failed: {0}")]
-    Admin(std::io::Error),
+    /// A server task ended without being asked to (`server` names which).
+    #[error("{server} server stopped unexpectedly")]
+    Stopped { server: &'static str },
+    #[error("{server} server task failed: {source}")]
+    Task { server: &'static str, source: JoinError },
     #[error("{}: {source}", source.field())]
     Tenuo {
         #[from]
@@ -115,49 +117,27 @@ where
 /// Builds the checker for a config: reads the Tenuo files it names; OIDC
 /// keys are not loaded yet.
 pub fn build_checker(config: Config) -> Result<Arc<Checker>, ServeError> {
-    build_checker_with(config, Clock::system())
+    Ok(App::new(config)?.checker)
 }
 
-/// The same, deciding by `clock` (tests use a manual one).
-pub fn build_checker_with(config: Config, clock: Clock) -> Result<Arc<Checker>, ServeError> {
-    let metrics = Arc::new(Metrics::new());
-    let oidc = OidcVerifier::new(&config.oidc, metrics.clone())?;
-    let warrant = match &config.tenuo {
-        Some(t) => {
-            let trust = Trust::load(t)?;
-            metrics.tenuo_reloaded(true, Some(trust.issuers));
-            Some(WarrantVerifier::new(trust))
-        }
-        None => None,
-    };
-    let sessions = config
-        .sessions
-        .as_ref()
-        .map(|s| Sessions::new(s, &config.oidc))
-        .transpose()?;
-    let checker = Checker::new(config, oidc, warrant, metrics).with_clock(clock);
-    Ok(Arc::new(match sessions {
-        Some(s) => checker.with_sessions(s),
-        None => checker,
-    }))
-}
-
-/// Serves until SIGTERM/SIGINT. `source` is the config file, re-read for
-/// Tenuo trust reloads.
+/// Serves until SIGTERM/SIGINT, or until the gRPC or admin server stops by
+/// itself (an error). `source` is the config file, whose `tenuo` section is
+/// re-read for trust reloads.
 pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let (listen, admin_listen) = (config.listen, config.admin_listen);
     let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
     let reload_every = config.tenuo.as_ref().map(|t| t.reload_interval);
-    let checker = build_checker(config)?;
-    match reload_every {
-        Some(every) => {
-            tokio::spawn(reload::watch(checker.clone(), source, every));
+    let app = App::new(config)?;
+    match (reload_every, &app.warrant) {
+        (Some(every), Some(verifier)) => {
+            let reloader = Reloader::new(verifier.clone(), app.metrics.clone(), source);
+            tokio::spawn(reloader.watch(every));
         }
         // SIGHUP's default action ends the process: a config reloader that
         // sends it (or a `kill -HUP` by habit) would stop a replica at once,
         // with no shutdown delay. Only the tenuo section reloads; without
         // one, SIGHUP is logged and changes nothing.
-        None => {
+        _ => {
             tokio::spawn(ignore_sighup());
         }
     }
@@ -165,14 +145,10 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let admin = bind(admin_listen).await?;
     tracing::info!(event = "listening", grpc = %grpc.local_addr().map_err(|e| bind_err(listen, e))?, admin = %admin.local_addr().map_err(|e| bind_err(admin_listen, e))?, version = env!("CARGO_PKG_VERSION"));
 
-    checker.oidc().spawn_refreshers();
-    let shutting_down = Arc::new(AtomicBool::new(false));
-    let state = AdminState {
-        checker: checker.clone(),
-        shutting_down: shutting_down.clone(),
-    };
+    app.oidc.spawn_refreshers();
+    let readiness = app.readiness.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
-    tokio::spawn(report_ready(health.clone(), state.clone()));
+    tokio::spawn(report_ready(health.clone(), readiness.clone()));
 
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     // The builder's `tcp_nodelay`/`tcp_keepalive` only apply to listeners tonic
@@ -182,8 +158,9 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let incoming = TcpIncoming::from(grpc)
         .with_nodelay(Some(true))
         .with_keepalive(Some(TCP_KEEPALIVE));
-    let authz = AuthorizationServer::new(AuthzService { checker }).max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
-    let grpc_server = tokio::spawn(
+    let authz = AuthorizationServer::new(AuthzService { checker: app.checker })
+        .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
+    let mut grpc_server = tokio::spawn(
         tonic::transport::Server::builder()
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
@@ -194,18 +171,37 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
             }),
     );
     let (stop_admin, admin_stopped) = oneshot::channel::<()>();
-    let admin_server = tokio::spawn(admin::serve(admin, admin::router(state), async {
+    let admin_state = AdminState {
+        readiness: readiness.clone(),
+        metrics: app.metrics,
+        cache: app.cache,
+    };
+    let mut admin_server = tokio::spawn(admin::serve(admin, admin::router(admin_state), async {
         let _ = admin_stopped.await;
     }));
 
-    let signal = shutdown_signal().await;
+    let signal = match first_stop(&mut grpc_server, &mut admin_server, shutdown_signal()).await {
+        Stop::Signal(signal) => signal,
+        Stop::Failed(error) => {
+            // Nothing to drain on the side that stopped; the other side is
+            // stopped at once: this replica cannot serve, and its
+            // orchestrator should know now rather than after a delay.
+            tracing::error!(event = "server_stopped", reason = %error);
+            readiness.shut_down();
+            health.set_service_status("", ServingStatus::NotServing).await;
+            health.set_not_serving::<AuthorizationServer<AuthzService>>().await;
+            let _ = stop_grpc.send(());
+            let _ = stop_admin.send(());
+            return Err(error);
+        }
+    };
     tracing::info!(
         event = "shutdown_started",
         signal,
         delay_seconds = delay.as_secs(),
         grace_seconds = grace.as_secs()
     );
-    shutting_down.store(true, Ordering::Release);
+    readiness.shut_down();
     health.set_service_status("", ServingStatus::NotServing).await;
     health.set_not_serving::<AuthorizationServer<AuthzService>>().await;
     tokio::time::sleep(delay).await;
@@ -222,6 +218,34 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// What ended serving: a stop signal, or a server task that ended by itself.
+#[derive(Debug)]
+enum Stop {
+    Signal(&'static str),
+    Failed(ServeError),
+}
+
+/// Waits for whichever comes first: `signal`, or the end of either server
+/// task. Neither task ends before it is told to, so an end is a failure.
+async fn first_stop<E: Into<ServeError>>(
+    grpc: &mut JoinHandle<Result<(), E>>,
+    admin: &mut JoinHandle<()>,
+    signal: impl std::future::Future<Output = &'static str>,
+) -> Stop {
+    tokio::select! {
+        signal = signal => Stop::Signal(signal),
+        ended = grpc => Stop::Failed(match ended {
+            Ok(Ok(())) => ServeError::Stopped { server: "gRPC" },
+            Ok(Err(error)) => error.into(),
+            Err(source) => ServeError::Task { server: "gRPC", source },
+        }),
+        ended = admin => Stop::Failed(match ended {
+            Ok(()) => ServeError::Stopped { server: "admin" },
+            Err(source) => ServeError::Task { server: "admin", source },
+        }),
+    }
+}
+
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).await.map_err(|e| bind_err(addr, e))
 }
@@ -234,13 +258,13 @@ fn bind_err(addr: std::net::SocketAddr, source: std::io::Error) -> ServeError {
 }
 
 /// Flips gRPC health to SERVING once every issuer's keys are loaded.
-async fn report_ready(health: tonic_health::server::HealthReporter, state: AdminState) {
+async fn report_ready(health: tonic_health::server::HealthReporter, readiness: Readiness) {
     health.set_service_status("", ServingStatus::NotServing).await;
     health.set_not_serving::<AuthorizationServer<AuthzService>>().await;
-    while !state.is_ready() {
+    while !readiness.is_ready() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if !state.shutting_down.load(Ordering::Acquire) {
+    if !readiness.is_shutting_down() {
         health.set_service_status("", ServingStatus::Serving).await;
         health.set_serving::<AuthorizationServer<AuthzService>>().await;
         tracing::info!(event = "ready");
@@ -276,5 +300,68 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Never ends, like a server that nobody asked to stop.
+    fn serving<T: Send + 'static>() -> JoinHandle<T> {
+        tokio::spawn(std::future::pending())
+    }
+
+    fn grpc_error() -> JoinHandle<Result<(), ServeError>> {
+        tokio::spawn(async {
+            Err(ServeError::Bind {
+                addr: "127.0.0.1:1".into(),
+                source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_signal_stops_serving() {
+        let (mut grpc, mut admin) = (serving::<Result<(), ServeError>>(), serving());
+        let stop = first_stop(&mut grpc, &mut admin, async { "SIGTERM" }).await;
+        assert!(matches!(stop, Stop::Signal("SIGTERM")), "{stop:?}");
+    }
+
+    /// The error a stop carries; a signal is not one.
+    fn failure(stop: Stop) -> String {
+        match stop {
+            Stop::Failed(e) => e.to_string(),
+            Stop::Signal(s) => panic!("stopped by {s}, not by a failure"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grpc_server_that_fails_stops_serving_with_its_error() {
+        let (mut grpc, mut admin) = (grpc_error(), serving());
+        let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
+        assert_eq!(failure(stop), "cannot bind 127.0.0.1:1: address in use");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ends_by_itself_stops_serving() {
+        let (mut grpc, mut admin) = (serving::<Result<(), ServeError>>(), tokio::spawn(async {}));
+        let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
+        assert_eq!(failure(stop), "admin server stopped unexpectedly");
+        let (mut grpc, mut admin) = (tokio::spawn(async { Ok::<(), ServeError>(()) }), serving());
+        let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
+        assert_eq!(failure(stop), "gRPC server stopped unexpectedly");
+    }
+
+    #[tokio::test]
+    async fn a_server_task_that_panics_stops_serving() {
+        let (mut grpc, mut admin) = (
+            serving::<Result<(), ServeError>>(),
+            tokio::spawn(async { panic!("boom") }),
+        );
+        let stop = first_stop(&mut grpc, &mut admin, std::future::pending()).await;
+        let text = failure(stop);
+        assert!(text.starts_with("admin server task failed: task "), "{text}");
+        assert!(text.ends_with(" panicked with message \"boom\""), "{text}");
     }
 }

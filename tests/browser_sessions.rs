@@ -22,14 +22,13 @@ use url::Url;
 
 /// A stack with browser sessions: login `idp` on everything but `/api`.
 fn session_stack(edit: impl FnOnce(&mut Value, &Path) + 'static) -> (Stack, TempDir) {
-    let dir = TempDir::new().expect("tempdir");
-    let key = write_secret(dir.path(), "key", URL_SAFE_NO_PAD.encode(new_key()).as_bytes());
-    let secret = write_secret(dir.path(), "client-secret", format!("{CLIENT_SECRET}\n").as_bytes());
-    let d = dir.path().to_path_buf();
+    let files = SessionFiles::new();
+    let (sessions, login) = (files.sessions(), files.login("idp"));
+    let d = files.dir.path().to_path_buf();
     let s = Stack::builder()
         .config(move |c| {
-            c["sessions"] = sessions_section(&[&key]);
-            c["oidc"]["providers"][0]["login"] = login_block("idp", &secret);
+            c["sessions"] = sessions;
+            c["oidc"]["providers"][0]["login"] = login;
             c["rules"] = json!([
                 {"path_prefix": "/api"},
                 {"path_prefix": "/admin", "allowed_groups": ["admins"], "login": "idp"},
@@ -39,7 +38,7 @@ fn session_stack(edit: impl FnOnce(&mut Value, &Path) + 'static) -> (Stack, Temp
         })
         .start();
     s.idp().code_flow(alice());
-    (s, dir)
+    (s, files.dir)
 }
 
 fn alice() -> Value {
@@ -337,8 +336,8 @@ fn callback_state_attacks_are_refused() {
     let mut victim = Browser::new();
     let authorize_v = victim.start_login(&s, "/");
     let callback_v = victim.authorize(&s, &authorize_v);
-    let (name_v, _) = victim.jar.iter().find(|(n, _)| n.contains("-login-")).unwrap().clone();
-    let (_, value_a) = b.jar.iter().find(|(n, _)| n.contains("-login-")).unwrap().clone();
+    let (name_v, _) = victim.login_state();
+    let (_, value_a) = b.login_state();
     let mut mixed = Browser::new();
     mixed.set(&name_v, &value_a);
     assert_denied(&mixed.get(&s, &callback_v), 401, "login_state_invalid");
@@ -384,12 +383,7 @@ fn cookies_smuggled_inside_another_cookies_value_are_not_ours() {
     let mut attacker = Browser::new();
     let authorize = attacker.start_login(&s, "/");
     let callback = attacker.authorize(&s, &authorize);
-    let (name, value) = attacker
-        .jar
-        .iter()
-        .find(|(n, _)| n.contains("-login-"))
-        .unwrap()
-        .clone();
+    let (name, value) = attacker.login_state();
     let mut victim = Browser::new();
     victim.set("tossed", &format!("1,{name}={value}"));
     let r = victim.get(&s, &callback);
@@ -549,7 +543,7 @@ fn forged_tampered_and_foreign_key_cookies_are_refused() {
     let (_, login_value) = {
         let mut l = Browser::new();
         l.start_login(&s, "/");
-        l.jar.into_iter().find(|(n, _)| n.contains("-login-")).unwrap()
+        l.login_state()
     };
     let r = s.send(&Req::get("/app").header("Cookie", &format!("{COOKIE}={login_value}")));
     assert_denied(&r, 401, "session_invalid");
@@ -561,8 +555,8 @@ fn forged_tampered_and_foreign_key_cookies_are_refused() {
 fn rotated_keys_still_open_old_sessions_and_new_ones_use_the_first_key() {
     let dir_keys = TempDir::new().unwrap();
     let (old, new) = (new_key(), new_key());
-    let old_file = write_secret(dir_keys.path(), "old", URL_SAFE_NO_PAD.encode(old).as_bytes());
-    let new_file = write_secret(dir_keys.path(), "new", URL_SAFE_NO_PAD.encode(new).as_bytes());
+    let old_file = write_key(dir_keys.path(), "old", &old);
+    let new_file = write_key(dir_keys.path(), "new", &new);
     let (s, _dir) = session_stack(move |c, _| c["sessions"] = sessions_section(&[&new_file, &old_file]));
     // A session sealed by the old key (issued before the rotation).
     let aad = format!("session:{COOKIE}");
@@ -949,15 +943,13 @@ fn plain_oauth2_userinfo_cannot_claim_client_groups_or_odd_user_names() {
 /// Providers `one` (logout `/oauth2/logout`) and `two` (logout
 /// `/oauth2/two/logout`), both on the default callback path.
 fn two_provider_stack() -> (Stack, TempDir) {
-    let dir = TempDir::new().unwrap();
-    let key = write_secret(dir.path(), "key", URL_SAFE_NO_PAD.encode(new_key()).as_bytes());
-    let secret = write_secret(dir.path(), "client-secret", CLIENT_SECRET.as_bytes());
+    let files = SessionFiles::new();
+    let (sessions, one, mut two) = (files.sessions(), files.login("one"), files.login("two"));
     let s = Stack::builder()
         .idps(2)
         .config(move |c| {
-            c["sessions"] = sessions_section(&[&key]);
-            c["oidc"]["providers"][0]["login"] = login_block("one", &secret);
-            let mut two = login_block("two", &secret);
+            c["sessions"] = sessions;
+            c["oidc"]["providers"][0]["login"] = one;
             two["logout_path"] = json!("/oauth2/two/logout");
             c["oidc"]["providers"][1]["login"] = two;
             c["rules"] = json!([
@@ -968,7 +960,7 @@ fn two_provider_stack() -> (Stack, TempDir) {
         .start();
     s.idps[0].code_flow(json!({"client_secret": CLIENT_SECRET, "claims": {"sub": "user-of-one"}}));
     s.idps[1].code_flow(json!({"client_secret": CLIENT_SECRET, "claims": {"sub": "user-of-two"}}));
-    (s, dir)
+    (s, files.dir)
 }
 
 #[test]

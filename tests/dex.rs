@@ -268,18 +268,16 @@ fn bearer_stack(dex: &Dex, edit: impl FnOnce(&mut Value) + 'static) -> Stack {
 
 /// Browser sessions with login `dex` on everything.
 fn session_stack(dex: &Dex, edit: impl FnOnce(&mut Value) + 'static) -> (Stack, TempDir) {
-    let dir = TempDir::new().expect("tempdir");
-    let key = write_secret(dir.path(), "key", URL_SAFE_NO_PAD.encode(new_key()).as_bytes());
-    let secret = write_secret(dir.path(), "client-secret", format!("{CLIENT_SECRET}\n").as_bytes());
+    let files = SessionFiles::new();
+    let (sessions, mut login) = (files.sessions(), files.login("dex"));
     let s = Stack::builder()
         .external_issuer(&dex.issuer)
         .config(move |c| {
-            c["sessions"] = sessions_section(&[&key]);
+            c["sessions"] = sessions;
             let p = &mut c["oidc"]["providers"][0];
             // portcullis refuses a login client that is also a bearer audience.
             p["audiences"] = json!(["portcullis-api"]);
             p["user_claim"] = json!("email");
-            let mut login = login_block("dex", &secret);
             login["scopes"] = json!(["openid", "email", "profile", "groups", "offline_access"]);
             p["login"] = login;
             c["rules"] = json!([
@@ -289,7 +287,7 @@ fn session_stack(dex: &Dex, edit: impl FnOnce(&mut Value) + 'static) -> (Stack, 
             edit(c);
         })
         .start();
-    (s, dir)
+    (s, files.dir)
 }
 
 // ---------------------------------------------------------------------------

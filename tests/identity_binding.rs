@@ -9,8 +9,6 @@
 
 mod common;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use common::browser::*;
 use common::*;
 use serde_json::{json, Value};
@@ -18,22 +16,21 @@ use tempfile::TempDir;
 
 /// Two issuers, each with a login: `corp` (idp0) and `partner` (idp1).
 fn two_logins(rules: Value) -> (Stack, TempDir) {
-    let dir = TempDir::new().expect("tempdir");
-    let key = write_secret(dir.path(), "key", URL_SAFE_NO_PAD.encode(new_key()).as_bytes());
-    let secret = write_secret(dir.path(), "client-secret", format!("{CLIENT_SECRET}\n").as_bytes());
+    let files = SessionFiles::new();
+    let (sessions, corp, partner) = (files.sessions(), files.login("corp"), files.login("partner"));
     let s = Stack::builder()
         .idps(2)
         .config(move |c| {
-            c["sessions"] = sessions_section(&[&key]);
-            c["oidc"]["providers"][0]["login"] = login_block("corp", &secret);
-            c["oidc"]["providers"][1]["login"] = login_block("partner", &secret);
+            c["sessions"] = sessions;
+            c["oidc"]["providers"][0]["login"] = corp;
+            c["oidc"]["providers"][1]["login"] = partner;
             c["rules"] = rules;
         })
         .start();
     for idp in &s.idps {
         idp.code_flow(json!({"client_secret": CLIENT_SECRET, "claims": {"sub": "alice", "email": "alice@example.com", "groups": ["admins"]}}));
     }
-    (s, dir)
+    (s, files.dir)
 }
 
 fn rules() -> Value {

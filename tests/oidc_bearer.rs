@@ -211,7 +211,8 @@ fn token_of_an_unconfigured_issuer_is_401_unknown_issuer() {
     let no_iss = s.idp().mint_with(json!({
         "alg": "RS256", "claims": {"sub": "alice", "aud": "portcullis"}, "unset": ["iss"],
     }));
-    assert_denied_any(&s.get_bearer("/", &no_iss), 401, &["unknown_issuer", "invalid_claims"]);
+    // Without `iss` the token names no issuer at all: its claims are invalid.
+    assert_denied(&s.get_bearer("/", &no_iss), 401, "invalid_claims");
 }
 
 #[test]
@@ -219,11 +220,8 @@ fn alg_none_is_rejected() {
     let s = Stack::start();
     for alg in ["none", "None", "NONE"] {
         let token = s.idp().attack_with(json!({"kind": "alg-none", "alg": alg})).remove(0);
-        assert_denied_any(
-            &s.get_bearer("/", &token),
-            401,
-            &["disallowed_algorithm", "malformed_token"],
-        );
+        // No JOSE algorithm is called `none` to the decoder: the header does not parse.
+        assert_denied(&s.get_bearer("/", &token), 401, "malformed_token");
     }
     assert_eq!(s.echo_hits(), 0);
 }
@@ -234,11 +232,8 @@ fn hs256_signed_with_the_public_key_is_rejected() {
     let tokens = s.attack("hs256-with-public-key");
     assert!(tokens.len() >= 3, "PEM and JWK variants expected");
     for token in tokens {
-        assert_denied_any(
-            &s.get_bearer("/", &token),
-            401,
-            &["disallowed_algorithm", "invalid_signature"],
-        );
+        // Refused for its algorithm, before any key is tried.
+        assert_denied(&s.get_bearer("/", &token), 401, "disallowed_algorithm");
     }
     assert_eq!(s.echo_hits(), 0);
 }
@@ -284,11 +279,7 @@ fn mistyped_registered_claims_are_401_invalid_claims() {
     let token = s.mint("RS256", json!({"sub": "alice", "aud": "portcullis", "exp": "tomorrow"}));
     assert_denied(&s.get_bearer("/", &token), 401, "invalid_claims");
     let token = s.mint("RS256", json!({"sub": 42, "aud": "portcullis"}));
-    assert_denied_any(
-        &s.get_bearer("/", &token),
-        401,
-        &["invalid_claims", "missing_user_claim"],
-    );
+    assert_denied(&s.get_bearer("/", &token), 401, "invalid_claims");
 }
 
 #[test]
@@ -451,7 +442,7 @@ fn several_issuers_are_accepted_and_iss_selects_the_provider() {
     let forged = b
         .attack_with(json!({"kind": "wrong-issuer", "iss": a.issuer}))
         .remove(0);
-    assert_denied_any(&s.get_bearer("/", &forged), 401, &["unknown_key", "invalid_signature"]);
+    assert_denied(&s.get_bearer("/", &forged), 401, "unknown_key");
 }
 
 #[test]
@@ -596,8 +587,7 @@ fn client_not_in_allowed_clients_is_rejected() {
     let s = client_credentials_stack();
     let rogue = s.mint("RS256", json!({"sub": "rogue", "aud": "rogue"}));
     let r = s.get_bearer("/deploy/prod", &rogue);
-    assert!(matches!(r.status, 401 | 403), "{}", r.summary());
-    assert_denied_any(&r, r.status, &["client_not_allowed", "wrong_audience"]);
+    assert_denied(&r, 401, "client_not_allowed");
     assert_eq!(s.echo_hits(), 0);
 }
 
@@ -606,8 +596,7 @@ fn client_token_whose_sub_differs_from_the_client_id_is_rejected() {
     let s = client_credentials_stack();
     let token = s.mint("RS256", json!({"sub": "mallory", "aud": "ci-pipeline"}));
     let r = s.get_bearer("/deploy/prod", &token);
-    assert!(matches!(r.status, 401 | 403), "{}", r.summary());
-    assert_denied_any(&r, r.status, &["client_not_allowed", "wrong_audience"]);
+    assert_denied(&r, 401, "client_not_allowed");
     assert_eq!(s.echo_hits(), 0);
 }
 

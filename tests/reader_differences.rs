@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::tenuo::Minter;
+use common::tenuo::{tenuo_section, write_gateway, Key, Minter};
 use common::*;
 use portcullis::policy::{Policy, Require, Rule};
 use portcullis::request::judge_path;
@@ -139,6 +139,19 @@ fn group_names_with_edge_whitespace_are_refused() {
     assert!(allowed.is_empty(), "not refused:\n{}", allowed.join("\n"));
 }
 
+/// Envoy forwarding bodies, and a warrant from `issuer` required everywhere,
+/// checked against the gateway config `gateway`.
+fn warrant_stack(logs: &Logs, issuer: &Key, gateway: &str) -> Stack {
+    let tenuo = tenuo_section(&issuer.public_hex, &write_gateway(logs, gateway));
+    Stack::builder()
+        .with_request_body()
+        .config(move |c| {
+            c["tenuo"] = tenuo;
+            c["rules"] = json!([{"path_prefix": "/", "require": "tenuo"}]);
+        })
+        .start()
+}
+
 /// Tenuo gateway for the duplicate-key proof.
 const GATEWAY: &str = r#"version: "1"
 settings:
@@ -164,16 +177,7 @@ fn duplicate_json_keys_in_a_tool_body_are_refused() {
     let logs = Logs::new();
     let m = Minter::start(&logs);
     let (issuer, agent) = (m.key(), m.key());
-    let gateway = logs.path().join("gateway.yaml");
-    std::fs::write(&gateway, GATEWAY).expect("write gateway");
-    let (gw, key) = (gateway.display().to_string(), issuer.public_hex.clone());
-    let s = Stack::builder()
-        .with_request_body()
-        .config(move |c| {
-            c["tenuo"] = json!({"trusted_issuers": [key], "gateway_config": gw});
-            c["rules"] = json!([{"path_prefix": "/", "require": "tenuo"}]);
-        })
-        .start();
+    let s = warrant_stack(&logs, &issuer, GATEWAY);
     let w = m.mint(
         &issuer,
         &agent,
@@ -234,16 +238,7 @@ fn tool_routes_that_differ_only_in_case_are_refused() {
     let logs = Logs::new();
     let m = Minter::start(&logs);
     let (issuer, agent) = (m.key(), m.key());
-    let gateway = logs.path().join("gateway.yaml");
-    std::fs::write(&gateway, GATEWAY_CASE).expect("write gateway");
-    let (gw, key) = (gateway.display().to_string(), issuer.public_hex.clone());
-    let s = Stack::builder()
-        .with_request_body()
-        .config(move |c| {
-            c["tenuo"] = json!({"trusted_issuers": [key], "gateway_config": gw});
-            c["rules"] = json!([{"path_prefix": "/", "require": "tenuo"}]);
-        })
-        .start();
+    let s = warrant_stack(&logs, &issuer, GATEWAY_CASE);
     let w = m.mint(
         &issuer,
         &agent,

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::tenuo::{tenuo_section, write_gateway, GATEWAY};
 use common::{
     free_port, loopback, spawn_portcullis, wait_admin_status, wait_until, write_config, ChildGuard, Req, Stack,
 };
@@ -339,18 +340,6 @@ fn rolling_restart_of_two_replicas_under_load_fails_no_request() {
 const ISSUER_1: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 const ISSUER_2: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
 
-const GATEWAY: &str = r#"version: "1"
-settings:
-  debug_mode: false
-tools:
-  read_file:
-    description: Read a file
-    constraints:
-      path: { from: query, path: path, required: true }
-routes:
-  - { pattern: "/files", method: [GET], tool: read_file }
-"#;
-
 /// The value of a metric line `name` (exact, labels included) on `admin`.
 fn metric(admin: SocketAddr, name: &str) -> Option<String> {
     let text = common::admin_get(admin, "/metrics").expect("metrics").text();
@@ -378,17 +367,12 @@ fn await_metric(admin: SocketAddr, name: &str, want: &str) {
 #[test]
 fn sighup_reloads_under_load_fail_no_request_and_a_bad_file_keeps_the_old_config() {
     let logs = common::Logs::new();
-    let gateway = logs.path().join("gateway.yaml");
-    std::fs::write(&gateway, GATEWAY).expect("write gateway");
-    let gw = gateway.display().to_string();
+    let mut tenuo = tenuo_section(ISSUER_1, &write_gateway(&logs, GATEWAY));
+    // Only SIGHUP reloads during the test.
+    tenuo["reload_interval_seconds"] = json!(3600);
     let mut stack = Stack::builder()
         .config(move |c| {
-            c["tenuo"] = json!({
-                "trusted_issuers": [ISSUER_1],
-                "gateway_config": gw,
-                // Only SIGHUP reloads during the test.
-                "reload_interval_seconds": 3600,
-            });
+            c["tenuo"] = tenuo;
             c["rules"] = json!([
                 {"path_prefix": "/files", "require": "tenuo"},
                 {"path_prefix": "/", "require": "oidc"},

@@ -422,3 +422,32 @@ fn serve_refuses_an_invalid_config() {
     };
     assert!(!status.success());
 }
+
+/// A listener that cannot be bound stops the process at start-up, naming
+/// the address, with a non-zero exit: a replica serving Checks without its
+/// probes (or probes without Checks) would be worse than none.
+#[test]
+fn serve_stops_with_the_address_when_the_admin_port_is_taken() {
+    let logs = Logs::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let admin = taken.local_addr().expect("local addr");
+    let path = logs.path().join("portcullis.yaml");
+    write_config(
+        &path,
+        &base_config(loopback(free_port()), admin, &["http://127.0.0.1:1"]),
+    );
+    let mut child = spawn_portcullis("portcullis-admin-taken", &path, &logs);
+    let st = child
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("still running with its admin port taken"));
+    assert_eq!(st.code(), Some(1), "exit status: {st}");
+    let log = child.stdout();
+    let failed: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "serve_failed")
+        .unwrap_or_else(|| panic!("no serve_failed line: {log}"));
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with(&format!("cannot bind {admin}: ")), "{failed}");
+    drop(taken);
+}

@@ -10,40 +10,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::tenuo::{Key, Minter};
+use common::tenuo::{tenuo_section, write_gateway, Key, Minter, GATEWAY};
 use common::{wait_until, Logs, Req, Resp, Stack};
 use serde_json::{json, Value};
-
-/// Tenuo gateway config, exactly as tenuo-authorizer reads it.
-const GATEWAY: &str = r#"version: "1"
-settings:
-  debug_mode: true
-tools:
-  read_file:
-    description: Read a file
-    constraints:
-      path: { from: query, path: path, required: true }
-  deploy:
-    description: Deploy to a cluster
-    constraints:
-      cluster: { from: path, path: cluster, required: true }
-      replicas: { from: body, path: spec.replicas, required: true }
-  get_doc:
-    description: Read a document of a tenant
-    constraints:
-      name: { from: path, path: name, required: true }
-      tenant: { from: header, path: X-Tenant, required: true }
-  scale:
-    description: Scale a cluster
-    constraints:
-      cluster: { from: path, path: cluster, required: true }
-      replicas: { from: body, path: replicas, default: 1 }
-routes:
-  - { pattern: "/files", method: [GET], tool: read_file }
-  - { pattern: "/clusters/{cluster}/deploy", method: [POST], tool: deploy }
-  - { pattern: "/docs/{name}", method: [GET], tool: get_doc }
-  - { pattern: "/clusters/{cluster}/scale", method: [POST], tool: scale }
-"#;
 
 fn caps() -> Value {
     json!({
@@ -72,9 +41,9 @@ fn world_with(body: bool, edit: impl FnOnce(&mut Value) + 'static) -> World {
     let logs = Logs::new();
     let minter = Minter::start(&logs);
     let (issuer, agent) = (minter.key(), minter.key());
-    let gateway = logs.path().join("gateway.yaml");
-    std::fs::write(&gateway, GATEWAY).expect("write gateway");
-    let (gw, key) = (gateway.display().to_string(), issuer.public_hex.clone());
+    let gateway = write_gateway(&logs, GATEWAY);
+    let mut tenuo = tenuo_section(&issuer.public_hex, &gateway);
+    tenuo["reload_interval_seconds"] = json!(1);
     let builder = if body {
         Stack::builder().with_request_body()
     } else {
@@ -82,11 +51,7 @@ fn world_with(body: bool, edit: impl FnOnce(&mut Value) + 'static) -> World {
     };
     let stack = builder
         .config(move |c| {
-            c["tenuo"] = json!({
-                "trusted_issuers": [key],
-                "gateway_config": gw,
-                "reload_interval_seconds": 1,
-            });
+            c["tenuo"] = tenuo;
             c["rules"] = json!([{"path_prefix": "/", "require": "tenuo"}]);
             edit(c);
         })
@@ -682,6 +647,9 @@ fn trusted_issuers_rotate_at_runtime_and_bad_reloads_keep_the_old_set() {
     let set_issuers = |keys: &[&str]| {
         let mut config = s.config.clone();
         config["tenuo"]["trusted_issuers"] = json!(keys);
+        // A problem outside the tenuo section (which applies only at
+        // start-up) is none of the trust reload's business.
+        config["listen"] = json!("not an address");
         common::write_config(&s.config_path, &config);
         s.portcullis.signal("HUP");
     };
@@ -714,9 +682,13 @@ fn trusted_issuers_rotate_at_runtime_and_bad_reloads_keep_the_old_set() {
         .await_stdout("reload failure logged", "tenuo_reload_failed", Duration::from_secs(10));
     assert_eq!(status(&new_w.warrant, &new_pop), 200);
     assert_eq!(status(&old_w.warrant, &old_pop), 200);
-    // An issuer key that is not a key: refused too.
+    // An issuer key that is not a key: refused too, and the log says which.
     set_issuers(&["zz"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    s.portcullis.await_stdout(
+        "the bad key named in the log",
+        "tenuo.trusted_issuers[0]: must be a 32-byte Ed25519 public key",
+        Duration::from_secs(10),
+    );
     assert_eq!(status(&old_w.warrant, &old_pop), 200);
 
     // 5. remove the old key: its cached decisions go with it.

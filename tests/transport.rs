@@ -12,32 +12,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use envoy_types::pb::envoy::service::auth::v3::{
-    attribute_context, authorization_client::AuthorizationClient, AttributeContext, CheckRequest, CheckResponse,
-};
+use envoy_types::pb::envoy::service::auth::v3::{authorization_client::AuthorizationClient, CheckResponse};
 use tonic::transport::Channel;
-
-fn check_request(headers: &[(&str, &str)]) -> CheckRequest {
-    let headers: HashMap<String, String> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    id: unique_id(),
-                    method: "GET".into(),
-                    path: "/transport".into(),
-                    host: "app.example".into(),
-                    scheme: "http".into(),
-                    protocol: "HTTP/1.1".into(),
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
 
 /// One HTTP/2 connection to portcullis' gRPC listener; clones of the client
 /// multiplex their Checks on it.
@@ -87,7 +63,7 @@ fn checks_multiplexed_on_one_connection_are_not_delayed_by_nagle() {
         // Warm the decision cache (and the connection).
         let warm = client
             .clone()
-            .check(check_request(&[("authorization", &auth)]))
+            .check(check_request("/transport", &[("authorization", &auth)]))
             .await
             .expect("warm-up Check")
             .into_inner();
@@ -97,7 +73,7 @@ fn checks_multiplexed_on_one_connection_are_not_delayed_by_nagle() {
             let tasks: Vec<_> = (0..width)
                 .map(|_| {
                     let mut c = client.clone();
-                    let req = check_request(&[("authorization", &auth)]);
+                    let req = check_request("/transport", &[("authorization", &auth)]);
                     tokio::spawn(async move {
                         let t = Instant::now();
                         let resp = c.check(req).await.expect("Check RPC").into_inner();
@@ -153,20 +129,26 @@ fn oversized_check_requests_are_refused_and_the_server_keeps_serving() {
         let mut c = client.clone();
         let huge = "a".repeat(MAX_CHECK_REQUEST_BYTES + 1024);
         let err = c
-            .check(check_request(&[("authorization", &auth), ("x-pad", &huge)]))
+            .check(check_request(
+                "/transport",
+                &[("authorization", &auth), ("x-pad", &huge)],
+            ))
             .await
             .expect_err("a CheckRequest over 1 MiB must be refused");
         assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
 
         // Just under the cap: decoded and answered (whatever the decision).
         let big = "a".repeat(MAX_CHECK_REQUEST_BYTES - 4096);
-        c.check(check_request(&[("authorization", &auth), ("x-pad", &big)]))
-            .await
-            .expect("a CheckRequest under the cap is answered");
+        c.check(check_request(
+            "/transport",
+            &[("authorization", &auth), ("x-pad", &big)],
+        ))
+        .await
+        .expect("a CheckRequest under the cap is answered");
 
         // The same connection still serves ordinary Checks.
         let ok = c
-            .check(check_request(&[("authorization", &auth)]))
+            .check(check_request("/transport", &[("authorization", &auth)]))
             .await
             .expect("Check after the refusals")
             .into_inner();
@@ -223,7 +205,7 @@ fn oversized_grpc_metadata_is_refused() {
                 .await
                 .expect("connect"),
         );
-        let mut req = tonic::Request::new(check_request(&[("authorization", &auth)]));
+        let mut req = tonic::Request::new(check_request("/transport", &[("authorization", &auth)]));
         let pad = "b".repeat(64 * 1024);
         req.metadata_mut().insert("x-pad", pad.parse().expect("metadata value"));
         let err = c.check(req).await.expect_err("64 KiB of gRPC metadata must be refused");
@@ -236,7 +218,7 @@ fn oversized_grpc_metadata_is_refused() {
                 .expect("reconnect"),
         );
         let ok = fresh
-            .check(check_request(&[("authorization", &auth)]))
+            .check(check_request("/transport", &[("authorization", &auth)]))
             .await
             .expect("Check after the refusal")
             .into_inner();

@@ -2,13 +2,13 @@
 //! limits and reload interval. Only the section is checked here; the files
 //! it names are read by `verify::warrant` (`Trust::load`, `check_files`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::cache::MIN_CACHE_BYTES;
-use super::Errors;
+use super::{ConfigError, Errors, Strings, ENV_DEBUG_MODE, ENV_TENUO_TRUSTED_KEYS, ENV_TRUSTED_ISSUERS};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -71,6 +71,52 @@ pub enum GatewaySource {
     File(PathBuf),
     /// YAML text.
     Inline(String),
+}
+
+impl RawTenuo {
+    /// The environment overrides of the `tenuo` section (Tenuo's own variable names).
+    pub(super) fn apply_env(&mut self, env: &impl Strings) {
+        for name in [ENV_TRUSTED_ISSUERS, ENV_TENUO_TRUSTED_KEYS] {
+            if let Some(list) = env.get(name) {
+                self.trusted_issuers.extend(
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(String::from),
+                );
+            }
+        }
+        if let Some(v) = env.get(ENV_DEBUG_MODE) {
+            self.debug = Some(matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        }
+    }
+}
+
+/// Reads only the `tenuo` section of a config file, with its environment
+/// overrides, validated: what a trust reload applies. The other sections
+/// take effect only at start-up, so their problems (a session key file
+/// gone, a bad listen address) are no reason to refuse a trust reload, and
+/// are not reported as one.
+pub fn read_tenuo(path: &Path, env: &impl Strings) -> Result<Option<TenuoConfig>, ConfigError> {
+    /// Every other key is ignored here; `RawTenuo` still refuses unknown keys.
+    #[derive(Deserialize)]
+    struct TenuoOnly {
+        #[serde(default)]
+        tenuo: Option<RawTenuo>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let raw: TenuoOnly = serde_norway::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    let Some(mut tenuo) = raw.tenuo else {
+        return Ok(None);
+    };
+    tenuo.apply_env(env);
+    let mut errs = Errors::default();
+    let config = validate(&tenuo, &mut errs);
+    errs.finish()?;
+    Ok(config)
 }
 
 pub(super) fn validate(t: &RawTenuo, errs: &mut Errors) -> Option<TenuoConfig> {

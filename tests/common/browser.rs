@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde_json::{json, Value};
+use tempfile::TempDir;
 use url::Url;
 
 use super::http::{self, Req, Resp};
@@ -47,6 +50,15 @@ impl Browser {
                 self.set(name.trim(), value.trim());
             }
         }
+    }
+
+    /// The login-state cookie `start_login` set: (name, value).
+    pub fn login_state(&self) -> (String, String) {
+        self.jar
+            .iter()
+            .find(|(n, _)| n.contains("-login-"))
+            .cloned()
+            .expect("a login-state cookie")
     }
 
     pub fn cookie_header(&self) -> Option<String> {
@@ -131,6 +143,43 @@ pub fn write_secret(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
 /// A fresh random session key.
 pub fn new_key() -> [u8; 32] {
     rand::random()
+}
+
+/// Writes a session key file (base64url, as operators write them).
+pub fn write_key(dir: &Path, name: &str, key: &[u8; 32]) -> PathBuf {
+    write_secret(dir, name, URL_SAFE_NO_PAD.encode(key).as_bytes())
+}
+
+/// The secret files of a stack with browser sessions: a fresh session key
+/// and the client secret, with the trailing newline a mounted Secret often
+/// has. `dir` must outlive the stack (portcullis reads the files at start).
+pub struct SessionFiles {
+    pub dir: TempDir,
+    pub key: PathBuf,
+    pub client_secret: PathBuf,
+}
+
+impl SessionFiles {
+    pub fn new() -> Self {
+        let dir = TempDir::new().expect("tempdir");
+        let key = write_key(dir.path(), "key", &new_key());
+        let client_secret = write_secret(dir.path(), "client-secret", format!("{CLIENT_SECRET}\n").as_bytes());
+        Self {
+            dir,
+            key,
+            client_secret,
+        }
+    }
+
+    /// `sessions:` with this key.
+    pub fn sessions(&self) -> Value {
+        sessions_section(&[&self.key])
+    }
+
+    /// A provider's `login:` block named `name`, with this client secret.
+    pub fn login(&self, name: &str) -> Value {
+        login_block(name, &self.client_secret)
+    }
 }
 
 /// The `login:` block of the first provider, as the tests use it.

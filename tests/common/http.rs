@@ -106,21 +106,24 @@ pub struct Resp {
     pub body: Vec<u8>,
 }
 
+/// Every value of `name` in `headers`, in order (ASCII case-insensitive;
+/// `x_user_id` and `x-user-id` are different names). Responses and what the
+/// echo upstream received are read the same way.
+fn values<'a, 'n>(headers: &'a [(String, String)], name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+    headers
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 impl Resp {
-    /// First value of a header (name compared case-insensitively).
+    /// First value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        values(&self.headers, name).next()
     }
 
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values(&self.headers, name).collect()
     }
 
     pub fn text(&self) -> String {
@@ -209,18 +212,13 @@ impl Echo {
         }
     }
 
-    /// Every value received under exactly this name (ASCII case-insensitive;
-    /// `x_user_id` and `x-user-id` are different names).
+    /// Every value received under this name.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values(&self.headers, name).collect()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.header_all(name).first().copied()
+        values(&self.headers, name).next()
     }
 }
 

@@ -18,7 +18,7 @@
 //! `<repo>/.venv/bin/python`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -28,6 +28,24 @@ use super::http::{self, Req};
 use super::proc::{ChildGuard, Logs};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Tenuo tests' gateway config (debug mode on), shared with the
+/// benches: see the file.
+pub const GATEWAY: &str = include_str!("gateway.yaml");
+
+/// Writes a gateway config into the log directory; its path, for
+/// `tenuo.gateway_config`.
+pub fn write_gateway(logs: &Logs, yaml: &str) -> PathBuf {
+    let path = logs.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).expect("write gateway");
+    path
+}
+
+/// A `tenuo:` section trusting `issuer` (hex) that reads its gateway config
+/// from the file `gateway`.
+pub fn tenuo_section(issuer: &str, gateway: &Path) -> Value {
+    json!({"trusted_issuers": [issuer], "gateway_config": gateway.display().to_string()})
+}
 
 pub fn tenuo_python() -> PathBuf {
     let p = match std::env::var_os("TENUO_PYTHON") {

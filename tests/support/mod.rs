@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::app::App;
 use portcullis::check::Checker;
 use portcullis::clock::{unix, Clock};
 use portcullis::config::RawConfig;
@@ -179,22 +180,27 @@ impl Issuer {
 
     /// A checker for this issuer with its keys loaded.
     pub async fn checker(&self, max_entries: u64) -> Arc<Checker> {
+        self.app(max_entries).await.checker
+    }
+
+    /// The checker with what it shares (its cache, metrics), keys loaded.
+    pub async fn app(&self, max_entries: u64) -> App {
         let yaml = format!(
             "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\noidc:\n  providers:\n    - issuer: {}\n      audiences: [portcullis]\n      user_claim: email\nrules:\n  - path_prefix: /admin\n    allowed_groups: [admins]\n  - path_prefix: /\ncache:\n  max_entries: {max_entries}\n",
             self.url
         );
-        self.checker_for(&yaml).await
+        self.app_for(&yaml).await
     }
 
-    /// A checker for a whole config (YAML), deciding by the issuer's clock,
-    /// with every provider's keys loaded.
-    pub async fn checker_for(&self, yaml: &str) -> Arc<Checker> {
+    /// Everything a whole config (YAML) asks for, deciding by the issuer's
+    /// clock, with every provider's keys loaded.
+    pub async fn app_for(&self, yaml: &str) -> App {
         let mut config = RawConfig::from_yaml(yaml).expect("yaml").validate().expect("valid");
         // `{file: …}` secrets; no environment.
         config.resolve_secrets(&HashMap::<&str, &str>::new()).expect("secrets");
-        let checker = portcullis::server::build_checker_with(config, self.clock.clone()).expect("checker");
-        checker.oidc().load_all().await.expect("keys");
-        checker
+        let app = App::with_clock(config, self.clock.clone()).expect("app");
+        app.oidc.load_all().await.expect("keys");
+        app
     }
 }
 

@@ -18,29 +18,9 @@ use portcullis::config::RawConfig;
 use tenuo::wire::WarrantStack;
 use tenuo::{ConstraintSet, ConstraintValue, Pattern, Range, SigningKey, Warrant, Wildcard};
 
-/// Three routes, one per extraction source: query, path + JSON body, header.
-pub const GATEWAY: &str = r#"
-version: "1"
-settings: {}
-tools:
-  read_file:
-    description: Read a file
-    constraints:
-      path: { from: query, path: path, required: true }
-  deploy:
-    description: Deploy to a cluster
-    constraints:
-      cluster: { from: path, path: cluster, required: true }
-      replicas: { from: body, path: spec.replicas, required: true }
-  tenant_report:
-    description: A tenant's report
-    constraints:
-      tenant: { from: header, path: X-Tenant, required: true }
-routes:
-  - { pattern: "/files", method: [GET], tool: read_file }
-  - { pattern: "/clusters/{cluster}/deploy", method: [POST], tool: deploy }
-  - { pattern: "/reports", method: [GET], tool: tenant_report }
-"#;
+/// The tests' gateway config; its routes read arguments from the query, the
+/// path + JSON body and a header.
+pub const GATEWAY: &str = include_str!("../common/gateway.yaml");
 
 pub fn key() -> SigningKey {
     SigningKey::generate()
@@ -50,12 +30,13 @@ pub fn hex_key(k: &SigningKey) -> String {
     hex::encode(k.public_key().to_bytes())
 }
 
-/// A checker that trusts `issuers`, with the gateway above inline.
+/// A checker that trusts `issuers`, with the gateway above inline. Tenuo's
+/// debug mode stays off, as in production: no deny-reason header to build.
 pub fn checker(issuers: &[&SigningKey]) -> Arc<Checker> {
     let keys: Vec<String> = issuers.iter().map(|k| format!("\"{}\"", hex_key(k))).collect();
     let gateway: String = GATEWAY.lines().map(|l| format!("    {l}\n")).collect();
     let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ntenuo:\n  trusted_issuers: [{}]\n  gateway:\n{gateway}",
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ntenuo:\n  trusted_issuers: [{}]\n  debug: false\n  gateway:\n{gateway}",
         keys.join(", ")
     );
     let config = RawConfig::from_yaml(&yaml).expect("yaml").validate().expect("valid");
