@@ -278,4 +278,4 @@ pub fn read(path: &Path, env: &impl Strings) -> Result<Config, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -593,13 +593,7 @@ mod tests {
             HeaderPolicy::new("X_User", "X-Tenuo-Tool", "x-auth-request-groups", "X-USER", &[]),
             HeaderPolicy::new("x-tenuo-holder", "x-mail", "x-mail", "x-iss", &["x-tenuo-*".into()]),
         ];
-        let grant = Grant {
-            warrant_id: "tnu_wrt_1".into(),
-            tool: "deploy".into(),
-            holder: "ab12".into(),
-            root_issuer: "00ff".into(),
-            expires_at: 0,
-        };
+        let grant = grant();
         let plain = Identity::test("bob");
         let full = identity().with_email(Some("a@example.com"));
         let headers = [
@@ -718,15 +712,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_warrant_alone_injects_its_headers_and_no_user() {
-        let grant = Grant {
+    fn grant() -> Grant {
+        Grant {
             warrant_id: "tnu_wrt_1".into(),
             tool: "deploy".into(),
             holder: "ab12".into(),
             root_issuer: "00ff".into(),
             expires_at: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn a_warrant_alone_injects_its_headers_and_no_user() {
+        let grant = grant();
         let e = policy().edits(None, Some(&grant), &["x-tenuo-pop"], ["X-Tenuo-Tool"].into_iter());
         let set: Vec<String> = e.set_pairs().into_iter().map(|(k, _)| k).collect();
         assert_eq!(set, [WARRANT_ID, WARRANT_TOOL, WARRANT_HOLDER, WARRANT_ROOT_ISSUER]);

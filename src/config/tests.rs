@@ -304,7 +304,8 @@ fn require_is_resolved_against_what_is_configured() {
     assert_eq!(c.policy.rule_for("/x").unwrap().require(), Require::Any);
 }
 
-const SESSIONS: &str = "
+/// A minimal config with sessions; the session tests build on it too.
+pub(crate) const SESSIONS: &str = "
 oidc:
   providers:
     - issuer: https://dex.example.com/dex

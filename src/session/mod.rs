@@ -442,17 +442,10 @@ mod tests {
     use crate::config::RawConfig;
 
     fn sessions() -> Sessions {
-        let yaml = "
-oidc:
-  providers:
-    - issuer: https://dex.example.com/dex
-      audiences: [portcullis]
-      login: {name: dex, client_id: web}
-sessions:
-  keys: [{file: /k}]
-  public_url: https://app.example.com
-";
-        let mut cfg = RawConfig::from_yaml(yaml).unwrap().validate().unwrap();
+        let mut cfg = RawConfig::from_yaml(crate::config::tests::SESSIONS)
+            .unwrap()
+            .validate()
+            .unwrap();
         let mut s = cfg.sessions.take().unwrap();
         s.keys = vec![Secret::with_value("k", &[3; 32])];
         Sessions::new(&s, &cfg.oidc).unwrap()
