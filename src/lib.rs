@@ -14,6 +14,7 @@ pub mod deny;
 pub mod headers;
 pub mod identity;
 pub mod policy;
+pub mod redact;
 pub mod request;
 pub mod response;
 pub mod server;

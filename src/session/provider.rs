@@ -45,7 +45,7 @@ pub struct Tokens {
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use super::state::redacted;
+        use crate::redact::redacted;
         f.debug_struct("Tokens")
             .field("access_token", &redacted(self.access_token.as_deref()))
             .field("id_token", &redacted(self.id_token.as_deref()))
