@@ -13,6 +13,7 @@ pub mod config;
 pub mod deny;
 pub mod headers;
 pub mod identity;
+pub mod idp;
 pub mod policy;
 pub mod redact;
 pub mod request;

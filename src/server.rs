@@ -20,6 +20,7 @@ use tonic_health::ServingStatus;
 use crate::admin::{self, AdminState};
 use crate::check::Checker;
 use crate::config::Config;
+use crate::idp::IdpClient;
 use crate::session::Sessions;
 use crate::telemetry::Metrics;
 use crate::verify::oidc::OidcVerifier;
@@ -115,7 +116,10 @@ where
 /// keys are not loaded yet.
 pub fn build_checker(config: Config) -> Result<Arc<Checker>, ServeError> {
     let metrics = Arc::new(Metrics::new());
-    let oidc = OidcVerifier::new(&config.oidc, metrics.clone())?;
+    // One client for every call to an IdP: bearer keys and browser logins
+    // share its discovery documents.
+    let idp = Arc::new(IdpClient::new(config.oidc.fetch_timeout)?);
+    let oidc = OidcVerifier::new(&config.oidc, idp.clone(), metrics.clone());
     let warrant = match &config.tenuo {
         Some(t) => {
             let trust = Trust::load(t)?;
@@ -124,11 +128,7 @@ pub fn build_checker(config: Config) -> Result<Arc<Checker>, ServeError> {
         }
         None => None,
     };
-    let sessions = config
-        .sessions
-        .as_ref()
-        .map(|s| Sessions::new(s, &config.oidc))
-        .transpose()?;
+    let sessions = config.sessions.as_ref().map(|s| Sessions::new(s, &idp)).transpose()?;
     let checker = Checker::new(config, oidc, warrant, metrics);
     Ok(Arc::new(match sessions {
         Some(s) => checker.with_sessions(s),
