@@ -3,9 +3,11 @@
 //! verification and browser logins), JWKS, the token endpoint (code
 //! exchange, refresh) and userinfo. The callers — `verify/oidc/provider.rs`
 //! for keys, `session/provider.rs` for logins — decide *when* to call;
-//! this module decides *how*.
+//! this module decides *how*. What real providers get wrong is handled in
+//! [`quirks`], one place, each quirk with its test.
 
 mod discovery;
+pub mod quirks;
 #[cfg(test)]
 pub(crate) mod test_server;
 mod token;
@@ -54,6 +56,9 @@ pub enum IdpError {
     Http { url: String, source: reqwest::Error },
     #[error("{url} answered HTTP {status}{}", error_suffix(error))]
     Status { url: String, status: u16, error: String },
+    /// An error object in a successful answer (see [`quirks::token_answer`]).
+    #[error("{url} answered with error {error:?}")]
+    Refused { url: String, error: String },
     #[error("{url} sent more than {MAX_BODY_BYTES} bytes")]
     TooLarge { url: String },
     #[error("{url} sent an invalid document: {reason}")]
@@ -181,7 +186,7 @@ impl IdpClient {
     pub async fn token(&self, url: &Url, grant: &[(&str, &str)], client: ClientAuth<'_>) -> Result<Tokens, IdpError> {
         let req = client.apply(self.credentials.post(url.clone()), grant);
         let body = send(req.header("accept", "application/json"), url).await?;
-        json(url, &body)
+        quirks::token_answer(url, &body)
     }
 
     /// The userinfo JSON object of a plain OAuth2 provider.
@@ -212,7 +217,7 @@ async fn send(req: reqwest::RequestBuilder, url: &Url) -> Result<Vec<u8>, IdpErr
     if !status.is_success() {
         // The body only explains the status: unreadable or too large, the
         // status is still the answer.
-        let error = body.ok().and_then(|b| error_code(&b)).unwrap_or_default();
+        let error = body.ok().and_then(|b| quirks::error_code(&b)).unwrap_or_default();
         return Err(IdpError::Status {
             url: url.to_string(),
             status: status.as_u16(),
@@ -220,18 +225,6 @@ async fn send(req: reqwest::RequestBuilder, url: &Url) -> Result<Vec<u8>, IdpErr
         });
     }
     body
-}
-
-/// The `error` code of an RFC 6749 §5.2 error object, printable ASCII and
-/// at most 64 characters: it goes into logs. Never the
-/// `error_description`, which may echo input.
-fn error_code(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct ErrorBody {
-        error: String,
-    }
-    let e: ErrorBody = serde_json::from_slice(body).ok()?;
-    Some(e.error.chars().filter(char::is_ascii_graphic).take(64).collect())
 }
 
 async fn read_capped(resp: &mut reqwest::Response, url: &Url) -> Result<Vec<u8>, IdpError> {

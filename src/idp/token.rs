@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::quirks;
 use crate::config::sessions::TokenAuth;
 use crate::redact::redacted;
 
@@ -15,7 +16,7 @@ pub struct Tokens {
     pub id_token: Option<String>,
     #[serde(default)]
     pub refresh_token: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quirks::expires_in")]
     pub expires_in: Option<u64>,
 }
 
