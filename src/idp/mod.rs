@@ -46,7 +46,8 @@ pub struct IdpClient {
     /// Discovery documents by issuer, fetched on first use and kept for the
     /// life of the process (a provider's endpoints do not move; its keys,
     /// fetched from them, are refreshed by the caller). A failed fetch
-    /// leaves the cell empty, so the next use tries again.
+    /// leaves the cell empty, so the next use tries again. Issuers come
+    /// from the config, never from a request, so the map cannot grow.
     discovered: Mutex<HashMap<String, Arc<OnceCell<Arc<Discovery>>>>>,
 }
 
