@@ -11,6 +11,7 @@ use crate::cache::DecisionCache;
 use crate::check::Checker;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::idp::IdpClient;
 use crate::server::ServeError;
 use crate::session::Sessions;
 use crate::telemetry::Metrics;
@@ -40,7 +41,10 @@ impl App {
     /// The same, deciding by `clock` (tests use a manual one).
     pub fn with_clock(config: Config, clock: Clock) -> Result<Self, ServeError> {
         let metrics = Arc::new(Metrics::new());
-        let oidc = Arc::new(OidcVerifier::new(&config.oidc, metrics.clone())?);
+        // One client for every call to an IdP: bearer keys and browser logins
+        // share its discovery documents.
+        let idp = Arc::new(IdpClient::new(config.oidc.fetch_timeout)?);
+        let oidc = Arc::new(OidcVerifier::new(&config.oidc, idp.clone(), metrics.clone()));
         let warrant = match &config.tenuo {
             Some(t) => {
                 let trust = Trust::load(t)?;
@@ -49,11 +53,7 @@ impl App {
             }
             None => None,
         };
-        let sessions = config
-            .sessions
-            .as_ref()
-            .map(|s| Sessions::new(s, &config.oidc))
-            .transpose()?;
+        let sessions = config.sessions.as_ref().map(|s| Sessions::new(s, &idp)).transpose()?;
         let cache = Arc::new(DecisionCache::new(&config.cache));
         let checker =
             Checker::new(config, oidc.clone(), warrant.clone(), cache.clone(), metrics.clone()).with_clock(clock);

@@ -13,11 +13,12 @@
 //! UTF-8; a found value is a non-empty slice of what was sent and never
 //! opens as a sealed session.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use portcullis::config::sessions::Secret;
 use portcullis::config::RawConfig;
 use portcullis::headers::CookieEdit;
+use portcullis::idp::IdpClient;
 use portcullis::request::RequestView;
 use portcullis::session::cookie::Sealer;
 use portcullis::session::{login, Sessions};
@@ -50,7 +51,8 @@ pub fn jar(cookie_name: Option<&str>) -> Jar {
     };
     s.keys = vec![Secret::with_value("k", &KEY)];
     let name = s.cookie_name.clone();
-    let sessions = Sessions::new(&s, &cfg.oidc).unwrap_or_else(|e| panic!("sessions: {e}"));
+    let idp = IdpClient::new(cfg.oidc.fetch_timeout).unwrap_or_else(|e| panic!("{e}"));
+    let sessions = Sessions::new(&s, &Arc::new(idp)).unwrap_or_else(|e| panic!("sessions: {e}"));
     Jar {
         sessions,
         login_prefix: login::login_cookie_prefix(&name),

@@ -28,6 +28,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::config::RawConfig;
 use portcullis::deny::Deny;
+use portcullis::idp::IdpClient;
 use portcullis::telemetry::Metrics;
 use portcullis::verify::oidc::OidcVerifier;
 use serde_json::{json, Value};
@@ -106,7 +107,8 @@ fn start() -> Issuer {
     let config = RawConfig::from_yaml(&yaml)
         .and_then(|r| r.validate())
         .unwrap_or_else(|e| panic!("probe config: {e}"));
-    let verifier = OidcVerifier::new(&config.oidc, Arc::new(Metrics::new())).unwrap_or_else(|e| panic!("{e}"));
+    let idp = IdpClient::new(config.oidc.fetch_timeout).unwrap_or_else(|e| panic!("{e}"));
+    let verifier = OidcVerifier::new(&config.oidc, Arc::new(idp), Arc::new(Metrics::new()));
     rt.block_on(verifier.load_all())
         .unwrap_or_else(|e| panic!("JWKS load: {e}"));
     let now = SystemTime::now()

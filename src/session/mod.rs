@@ -38,10 +38,11 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::clock::unix;
 use crate::config::sessions::KEY_BYTES;
-use crate::config::{OidcConfig, SessionsConfig};
+use crate::config::SessionsConfig;
 use crate::deny::Deny;
 use crate::headers::{self, CookieEdit};
 use crate::identity::Identity;
+use crate::idp::IdpClient;
 use crate::request::RequestView;
 use crate::verify::oidc::OidcVerifier;
 use cookie::{Sealer, MAX_COOKIE_BYTES};
@@ -135,14 +136,14 @@ pub enum SessionError {
     SecretNotLoaded(String),
     #[error("sessions.keys: a key must be {KEY_BYTES} bytes")]
     BadKey,
-    #[error("cannot build the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
 }
 
 // === impl Sessions ===
 
 impl Sessions {
-    pub fn new(cfg: &SessionsConfig, oidc: &OidcConfig) -> Result<Self, SessionError> {
+    /// `idp` makes the calls to the login providers (shared with bearer
+    /// verification, so an issuer is discovered once).
+    pub fn new(cfg: &SessionsConfig, idp: &Arc<IdpClient>) -> Result<Self, SessionError> {
         let keys = cfg
             .keys
             .iter()
@@ -164,7 +165,7 @@ impl Sessions {
                     s.value()
                         .ok_or_else(|| SessionError::SecretNotLoaded(s.field.clone()))?;
                 }
-                Ok(Arc::new(LoginProvider::new(l.clone(), oidc.fetch_timeout)?))
+                Ok(Arc::new(LoginProvider::new(l.clone(), idp.clone())))
             })
             .collect::<Result<Vec<_>, SessionError>>()?;
         Ok(Self {
@@ -448,7 +449,7 @@ mod tests {
             .unwrap();
         let mut s = cfg.sessions.take().unwrap();
         s.keys = vec![Secret::with_value("k", &[3; 32])];
-        Sessions::new(&s, &cfg.oidc).unwrap()
+        Sessions::new(&s, &Arc::new(IdpClient::new(cfg.oidc.fetch_timeout).unwrap())).unwrap()
     }
 
     fn data(groups: usize, rt: usize, idt: usize) -> SessionData {

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use tokio::sync::OnceCell;
 
-use super::provider::{CallError, LoginProvider, Tokens};
+use super::provider::{LoginProvider, Tokens};
 use super::state::SessionData;
 use super::{Authenticated, Opened, Renewed, Sessions};
 use crate::clock::unix;
@@ -164,10 +164,10 @@ async fn ask_token_endpoint(
         .get_or_init(|| async {
             provider.refresh(&rt).await.map_err(|e| {
                 tracing::info!(event = "refresh_failed", login = %provider.config.name, user = %user, error = %e);
-                match e {
-                    CallError::Http { .. } => Failure::Unavailable,
-                    CallError::Status { status, .. } if status >= 500 || status == 429 => Failure::Unavailable,
-                    _ => Failure::Refused(Deny::RefreshFailed),
+                if e.is_unavailable() {
+                    Failure::Unavailable
+                } else {
+                    Failure::Refused(Deny::RefreshFailed)
                 }
             })
         })

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::from_unix;
 use crate::identity::{Identity, Source};
+use crate::redact::{redacted, REDACTED};
 
 /// The session cookie: the identity claims the headers and rules need,
 /// when it ends, and what refresh and logout need. `Debug` hides the tokens.
@@ -53,21 +54,6 @@ pub struct LoginState {
     pub exp: u64,
 }
 
-/// What `Debug` prints instead of a secret: whether there is one, never
-/// any of its bytes (a `{:?}` in a log line or a panic message must not
-/// leak a token).
-pub(super) struct Redacted(bool);
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0 { "<redacted>" } else { "None" })
-    }
-}
-
-pub(super) fn redacted(secret: Option<&str>) -> Redacted {
-    Redacted(secret.is_some())
-}
-
 impl fmt::Debug for SessionData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionData")
@@ -88,12 +74,11 @@ impl fmt::Debug for SessionData {
 
 impl fmt::Debug for LoginState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = Redacted(true);
         f.debug_struct("LoginState")
             .field("p", &self.p)
-            .field("state", &hidden)
-            .field("nonce", &hidden)
-            .field("v", &hidden)
+            .field("state", &REDACTED)
+            .field("nonce", &REDACTED)
+            .field("v", &REDACTED)
             .field("ret", &self.ret)
             .field("exp", &self.exp)
             .finish()

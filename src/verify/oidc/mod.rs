@@ -26,6 +26,7 @@ use crate::clock::unix;
 use crate::config::OidcConfig;
 use crate::deny::Deny;
 use crate::identity::Identity;
+use crate::idp::{IdpClient, IdpError};
 use crate::telemetry::Metrics;
 use provider::{Provider, Refetched};
 
@@ -46,13 +47,9 @@ struct UnverifiedIssuer {
 // === impl OidcVerifier ===
 
 impl OidcVerifier {
-    pub fn new(cfg: &OidcConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.fetch_timeout)
-            .connect_timeout(cfg.fetch_timeout)
-            .redirect(provider::redirect_policy())
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    /// `idp` makes the discovery and JWKS calls (and is shared with
+    /// browser sessions, so an issuer is discovered once).
+    pub fn new(cfg: &OidcConfig, idp: Arc<IdpClient>, metrics: Arc<Metrics>) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
         let providers: Vec<Arc<Provider>> = cfg
             .providers
@@ -62,7 +59,7 @@ impl OidcVerifier {
                     p.clone(),
                     cfg,
                     generation.clone(),
-                    http.clone(),
+                    idp.clone(),
                     metrics.clone(),
                 ))
             })
@@ -72,14 +69,14 @@ impl OidcVerifier {
             .enumerate()
             .map(|(i, p)| (p.config.issuer.to_string(), i))
             .collect();
-        Ok(Self {
+        Self {
             providers,
             by_issuer,
             skew: cfg.clock_skew,
             max_token_bytes: cfg.max_token_bytes,
             refresh_every: cfg.jwks_refresh,
             generation,
-        })
+        }
     }
 
     /// Starts one key-refresh task per provider.
@@ -102,7 +99,7 @@ impl OidcVerifier {
 
     /// Loads every provider's keys once (used by tests and benchmarks; the
     /// server relies on the refreshers instead).
-    pub async fn load_all(&self) -> Result<(), provider::FetchError> {
+    pub async fn load_all(&self) -> Result<(), IdpError> {
         for p in &self.providers {
             p.refresh().await?;
         }

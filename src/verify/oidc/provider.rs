@@ -9,51 +9,18 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use serde::Deserialize;
 use tokio::sync::{watch, Mutex};
 use url::Url;
 
-use super::jwks::{JwksError, KeySet};
-use crate::config::{is_local_host, OidcConfig, ProviderConfig};
+use super::jwks::KeySet;
+use crate::config::{OidcConfig, ProviderConfig};
+use crate::idp::{IdpClient, IdpError};
 use crate::telemetry::Metrics;
-
-/// Upper bound on a discovery or JWKS document; anything larger is hostile.
-const MAX_DOCUMENT_BYTES: usize = 1 << 20;
-/// Redirects followed by a discovery or JWKS fetch.
-const MAX_REDIRECTS: usize = 3;
-
-/// The redirect policy of the discovery and JWKS client: at most
-/// [`MAX_REDIRECTS`], and only to where the config itself could point
-/// (see [`may_follow`]).
-pub fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        if attempt.previous().len() > MAX_REDIRECTS {
-            attempt.error("too many redirects")
-        } else if may_follow(attempt.previous(), attempt.url()) {
-            attempt.follow()
-        } else {
-            attempt.error("refused a redirect to plain http")
-        }
-    })
-}
-
-/// Signing keys decide who is authenticated: a fetch that started on
-/// https never continues over http (a network attacker could then serve
-/// their own keys), and plain http is followed only between local hosts,
-/// the same rule as for configured issuers.
-fn may_follow(previous: &[Url], next: &Url) -> bool {
-    match next.scheme() {
-        "https" => true,
-        "http" => is_local_host(next) && previous.iter().all(|u| u.scheme() == "http"),
-        _ => false,
-    }
-}
 
 pub struct Provider {
     pub config: ProviderConfig,
     keys: ArcSwap<KeySet>,
     loaded: AtomicBool,
-    jwks_uri: Mutex<Option<Url>>,
     /// Unknown-kid refetches: when the last one started, whether it runs.
     refetch: std::sync::Mutex<RefetchState>,
     /// Counts finished unknown-kid refetches; waiting Checks watch it.
@@ -66,7 +33,7 @@ pub struct Provider {
     refreshing: Mutex<()>,
     /// Shared by all providers; bumped when a key disappears or changes.
     generation: Arc<AtomicU64>,
-    http: reqwest::Client,
+    idp: Arc<IdpClient>,
     metrics: Arc<Metrics>,
 }
 
@@ -87,26 +54,6 @@ pub enum Refetched {
     OverBudget,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("request to {url} failed: {source}")]
-    Http { url: String, source: reqwest::Error },
-    #[error("{url} answered HTTP {status}")]
-    Status { url: String, status: u16 },
-    #[error("{url} sent more than {MAX_DOCUMENT_BYTES} bytes")]
-    TooLarge { url: String },
-    #[error("discovery document of {url} is invalid: {reason}")]
-    Discovery { url: String, reason: String },
-    #[error("JWKS from {url}: {source}")]
-    Jwks { url: String, source: JwksError },
-}
-
-#[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    jwks_uri: String,
-}
-
 // === impl Provider ===
 
 impl Provider {
@@ -114,11 +61,10 @@ impl Provider {
         config: ProviderConfig,
         oidc: &OidcConfig,
         generation: Arc<AtomicU64>,
-        http: reqwest::Client,
+        idp: Arc<IdpClient>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            jwks_uri: Mutex::new(config.jwks_uri.clone()),
             config,
             keys: ArcSwap::from_pointee(KeySet::default()),
             loaded: AtomicBool::new(false),
@@ -128,7 +74,7 @@ impl Provider {
             check_budget: oidc.check_fetch_budget,
             refreshing: Mutex::new(()),
             generation,
-            http,
+            idp,
             metrics,
         }
     }
@@ -144,7 +90,7 @@ impl Provider {
 
     /// Fetches the JWKS (discovering its URL first if needed) and swaps it
     /// in. On failure the previous keys stay in use.
-    pub async fn refresh(&self) -> Result<(), FetchError> {
+    pub async fn refresh(&self) -> Result<(), IdpError> {
         let issuer = &*self.config.issuer;
         let _one_at_a_time = self.refreshing.lock().await;
         match self.fetch_keys().await {
@@ -241,73 +187,22 @@ impl Provider {
         }
     }
 
-    async fn fetch_keys(&self) -> Result<KeySet, FetchError> {
+    async fn fetch_keys(&self) -> Result<KeySet, IdpError> {
         let url = self.jwks_url().await?;
-        let body = self.get(&url).await?;
-        let (set, skipped) = KeySet::parse(&body).map_err(|source| FetchError::Jwks {
-            url: url.to_string(),
-            source,
-        })?;
+        let (set, skipped) = self.idp.jwks(&url).await?;
         if skipped > 0 {
             tracing::debug!(issuer = %self.config.issuer, skipped, "ignored unusable JWKS entries");
         }
         Ok(set)
     }
 
-    async fn jwks_url(&self) -> Result<Url, FetchError> {
-        let mut cached = self.jwks_uri.lock().await;
-        if let Some(url) = cached.as_ref() {
-            return Ok(url.clone());
+    /// The configured `jwks_uri`, else the one discovery names (fetched
+    /// once, shared with browser logins of the same issuer).
+    async fn jwks_url(&self) -> Result<Url, IdpError> {
+        match &self.config.jwks_uri {
+            Some(url) => Ok(url.clone()),
+            None => self.idp.discovery(&self.config.issuer).await?.jwks_uri(),
         }
-        let url = self.discover().await?;
-        *cached = Some(url.clone());
-        Ok(url)
-    }
-
-    async fn discover(&self) -> Result<Url, FetchError> {
-        let issuer = self.config.issuer.trim_end_matches('/');
-        let doc_url = format!("{issuer}/.well-known/openid-configuration");
-        let invalid = |reason: String| FetchError::Discovery {
-            url: doc_url.clone(),
-            reason,
-        };
-        let url = Url::parse(&doc_url).map_err(|e| invalid(e.to_string()))?;
-        let body = self.get(&url).await?;
-        let doc: Discovery = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
-        // OIDC Discovery 1.0 §4.3: the document must name exactly our issuer.
-        if *doc.issuer != *self.config.issuer {
-            return Err(invalid(format!(
-                "issuer is {:?}, expected {:?}",
-                doc.issuer, self.config.issuer
-            )));
-        }
-        let jwks = Url::parse(&doc.jwks_uri).map_err(|e| invalid(format!("jwks_uri: {e}")))?;
-        if jwks.scheme() != "https" && !(jwks.scheme() == "http" && is_local_host(&jwks)) {
-            return Err(invalid(format!("jwks_uri {jwks} must be https")));
-        }
-        Ok(jwks)
-    }
-
-    async fn get(&self, url: &Url) -> Result<Vec<u8>, FetchError> {
-        let http_err = |source| FetchError::Http {
-            url: url.to_string(),
-            source,
-        };
-        let mut resp = self.http.get(url.clone()).send().await.map_err(http_err)?;
-        if !resp.status().is_success() {
-            return Err(FetchError::Status {
-                url: url.to_string(),
-                status: resp.status().as_u16(),
-            });
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(FetchError::TooLarge { url: url.to_string() });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
     }
 }
 
@@ -319,12 +214,12 @@ fn jitter(max: Duration) -> Duration {
 mod tests {
 
     use jsonwebtoken::Algorithm;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
     use crate::cache::{Cached, DecisionCache};
     use crate::config::CacheConfig;
     use crate::identity::Identity;
+    use crate::idp::test_server::{serve, Reply};
 
     const EC: &str = r#"{"kty":"EC","kid":"KID","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
 
@@ -363,16 +258,12 @@ mod tests {
             algorithms: Vec::new(),
             client_credentials: None,
         };
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(oidc.fetch_timeout)
-            .build()
-            .unwrap();
+        let idp = IdpClient::new(oidc.fetch_timeout).unwrap();
         Arc::new(Provider::new(
             config,
             &oidc,
             Arc::new(AtomicU64::new(0)),
-            http,
+            Arc::new(idp),
             Arc::new(Metrics::new()),
         ))
     }
@@ -380,25 +271,7 @@ mod tests {
     /// A JWKS endpoint on loopback answering every request with `body`
     /// after `delay`.
     async fn jwks_server(delay: Duration, body: String) -> Url {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!("http://{}/jwks", listener.local_addr().unwrap())).unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                let body = body.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = conn.read(&mut buf).await;
-                    tokio::time::sleep(delay).await;
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = conn.write_all(head.as_bytes()).await;
-                    let _ = conn.write_all(body.as_bytes()).await;
-                });
-            }
-        });
-        url
+        serve(move |_| Reply::json(&body).after(delay)).await.url("/jwks")
     }
 
     #[test]
@@ -486,58 +359,5 @@ mod tests {
         p.install(set(&["a"]), || {});
         assert_eq!(p.refetch_for_unknown_kid().await, Refetched::Done);
         assert!(has(&p, "new"));
-    }
-
-    fn url(s: &str) -> Url {
-        Url::parse(s).unwrap()
-    }
-
-    #[test]
-    fn https_never_continues_over_http() {
-        let https = [url("https://idp.example.com/keys")];
-        let local = url("http://127.0.0.1:8080/keys");
-        let from_local = [local.clone()];
-        assert!(may_follow(&https, &url("https://cdn.example.com/keys")));
-        assert!(!may_follow(&https, &url("http://idp.example.com/keys")));
-        assert!(!may_follow(&https, &local), "not even to a local host");
-        assert!(!may_follow(&[local.clone(), https[0].clone()], &local));
-        assert!(may_follow(&from_local, &url("http://localhost:9/keys")));
-        assert!(!may_follow(&from_local, &url("http://idp.example.com/keys")));
-        assert!(may_follow(&from_local, &url("https://idp.example.com/keys")));
-        assert!(!may_follow(&[local], &url("file:///etc/passwd")));
-    }
-
-    /// A loopback server that answers every request with a redirect to `to`.
-    fn redirector(to: &'static str) -> std::net::SocketAddr {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().take(16) {
-                let Ok(mut conn) = conn else { return };
-                let mut buf = [0u8; 2048];
-                let _ = conn.read(&mut buf);
-                let resp =
-                    format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                let _ = conn.write_all(resp.as_bytes());
-            }
-        });
-        addr
-    }
-
-    #[tokio::test]
-    async fn the_client_refuses_a_redirect_to_plain_http_on_a_public_host() {
-        let client = reqwest::Client::builder().redirect(redirect_policy()).build().unwrap();
-        // Not followed: the policy refuses before any connection to the target.
-        let addr = redirector("http://idp.example.invalid/jwks");
-        let err = client.get(format!("http://{addr}/jwks")).send().await.unwrap_err();
-        assert!(err.is_redirect(), "{err}");
-        // Loopback to loopback is followed (until the limit).
-        let addr = redirector("http://127.0.0.1:1/jwks");
-        let err = client.get(format!("http://{addr}/jwks")).send().await.unwrap_err();
-        assert!(
-            !err.is_redirect() && err.is_connect(),
-            "followed to the closed port: {err}"
-        );
     }
 }
