@@ -22,12 +22,12 @@ use crate::deny::Deny;
 use crate::identity::{Identity, Source};
 use crate::policy::Rule;
 use crate::request::{RequestView, Single};
-use crate::response::{self, WarrantDenied};
+use crate::response::{self, WarrantDenialBody};
 use crate::session::{login, Reply, Sessions};
 use crate::telemetry::{CacheResult, Metrics};
 use crate::verify::credential::{self, Credential};
 use crate::verify::oidc::OidcVerifier;
-use crate::verify::warrant::{Denial, Grant, WarrantVerifier};
+use crate::verify::warrant::{Grant, WarrantDenial, WarrantVerifier};
 
 /// The request path. What it shares with the rest of the server (the OIDC
 /// keys, the Tenuo trust set, the identity cache, metrics) it holds by `Arc`,
@@ -53,16 +53,17 @@ struct Allowed {
     remove_authorization: bool,
 }
 
-/// A denial with what is known about who was denied, for the log line.
-struct Denied {
+/// A request being refused: its [`Deny`] reason, with what is known about
+/// who was refused (for the log line) and the cookies to set or clear.
+struct Refusal {
     deny: Deny,
     identity: Option<Arc<Identity>>,
-    warrant: Option<Arc<Denial>>,
+    warrant: Option<Arc<WarrantDenial>>,
     /// For the client: a cleared or renewed session cookie.
     set_cookies: Vec<String>,
 }
 
-impl From<Deny> for Denied {
+impl From<Deny> for Refusal {
     fn from(deny: Deny) -> Self {
         Self {
             deny,
@@ -73,8 +74,8 @@ impl From<Deny> for Denied {
     }
 }
 
-impl From<Arc<Denial>> for Denied {
-    fn from(denial: Arc<Denial>) -> Self {
+impl From<Arc<WarrantDenial>> for Refusal {
+    fn from(denial: Arc<WarrantDenial>) -> Self {
         Self {
             deny: denial.deny.clone(),
             warrant: Some(denial),
@@ -184,7 +185,7 @@ impl Checker {
 
     /// A browser without a usable session on a `login:` route is sent to
     /// log in; API calls, XHR and non-GET requests keep their 401.
-    async fn login_redirect(&self, denied: &Denied, view: &RequestView<'_>, now: SystemTime) -> Option<Reply> {
+    async fn login_redirect(&self, denied: &Refusal, view: &RequestView<'_>, now: SystemTime) -> Option<Reply> {
         let sessions = self.sessions.as_ref()?;
         let session_of_another_login = denied.deny == Deny::ProviderNotAllowed
             && denied.identity.as_ref().is_some_and(|i| i.source == Source::Session);
@@ -219,8 +220,8 @@ impl Checker {
                 tracing::debug!(event = "session_redirect", path = %view.path);
                 response::redirect(&location, set_cookies)
             }
-            Reply::Deny { deny, set_cookies } => {
-                let denied = Denied {
+            Reply::Refuse { deny, set_cookies } => {
+                let denied = Refusal {
                     set_cookies,
                     ..deny.into()
                 };
@@ -231,7 +232,7 @@ impl Checker {
 
     fn deny(
         &self,
-        denied: Denied,
+        denied: Refusal,
         view: Option<&RequestView<'_>>,
         req: &CheckRequest,
         started: Instant,
@@ -240,7 +241,7 @@ impl Checker {
             .denied(denied.deny.reason(), started.elapsed().as_secs_f64());
         let request_id = request_id(req, view);
         log_denial(&denied, view, request_id);
-        let warrant = denied.warrant.as_deref().map(|denial| WarrantDenied {
+        let warrant = denied.warrant.as_deref().map(|denial| WarrantDenialBody {
             denial,
             request_id,
             debug: self.warrant.as_ref().is_some_and(|w| w.debug()),
@@ -253,7 +254,7 @@ impl Checker {
         }
     }
 
-    async fn decide(&self, view: &RequestView<'_>, started: Instant, now: SystemTime) -> Result<Allowed, Denied> {
+    async fn decide(&self, view: &RequestView<'_>, started: Instant, now: SystemTime) -> Result<Allowed, Refusal> {
         let rule = self.config.policy.rule_for(view.path)?;
         let (credential, wants_warrant) = match rule.require() {
             Require::Oidc => (
@@ -279,7 +280,7 @@ impl Checker {
         let (identity, set_cookie) = match credential {
             Some(Credential::Session(value)) => {
                 let (identity, set_cookie) = self.session(value, now).await?;
-                self.check_origin(&identity, view).map_err(|deny| Denied {
+                self.check_origin(&identity, view).map_err(|deny| Refusal {
                     identity: Some(identity.clone()),
                     set_cookies: set_cookie.iter().cloned().collect(),
                     ..deny.into()
@@ -290,7 +291,7 @@ impl Checker {
             None => (None, None),
         };
         let grant = if wants_warrant {
-            Some(self.verify_warrant(view, started, now).map_err(|d| Denied {
+            Some(self.verify_warrant(view, started, now).map_err(|d| Refusal {
                 identity: identity.clone(),
                 set_cookies: set_cookie.iter().cloned().collect(),
                 ..d.into()
@@ -307,7 +308,7 @@ impl Checker {
                     && view.authorization() != Single::Absent
                     && !rule.forwards_unverified_authorization(),
             }),
-            Err(deny) => Err(Denied {
+            Err(deny) => Err(Refusal {
                 deny,
                 identity,
                 warrant: None,
@@ -349,13 +350,13 @@ impl Checker {
     }
 
     /// A session cookie's identity; a cookie that no longer works is cleared.
-    async fn session(&self, value: &str, now: SystemTime) -> Result<(Arc<Identity>, Option<String>), Denied> {
+    async fn session(&self, value: &str, now: SystemTime) -> Result<(Arc<Identity>, Option<String>), Refusal> {
         let Some(sessions) = &self.sessions else {
             return Err(Deny::MissingCredential.into());
         };
         match sessions.authenticate(value, &self.oidc, now).await {
             Ok(a) => Ok((a.identity, a.set_cookie)),
-            Err(deny) => Err(Denied {
+            Err(deny) => Err(Refusal {
                 set_cookies: vec![sessions.clear_session()],
                 ..deny.into()
             }),
@@ -368,10 +369,10 @@ impl Checker {
         view: &RequestView<'_>,
         started: Instant,
         now: SystemTime,
-    ) -> Result<Arc<Grant>, Arc<Denial>> {
+    ) -> Result<Arc<Grant>, Arc<WarrantDenial>> {
         let Some(verifier) = &self.warrant else {
             // Config validation refuses `require: tenuo` without a tenuo section.
-            return Err(Arc::new(Denial::missing()));
+            return Err(Arc::new(WarrantDenial::missing()));
         };
         let now = clock::unix_i64(now);
         let result = verifier.verify(view, now);
@@ -450,7 +451,7 @@ fn request_id<'a>(req: &'a CheckRequest, view: Option<&RequestView<'a>>) -> &'a 
 /// One JSON line per denial: reason, who (if known), where; for warrants the
 /// fields of Tenuo's guide (`tool`, `constraint`, `expected`, `actual`).
 /// Never the token or the warrant.
-fn log_denial(denied: &Denied, view: Option<&RequestView<'_>>, request_id: &str) {
+fn log_denial(denied: &Refusal, view: Option<&RequestView<'_>>, request_id: &str) {
     let id = denied.identity.as_deref();
     let w = denied.warrant.as_deref();
     let actual = w.and_then(|w| w.actual.as_ref()).map(|a| match a {

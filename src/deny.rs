@@ -4,6 +4,12 @@
 //! cache may remember it. A new variant does not compile until it has chosen
 //! all four. The response builder is the only place that turns a `Deny`
 //! into a response.
+//!
+//! The names around it: [`Deny`] is only ever a reason. `check::Refusal` is a
+//! request being refused (reason, who, cookies); `verify::warrant::WarrantDenial`
+//! is a warrant's reason with Tenuo's details; `response::WarrantDenialBody` is
+//! that, shaped as tenuo-authorizer's body; `session::Reply::Refuse` is a
+//! login, callback or logout answered with a reason.
 
 /// HTTP status class of a denial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use envoy_types::pb::google::rpc;
 
 use crate::deny::{Deny, Status};
 use crate::headers::Edits;
-use crate::verify::warrant::Denial;
+use crate::verify::warrant::WarrantDenial;
 
 /// Header that carries the deny reason when `debug: true`.
 pub const DEBUG_REASON_HEADER: &str = "x-portcullis-deny-reason";
@@ -19,8 +19,8 @@ pub const DEBUG_REASON_HEADER: &str = "x-portcullis-deny-reason";
 pub const TENUO_DEBUG_HEADER: &str = "x-tenuo-deny-reason";
 
 /// A warrant denial's details, shaped like tenuo-authorizer's responses.
-pub struct WarrantDenied<'a> {
-    pub denial: &'a Denial,
+pub struct WarrantDenialBody<'a> {
+    pub denial: &'a WarrantDenial,
     pub request_id: &'a str,
     pub debug: bool,
 }
@@ -53,7 +53,7 @@ pub fn allowed(edits: Edits) -> CheckResponse {
     }
 }
 
-pub fn denied(deny: &Deny, realm: &str, debug: bool, warrant: Option<WarrantDenied<'_>>) -> CheckResponse {
+pub fn denied(deny: &Deny, realm: &str, debug: bool, warrant: Option<WarrantDenialBody<'_>>) -> CheckResponse {
     // `error` is the RFC 6750 code of the challenge; the body names the HTTP class.
     let (http, grpc, error, class) = match deny.status() {
         Status::BadRequest => (
@@ -126,7 +126,7 @@ pub fn denied(deny: &Deny, realm: &str, debug: bool, warrant: Option<WarrantDeni
 /// tenuo-authorizer's body: a 403 names Tenuo's canonical error; earlier
 /// denials (no route, no or undecodable warrant, extraction) their reason.
 /// `reason` is portcullis' own, as in every other denial.
-fn warrant_body(deny: &Deny, w: &WarrantDenied<'_>) -> serde_json::Value {
+fn warrant_body(deny: &Deny, w: &WarrantDenialBody<'_>) -> serde_json::Value {
     let d = w.denial;
     if deny.status() == Status::Forbidden {
         serde_json::json!({

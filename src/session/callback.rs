@@ -45,7 +45,7 @@ impl Sessions {
         };
         // From here on the login cookie is spent, whatever the outcome.
         let clear = cookie::clear(&name);
-        let fail = |deny: Deny| Reply::Deny {
+        let fail = |deny: Deny| Reply::Refuse {
             deny,
             set_cookies: vec![clear.clone()],
         };

@@ -119,8 +119,15 @@ pub struct Authenticated {
 /// The answer to a login, callback or logout request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    Redirect { location: String, set_cookies: Vec<String> },
-    Deny { deny: Deny, set_cookies: Vec<String> },
+    Redirect {
+        location: String,
+        set_cookies: Vec<String>,
+    },
+    /// The request is refused for `deny`; the cookies are set or cleared all the same.
+    Refuse {
+        deny: Deny,
+        set_cookies: Vec<String>,
+    },
 }
 
 /// Paths portcullis answers itself.
@@ -429,7 +436,7 @@ fn login_aad(cookie_name: &str) -> String {
 
 impl Reply {
     fn deny(deny: Deny) -> Self {
-        Reply::Deny {
+        Reply::Refuse {
             deny,
             set_cookies: Vec::new(),
         }

@@ -45,9 +45,11 @@ pub struct Grant {
     pub expires_at: i64,
 }
 
-/// A denial with what the log line and the tenuo-authorizer-shaped body show.
+/// A warrant's [`Deny`] reason with Tenuo's details (tool, constraint,
+/// expected and actual value): what the log line and the
+/// tenuo-authorizer-shaped body show.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Denial {
+pub struct WarrantDenial {
     pub deny: Deny,
     pub tool: Option<Arc<str>>,
     pub warrant_id: Option<Box<str>>,
@@ -60,7 +62,7 @@ pub struct Denial {
     pub detail: String,
 }
 
-impl Denial {
+impl WarrantDenial {
     fn new(deny: Deny, detail: impl Into<String>) -> Box<Self> {
         Box::new(Self {
             deny,
@@ -131,7 +133,7 @@ impl Grant {
     }
 }
 
-impl Denial {
+impl WarrantDenial {
     /// Approximate heap bytes (the `actual` JSON value by its text length).
     fn heap_bytes(&self) -> usize {
         let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
@@ -149,7 +151,7 @@ impl Denial {
 #[derive(Debug, Clone)]
 pub(crate) enum Decision {
     Allow(Arc<Grant>, i64),
-    Deny(Arc<Denial>, i64),
+    Deny(Arc<WarrantDenial>, i64),
 }
 
 impl Decision {
@@ -214,18 +216,20 @@ impl WarrantVerifier {
 
     /// Route → warrant → (exact-repeat cache) → chain (stack cache) →
     /// expiry → arguments → PoP → constraints.
-    pub fn verify(&self, view: &RequestView<'_>, now: i64) -> Result<Arc<Grant>, Arc<Denial>> {
+    pub fn verify(&self, view: &RequestView<'_>, now: i64) -> Result<Arc<Grant>, Arc<WarrantDenial>> {
         let trust = self.trust.load();
         // As tenuo-authorizer: routes match the target as Envoy sent it
         // (`RequestView::path` is exactly that, minus the query), so path
         // parameters are what the client signed (`a%20b` stays `a%20b`).
         let target = view.path;
         let Some(route) = trust.gateway.match_route(view.method, target) else {
-            return Err(Denial::new(Deny::NoRoute, format!("no route matches {} {target}", view.method)).into());
+            return Err(WarrantDenial::new(Deny::NoRoute, format!("no route matches {} {target}", view.method)).into());
         };
         let tool = route.route.tool.clone();
         if let Some(why) = ambiguous_target(target) {
-            return Err(Denial::new(Deny::ExtractionFailed, why).about(&tool, None).into());
+            return Err(WarrantDenial::new(Deny::ExtractionFailed, why)
+                .about(&tool, None)
+                .into());
         }
         // A case-insensitive upstream router (Express, IIS) would pick the
         // route whose literal text matches ignoring case: if that is another
@@ -241,22 +245,24 @@ impl WarrantVerifier {
                 != Some(&*tool)
         {
             return Err(
-                Denial::new(Deny::ExtractionFailed, "the tool depends on the path's letter case")
+                WarrantDenial::new(Deny::ExtractionFailed, "the tool depends on the path's letter case")
                     .about(&tool, None)
                     .into(),
             );
         }
         let header = match view.single(&trust.names.warrant) {
-            Single::Absent => return Err(Denial::new(Deny::MissingWarrant, "").about(&tool, None).into()),
+            Single::Absent => return Err(WarrantDenial::new(Deny::MissingWarrant, "").about(&tool, None).into()),
             Single::Unusable => {
-                return Err(Denial::new(Deny::InvalidWarrant, "sent more than once")
+                return Err(WarrantDenial::new(Deny::InvalidWarrant, "sent more than once")
                     .about(&tool, None)
                     .into())
             }
             Single::One(h) if h.len() > trust.max_warrant_bytes => {
-                return Err(Denial::new(Deny::InvalidWarrant, "larger than max_warrant_bytes")
-                    .about(&tool, None)
-                    .into())
+                return Err(
+                    WarrantDenial::new(Deny::InvalidWarrant, "larger than max_warrant_bytes")
+                        .about(&tool, None)
+                        .into(),
+                )
             }
             Single::One(h) => h,
         };
@@ -267,7 +273,7 @@ impl WarrantVerifier {
         if let Some(hit) = trust.decisions.get(&key).filter(|d| d.until() > now) {
             return match hit {
                 Decision::Allow(grant, _) if grant.expires_at > now => Ok(grant),
-                Decision::Allow(..) => Err(Denial::new(Deny::WarrantExpired, "").about(&tool, None).into()),
+                Decision::Allow(..) => Err(WarrantDenial::new(Deny::WarrantExpired, "").about(&tool, None).into()),
                 Decision::Deny(denial, _) => Err(denial),
             };
         }
@@ -297,7 +303,7 @@ impl WarrantVerifier {
 
     /// The verified chain for a header, from the stack cache or decoded and
     /// verified now. Rejections are cached too, so replayed garbage is cheap.
-    fn chain(&self, trust: &Trust, header: &str, now: i64) -> Result<Arc<Chain>, Arc<Denial>> {
+    fn chain(&self, trust: &Trust, header: &str, now: i64) -> Result<Arc<Chain>, Arc<WarrantDenial>> {
         let key = {
             let mut h = trust.hasher();
             h.write(header.as_bytes());
@@ -316,7 +322,7 @@ impl WarrantVerifier {
                 Ok(chain)
             }
             Err(denial) => {
-                let denial: Arc<Denial> = Arc::from(denial);
+                let denial: Arc<WarrantDenial> = Arc::from(denial);
                 // Not yet valid can become valid; everything else is final for these bytes.
                 if denial.error != Some(ErrorCode::IssuedInFuture) {
                     trust.rejected.insert(key, denial.clone());
@@ -327,25 +333,25 @@ impl WarrantVerifier {
     }
 }
 
-fn verify_chain(trust: &Trust, header: &str, now: i64) -> Result<Chain, Box<Denial>> {
-    let bytes =
-        wire::base64(header).ok_or_else(|| Denial::new(Deny::InvalidWarrant, wire::WireError::Base64.to_string()))?;
+fn verify_chain(trust: &Trust, header: &str, now: i64) -> Result<Chain, Box<WarrantDenial>> {
+    let bytes = wire::base64(header)
+        .ok_or_else(|| WarrantDenial::new(Deny::InvalidWarrant, wire::WireError::Base64.to_string()))?;
     // The root's issuer, read without verifying anything: a stack that no
     // trusted key could have started is refused before it costs one
     // signature check (decoding verifies every link's signature).
     if let Some(issuer) = wire::root_issuer(&bytes) {
         if !trust.roots.contains(&issuer) {
-            let mut d = Denial::new(Deny::UntrustedRoot, tenuo::Error::UntrustedRoot.to_string());
+            let mut d = WarrantDenial::new(Deny::UntrustedRoot, tenuo::Error::UntrustedRoot.to_string());
             d.error = Some(ErrorCode::UntrustedRoot);
             return Err(d);
         }
     }
     let warrants = wire::warrants(&bytes, trust.max_chain).map_err(|e| match e {
-        wire::WireError::TooLong(_) => Denial::new(Deny::ChainInvalid, e.to_string()),
-        _ => Denial::new(Deny::InvalidWarrant, e.to_string()),
+        wire::WireError::TooLong(_) => WarrantDenial::new(Deny::ChainInvalid, e.to_string()),
+        _ => WarrantDenial::new(Deny::InvalidWarrant, e.to_string()),
     })?;
     let (Some(root), Some(leaf)) = (warrants.first(), warrants.last()) else {
-        return Err(Denial::new(Deny::InvalidWarrant, "empty warrant stack"));
+        return Err(WarrantDenial::new(Deny::InvalidWarrant, "empty warrant stack"));
     };
     let leaf_id = leaf.id().to_string();
     trust.authorizer.verify_chain_as_of(&warrants, now).map_err(|e| {
@@ -355,7 +361,7 @@ fn verify_chain(trust: &Trust, header: &str, now: i64) -> Result<Chain, Box<Deni
             ErrorCode::WarrantExpired => Deny::WarrantExpired,
             _ => Deny::ChainInvalid,
         };
-        let mut d = Denial::from_tenuo(deny, &e);
+        let mut d = WarrantDenial::from_tenuo(deny, &e);
         d.warrant_id = Some(leaf_id.clone().into());
         d
     })?;
@@ -385,7 +391,7 @@ fn verify_chain(trust: &Trust, header: &str, now: i64) -> Result<Chain, Box<Deni
     })
 }
 
-type Outcome = Result<(Grant, i64), (Box<Denial>, i64)>;
+type Outcome = Result<(Grant, i64), (Box<WarrantDenial>, i64)>;
 
 /// What one request asks of a verified chain: the matched route and tool,
 /// the request (for the tool's arguments), its PoP and approvals headers,
@@ -413,35 +419,35 @@ fn decide(trust: &Trust, chain: &Chain, attempt: &Attempt<'_>) -> Outcome {
     let (window, windows) = trust.authorizer.pop_window_config();
     // A denial that depends on the clock holds until the current window ends.
     let window_end = (now.div_euclid(window) + 1) * window;
-    let deny = |d: Box<Denial>| Err((d, window_end));
+    let deny = |d: Box<WarrantDenial>| Err((d, window_end));
     if let Some(w) = chain.warrants.iter().find(|w| w.is_expired_as_of(now)) {
-        let mut d = Denial::new(Deny::WarrantExpired, format!("{} at {}", w.id(), w.expires_at()));
+        let mut d = WarrantDenial::new(Deny::WarrantExpired, format!("{} at {}", w.id(), w.expires_at()));
         d.error = Some(ErrorCode::WarrantExpired);
         return Err((d, i64::MAX));
     }
     let args = match args::extract(&trust.gateway, route, view) {
         Ok(a) => a,
-        Err(e) => return deny(Denial::new(Deny::ExtractionFailed, e.to_string())),
+        Err(e) => return deny(WarrantDenial::new(Deny::ExtractionFailed, e.to_string())),
     };
     let signature = match pop {
         Single::Absent => None,
         Single::One(text) => match wire::pop(text) {
             Some(sig) => Some(sig),
             None => {
-                let mut d = Denial::new(Deny::InvalidPop, "not a 64-byte signature in base64 or hex");
+                let mut d = WarrantDenial::new(Deny::InvalidPop, "not a 64-byte signature in base64 or hex");
                 d.error = Some(ErrorCode::SignatureInvalid);
                 return deny(d);
             }
         },
-        Single::Unusable => return deny(Denial::new(Deny::InvalidPop, "sent more than once")),
+        Single::Unusable => return deny(WarrantDenial::new(Deny::InvalidPop, "sent more than once")),
     };
     let approvals = match approvals {
         Single::Absent => Vec::new(),
         Single::One(text) => match wire::approvals(text) {
             Some(a) => a,
-            None => return deny(Denial::new(Deny::InvalidApprovals, "not base64 CBOR approvals")),
+            None => return deny(WarrantDenial::new(Deny::InvalidApprovals, "not base64 CBOR approvals")),
         },
-        Single::Unusable => return deny(Denial::new(Deny::InvalidApprovals, "sent more than once")),
+        Single::Unusable => return deny(WarrantDenial::new(Deny::InvalidApprovals, "sent more than once")),
     };
     let grant = || Grant {
         tool: tool.clone(),
@@ -463,10 +469,10 @@ fn decide(trust: &Trust, chain: &Chain, attempt: &Attempt<'_>) -> Outcome {
         };
     }
     let Some(leaf) = chain.warrants.last() else {
-        return deny(Denial::new(Deny::InvalidWarrant, "empty warrant stack"));
+        return deny(WarrantDenial::new(Deny::InvalidWarrant, "empty warrant stack"));
     };
     if leaf.r#type() != WarrantType::Execution {
-        return deny(Denial::new(
+        return deny(WarrantDenial::new(
             Deny::ChainInvalid,
             "only execution warrants authorize actions",
         ));
@@ -475,18 +481,18 @@ fn decide(trust: &Trust, chain: &Chain, attempt: &Attempt<'_>) -> Outcome {
         .capabilities()
         .is_some_and(|t| t.contains_key(&**tool) || t.contains_key("*"));
     if !granted {
-        let mut d = Denial::new(Deny::ToolNotInWarrant, format!("tool {tool:?} is not in the warrant"));
+        let mut d = WarrantDenial::new(Deny::ToolNotInWarrant, format!("tool {tool:?} is not in the warrant"));
         d.error = Some(ErrorCode::ToolNotAuthorized);
         return deny(d);
     }
     let Some(signature) = signature else {
         // The crate reports a missing PoP as a signature error too (its 403 body says so).
-        let mut d = Denial::new(Deny::MissingPop, "Proof-of-Possession required");
+        let mut d = WarrantDenial::new(Deny::MissingPop, "Proof-of-Possession required");
         d.error = Some(ErrorCode::SignatureInvalid);
         return deny(d);
     };
     let Some(signed_at) = pop_window(leaf, tool, &args, &signature, now, window, windows) else {
-        let mut d = Denial::new(Deny::InvalidPop, "Proof-of-Possession verification failed");
+        let mut d = WarrantDenial::new(Deny::InvalidPop, "Proof-of-Possession verification failed");
         d.error = Some(ErrorCode::SignatureInvalid);
         return deny(d);
     };
@@ -522,7 +528,7 @@ fn pop_window(
 }
 
 /// A leaf-level error from the crate, as a denial with the seed's reason names.
-fn leaf_denial(e: &tenuo::Error, args: &Args) -> Box<Denial> {
+fn leaf_denial(e: &tenuo::Error, args: &Args) -> Box<WarrantDenial> {
     let deny = match e {
         tenuo::Error::MissingSignature(_) => Deny::MissingPop,
         tenuo::Error::SignatureInvalid(_) => Deny::InvalidPop,
@@ -539,7 +545,7 @@ fn leaf_denial(e: &tenuo::Error, args: &Args) -> Box<Denial> {
             _ => Deny::ChainInvalid,
         },
     };
-    let mut d = Denial::from_tenuo(deny, e);
+    let mut d = WarrantDenial::from_tenuo(deny, e);
     if let tenuo::Error::ConstraintNotSatisfied { field, reason } = e {
         d.constraint = Some(field.clone());
         d.expected = Some(reason.clone());
@@ -757,9 +763,9 @@ routes:
             "a stack weighs its decoded warrants: {}",
             chain.weight
         );
-        let mut big = Denial::new(Deny::ConstraintViolation, "x".repeat(4000));
+        let mut big = WarrantDenial::new(Deny::ConstraintViolation, "x".repeat(4000));
         big.actual = Some(serde_json::Value::String("y".repeat(4000)));
-        let big: Arc<Denial> = Arc::from(big);
+        let big: Arc<WarrantDenial> = Arc::from(big);
         for i in 0..5_000u128 {
             t.stacks.insert(i, chain.clone());
             t.rejected.insert(i, big.clone());

@@ -13,7 +13,7 @@ use moka::Expiry;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use tenuo::{Authorizer, CompiledGatewayConfig, GatewayConfig, PublicKey, SignedRevocationList};
 
-use super::{Chain, Decision, Denial, ARC_BYTES};
+use super::{Chain, Decision, WarrantDenial, ARC_BYTES};
 use crate::cache::{weight, MacKeyHasher};
 use crate::config::{Config, ConfigError, FieldError, GatewaySource, TenuoConfig};
 
@@ -105,7 +105,7 @@ pub struct Trust {
     pub fingerprint: u128,
     // Keys are keyed SipHash outputs (`hasher`): moka need not hash them again.
     pub(super) stacks: Cache<u128, Arc<Chain>, MacKeyHasher>,
-    pub(super) rejected: Cache<u128, Arc<Denial>, MacKeyHasher>,
+    pub(super) rejected: Cache<u128, Arc<WarrantDenial>, MacKeyHasher>,
     pub(super) decisions: Cache<u128, Decision, MacKeyHasher>,
     /// Trusted issuer keys, for refusing an untrusted root before any signature work.
     pub(super) roots: Vec<[u8; 32]>,
@@ -210,7 +210,7 @@ impl Trust {
                 .expire_after(UntilChainExpiry)
                 .build_with_hasher(MacKeyHasher::default()),
             rejected: Cache::builder()
-                .weigher(|_: &u128, d: &Arc<Denial>| weight(KEY_BYTES + ARC_BYTES + d.heap_bytes()))
+                .weigher(|_: &u128, d: &Arc<WarrantDenial>| weight(KEY_BYTES + ARC_BYTES + d.heap_bytes()))
                 .max_capacity(cfg.cache_max_bytes / 8)
                 .time_to_live(REJECTED_TTL)
                 .build_with_hasher(MacKeyHasher::default()),
