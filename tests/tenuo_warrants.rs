@@ -758,8 +758,21 @@ fn revocation_list_file_is_reloaded_and_never_rolled_back() {
     // An SRL signed by a key that is not trusted is refused as well.
     let outsider = m.key();
     std::fs::write(&srl_path, m.srl(&outsider, &[], 3).bytes()).expect("srl");
+    let failures = || s.portcullis.stdout().matches("tenuo_reload_failed").count();
+    let before = failures();
     s.portcullis.signal("HUP");
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until(
+        "the foreign SRL refused",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            if failures() > before {
+                Ok(())
+            } else {
+                Err("no new tenuo_reload_failed in its log yet".into())
+            }
+        },
+    );
     assert_eq!(read(s, "/files?path=/data/a", &root.warrant, Some(&pop)).status, 403);
 }
 
