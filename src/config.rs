@@ -141,6 +141,7 @@ pub struct RawConfig {
     pub tenuo: Option<RawTenuo>,
     pub rules: Vec<RawRule>,
     /// Named policies the proxy's route chooses (`context_extensions`); see `config/rules.rs`.
+    #[serde(deserialize_with = "rules::unique_policies")]
     pub policies: std::collections::BTreeMap<String, RawPolicy>,
     pub cache: RawCache,
     /// Browser sessions (cookie keys, plain OAuth2 providers); see `config/sessions.rs`.

@@ -70,6 +70,38 @@ impl RawPolicy {
     }
 }
 
+/// `policies:` as a map that refuses a repeated name. YAML lets a mapping
+/// repeat a key and the parser hands every entry over, so a plain map would
+/// keep the last one: of two policies named alike, one would silently
+/// disappear.
+pub(super) fn unique_policies<'de, D>(d: D) -> Result<BTreeMap<String, RawPolicy>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = BTreeMap<String, RawPolicy>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of policy names to policies")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut policies = BTreeMap::new();
+            while let Some((name, policy)) = map.next_entry::<String, RawPolicy>()? {
+                if policies.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "{name:?} is defined twice (duplicate key)"
+                    )));
+                }
+                policies.insert(name, policy);
+            }
+            Ok(policies)
+        }
+    }
+    d.deserialize_map(Unique)
+}
+
 /// What every rule and policy is validated against.
 struct Context<'a> {
     has_oidc: bool,

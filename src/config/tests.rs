@@ -607,6 +607,10 @@ fn named_policy_problems_are_reported_with_their_paths() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("path_prefix"), "{err}");
+    // Two policies of one name: refused, not the last one silently kept.
+    let twice = format!("{TWO_PROVIDERS}policies:\n  x: {{providers: [dex]}}\n  x: {{}}\n");
+    let err = RawConfig::from_yaml(&twice).unwrap_err().to_string();
+    assert!(err.contains("duplicate"), "{err}");
 }
 
 fn errs_none(yaml: &str) {
