@@ -2,7 +2,8 @@
 //!
 //! 1. view the request (method, normalized path, headers)
 //!    (browser sessions: the callback and logout paths are answered here)
-//! 2. the route rule, and which credentials it requires
+//! 2. the route rule (the policy the proxy's route names, else the path's
+//!    rule), and which credentials it requires
 //! 3. each required (or, for `any`, presented) credential: OIDC identity
 //!    (`Authorization`, else the session cookie; decision cache, else the
 //!    verifier) and/or Tenuo warrant
@@ -148,7 +149,8 @@ impl Checker {
                     event = "authorization_allowed",
                     user = identity.map(|i| &*i.user),
                     warrant_id = grant.map(|g| &*g.warrant_id),
-                    path = %view.path
+                    path = %view.path,
+                    policy = view.policy.map(bounded)
                 );
                 let mut credentials = match (&self.warrant, grant) {
                     (Some(w), Some(_)) => w.credential_headers(),
@@ -196,7 +198,7 @@ impl Checker {
         {
             return None;
         }
-        let login = self.config.policy.rule_for(view.path).ok()?.login()?;
+        let login = self.config.policy.rule_for_request(view).ok()?.login()?;
         if !login::is_browser(view) {
             return None;
         }
@@ -255,7 +257,7 @@ impl Checker {
     }
 
     async fn decide(&self, view: &RequestView<'_>, started: Instant, now: SystemTime) -> Result<Allowed, Refusal> {
-        let rule = self.config.policy.rule_for(view.path)?;
+        let rule = self.config.policy.rule_for_request(view)?;
         let (credential, wants_warrant) = match rule.require() {
             Require::Oidc => (
                 Some(self.oidc_credential(view, rule)?.ok_or(Deny::MissingCredential)?),
@@ -472,6 +474,20 @@ fn log_denial(denied: &Refusal, view: Option<&RequestView<'_>>, request_id: &str
         detail = w.map(|w| w.detail.as_str()).filter(|d| !d.is_empty()),
         method = view.map(|v| v.method),
         path = view.map(|v| v.path),
+        policy = view.and_then(|v| v.policy).map(bounded),
         request_id,
     );
+}
+
+/// At most this many bytes of a policy name go into a log line: the name
+/// comes from the proxy's config, but a denial's line stays small whatever
+/// it holds.
+const LOGGED_NAME_MAX: usize = 64;
+
+fn bounded(name: &str) -> &str {
+    let mut end = name.len().min(LOGGED_NAME_MAX);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
 }

@@ -3,7 +3,8 @@
 //! → [`Config`] (what the request path reads, immutable).
 //!
 //! One module per section, each with its raw type, its validation and its
-//! compiled type: `headers`, `oidc`, `tenuo`, `rules`, `cache`, `sessions`.
+//! compiled type: `headers`, `oidc`, `tenuo`, `rules` (with `policies`),
+//! `cache`, `sessions`.
 //! This file keeps the top level, the environment overlay, reading the file
 //! and the error types. Every key is documented, with its default, in
 //! `portcullis.example.yaml` at the repository root.
@@ -34,7 +35,7 @@ pub mod tenuo;
 pub use self::cache::{CacheConfig, RawCache};
 pub use self::headers::RawHeaders;
 pub use self::oidc::{is_local_host, OidcConfig, ProviderConfig, RawClientCredentials, RawOidc, RawProvider};
-pub use self::rules::{check_path_prefix, RawRule};
+pub use self::rules::{check_path_prefix, RawPolicy, RawRule};
 pub use self::tenuo::{read_tenuo, GatewaySource, RawTenuo, TenuoConfig};
 pub use crate::policy::Require;
 pub use sessions::{LoginConfig, LoginKind, RawLogin, RawSessions, SessionsConfig};
@@ -139,6 +140,9 @@ pub struct RawConfig {
     pub oidc: RawOidc,
     pub tenuo: Option<RawTenuo>,
     pub rules: Vec<RawRule>,
+    /// Named policies the proxy's route chooses (`context_extensions`); see `config/rules.rs`.
+    #[serde(deserialize_with = "rules::unique_policies")]
+    pub policies: std::collections::BTreeMap<String, RawPolicy>,
     pub cache: RawCache,
     /// Browser sessions (cookie keys, plain OAuth2 providers); see `config/sessions.rs`.
     pub sessions: Option<RawSessions>,
@@ -157,6 +161,7 @@ impl Default for RawConfig {
             oidc: RawOidc::default(),
             tenuo: None,
             rules: Vec::new(),
+            policies: Default::default(),
             cache: RawCache::default(),
             sessions: None,
         }

@@ -77,6 +77,8 @@ pub enum Deny {
     GroupNotAllowed,
     #[error("no rule matches this path")]
     NoMatchingRule,
+    #[error("the route names a policy that is not configured")]
+    UnknownPolicy,
     #[error("the request path is not acceptable")]
     InvalidPath,
     #[error("the request is not an HTTP request")]
@@ -215,6 +217,9 @@ impl Deny {
             Deny::UserNotAllowed => class("user_not_allowed", Forbidden, Rule, Never),
             Deny::GroupNotAllowed => class("group_not_allowed", Forbidden, Rule, Never),
             Deny::NoMatchingRule => class("no_matching_rule", Forbidden, Rule, Never),
+            // The proxy's route and our config disagree: refused, not served
+            // by the path rules, until one of them is fixed.
+            Deny::UnknownPolicy => class("unknown_policy", Forbidden, Rule, Never),
             Deny::ProviderNotAllowed => class("provider_not_allowed", Forbidden, Rule, Never),
             Deny::CrossOriginRequest => class("cross_origin_request", Forbidden, Rule, Never),
             // Warrants: tenuo-authorizer's statuses; a warrant that decodes
@@ -291,6 +296,7 @@ mod tests {
             Deny::SessionExpired,
             Deny::InvalidPop,
             Deny::InvalidPath,
+            Deny::UnknownPolicy,
         ] {
             assert!(!d.is_stable(), "{d:?}");
         }

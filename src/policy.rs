@@ -1,13 +1,17 @@
 //! Route rules: the first rule whose `path_prefix` starts the judged path
-//! decides who may pass. Evaluated on every request (also on a cache hit),
-//! because it is cheap and must follow the route, not the credential.
+//! decides who may pass — unless the proxy's route names a policy
+//! (`policies:`), which then decides instead. Evaluated on every request
+//! (also on a cache hit), because it is cheap and must follow the route,
+//! not the credential.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::deny::Deny;
 use crate::identity::{Identity, Source};
+use crate::request::RequestView;
 
 /// Which credentials a route needs. The config's `require:` values are
 /// these, spelled in lower case.
@@ -29,6 +33,8 @@ pub struct Policy {
     rules: Vec<Rule>,
     /// Used when no rules are configured: every path, any configured credential.
     fallback: Rule,
+    /// Named policies, chosen by the proxy's route instead of by the path.
+    named: BTreeMap<String, Rule>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +73,34 @@ impl Policy {
         Self {
             rules,
             fallback: Rule::new("/", &[], &[], default_require),
+            named: BTreeMap::new(),
         }
+    }
+
+    /// Adds the named policies (`policies:`); their rules' prefixes are
+    /// never compared with a path.
+    pub fn with_named(mut self, named: BTreeMap<String, Rule>) -> Self {
+        self.named = named;
+        self
+    }
+
+    /// The rule that decides this request. A route that names a policy
+    /// gets that policy, whatever the path rules say; a name that is not
+    /// configured (or empty) is refused rather than left to the path rules,
+    /// so a typo in the proxy's config closes the route instead of opening
+    /// it to whatever `/` allows. Routes without a name get
+    /// [`rule_for`](Self::rule_for) of the path. The path itself was judged
+    /// when the view was made, either way.
+    pub fn rule_for_request(&self, view: &RequestView<'_>) -> Result<&Rule, Deny> {
+        match view.policy {
+            None => self.rule_for(view.path),
+            Some(name) => self.named(name).ok_or(Deny::UnknownPolicy),
+        }
+    }
+
+    /// The named policy `name` (`policies.<name>`), if configured.
+    pub fn named(&self, name: &str) -> Option<&Rule> {
+        self.named.get(name)
     }
 
     /// The rule that decides this path. Prefixes match case-sensitively on

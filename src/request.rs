@@ -19,6 +19,11 @@ use crate::deny::Deny;
 /// gets here.
 pub const MAX_HEADERS: usize = 200;
 
+/// The `context_extensions` key whose value names the policy (`policies:`)
+/// that decides the request. Envoy fills `context_extensions` from its own
+/// route config (`ExtAuthzPerRoute.check_settings`), never from the client.
+pub const POLICY_EXTENSION: &str = "portcullis_policy";
+
 #[derive(Debug)]
 pub struct RequestView<'a> {
     pub method: &'a str,
@@ -29,6 +34,9 @@ pub struct RequestView<'a> {
     pub raw_path: &'a str,
     /// The body, when Envoy is configured to send it (`with_request_body`).
     pub body: &'a [u8],
+    /// The named policy the proxy's route chose ([`POLICY_EXTENSION`]), as
+    /// sent (possibly empty); `None` when the route names none.
+    pub policy: Option<&'a str>,
     headers: Headers<'a>,
 }
 
@@ -74,6 +82,10 @@ impl<'a> RequestView<'a> {
             path: judge_path(&http.path)?,
             raw_path: &http.path,
             body,
+            policy: req
+                .attributes
+                .as_ref()
+                .and_then(|a| route_policy(&a.context_extensions)),
             headers,
         })
     }
@@ -175,6 +187,15 @@ fn merged_get<'a>(m: &'a HashMap<String, String>, name: &str) -> Option<&'a Stri
     } else {
         m.get(name)
     }
+}
+
+/// The policy name among the route's context extensions. Most routes set
+/// none: an empty map is answered without hashing the key.
+fn route_policy(extensions: &HashMap<String, String>) -> Option<&str> {
+    if extensions.is_empty() {
+        return None;
+    }
+    extensions.get(POLICY_EXTENSION).map(String::as_str)
 }
 
 fn http(req: &CheckRequest) -> Option<&HttpRequest> {
@@ -326,6 +347,31 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    #[test]
+    fn only_the_routes_context_extension_names_the_policy() {
+        let mut req = with_headers(0);
+        let attributes = req.attributes.as_mut().expect("attributes");
+        if let Some(http) = attributes.request.as_mut().and_then(|r| r.http.as_mut()) {
+            // What a client can send under that name is not read.
+            http.path = "/x?portcullis_policy=open".into();
+            for name in ["portcullis_policy", "portcullis-policy", "x-portcullis-policy"] {
+                http.headers.insert(name.into(), "open".into());
+            }
+        }
+        attributes.context_extensions.insert("tenant".into(), "a".into());
+        assert_eq!(RequestView::new(&req).map(|v| v.policy), Ok(None));
+        let set = |req: &mut CheckRequest, value: &str| {
+            if let Some(a) = req.attributes.as_mut() {
+                a.context_extensions.insert(POLICY_EXTENSION.into(), value.into());
+            }
+        };
+        set(&mut req, "admins-only");
+        assert_eq!(RequestView::new(&req).map(|v| v.policy), Ok(Some("admins-only")));
+        // Empty is passed on as empty: the policy lookup refuses it.
+        set(&mut req, "");
+        assert_eq!(RequestView::new(&req).map(|v| v.policy), Ok(Some("")));
     }
 
     #[test]

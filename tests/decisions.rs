@@ -17,6 +17,7 @@ use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use jsonwebtoken::Algorithm;
 use portcullis::check::Checker;
 use portcullis::clock::{unix, unix_i64, Clock};
+use portcullis::request::POLICY_EXTENSION;
 use portcullis::telemetry::Metrics;
 use serde_json::{json, Value};
 use support::{Issuer, RefreshAnswer, CLIENT_ID};
@@ -652,4 +653,133 @@ async fn a_forged_session_cookie_is_refused_and_cleared() {
         .await;
     assert_denied(&a, 401, "session_invalid");
     assert!(clears(&a.set_cookies, COOKIE), "{:?}", a.set_cookies);
+}
+
+// ---------------------------------------------------------------------------
+// Named policies: the proxy's route chooses (`context_extensions`), not the path.
+
+const ROUTE_POLICIES: &str = "  - {path_prefix: /admin, allowed_groups: [admins]}
+  - {path_prefix: /, require: oidc}
+policies:
+  admins-only: {allowed_groups: [admins]}
+  ops-only: {allowed_groups: [ops]}
+  web: {login: idp}
+  tools: {require: tenuo}";
+
+/// `req` as Envoy sends it from a route whose `ExtAuthzPerRoute` sets
+/// `check_settings.context_extensions: {portcullis_policy: <policy>}`.
+fn on_route(mut req: CheckRequest, policy: &str) -> CheckRequest {
+    req.attributes
+        .as_mut()
+        .unwrap()
+        .context_extensions
+        .insert(POLICY_EXTENSION.into(), policy.into());
+    req
+}
+
+fn get(path: &str, authorization: &str) -> CheckRequest {
+    request("GET", path, &[("authorization", authorization)])
+}
+
+#[tokio::test]
+async fn the_policy_a_route_names_decides_instead_of_the_path_rules() {
+    let w = World::new(ROUTE_POLICIES).await;
+    let dev = w.bearer("alice"); // groups dev, ops
+    let admin = format!(
+        "Bearer {}",
+        w.issuer.mint(Algorithm::RS256, "root", json!({"groups": ["admins"]}))
+    );
+    // Open by path, closed by the route's policy.
+    assert_eq!(w.check(get("/x", &dev)).await.status, 200);
+    assert_denied(
+        &w.check(on_route(get("/x", &dev), "admins-only")).await,
+        403,
+        "group_not_allowed",
+    );
+    let a = w.check(on_route(get("/x", &admin), "admins-only")).await;
+    assert_eq!((a.status, a.user.as_deref()), (200, Some("root@example.com")), "{a:?}");
+    // Closed by path, opened by the route's policy to whom it admits.
+    assert_denied(&w.check(get("/admin/x", &dev)).await, 403, "group_not_allowed");
+    assert_eq!(w.check(on_route(get("/admin/x", &dev), "ops-only")).await.status, 200);
+    assert_denied(
+        &w.check(on_route(get("/admin/x", &admin), "ops-only")).await,
+        403,
+        "group_not_allowed",
+    );
+    // The policy's `require` too: a warrant, where the path rule wants a token.
+    let files = "/files?path=/data/a.txt";
+    let warrant = w.warrant_headers("/data/a.txt", 600);
+    let refs: Vec<(&str, &str)> = warrant.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_denied(&w.check(request("GET", files, &refs)).await, 401, "missing_credential");
+    assert_eq!(
+        w.check(on_route(request("GET", files, &refs), "tools")).await.status,
+        200
+    );
+    assert_denied(
+        &w.check(on_route(get(files, &dev), "tools")).await,
+        401,
+        "missing_warrant",
+    );
+    // The path is judged whatever the policy: an ambiguous one is refused.
+    assert_denied(
+        &w.check(on_route(get("/x/..;/admin", &admin), "admins-only")).await,
+        400,
+        "invalid_path",
+    );
+}
+
+#[tokio::test]
+async fn a_policy_name_that_is_not_configured_is_refused_not_left_to_the_path_rules() {
+    let w = World::new(ROUTE_POLICIES).await;
+    let dev = w.bearer("alice");
+    // `/x` is open by path: none of these may fall back to it.
+    let names = ["admins-olny", "", "Admins-Only", " admins-only", "admins-only\n"];
+    for name in names {
+        assert_denied(&w.check(on_route(get("/x", &dev), name)).await, 403, "unknown_policy");
+    }
+    // Before any credential: the route is broken whoever asks, and a
+    // browser is not sent to log in.
+    assert_denied(
+        &w.check(on_route(request("GET", "/x", &[]), "nope")).await,
+        403,
+        "unknown_policy",
+    );
+    assert_denied(
+        &w.check(on_route(browser("/x", &[]), "nope")).await,
+        403,
+        "unknown_policy",
+    );
+    // Counted under its own reason (the metric operators alert on).
+    let text = w.metrics.render(0);
+    let line = "portcullis_authz_deny_total{reason=\"unknown_policy\"} ";
+    let count = text.lines().find_map(|l| l.strip_prefix(line)).map(str::trim);
+    assert_eq!(count, Some((names.len() + 2).to_string().as_str()), "{text}");
+    // Another context extension is not a policy name.
+    let mut req = get("/x", &dev);
+    req.attributes
+        .as_mut()
+        .unwrap()
+        .context_extensions
+        .insert("tenant".into(), "admins-only".into());
+    assert_eq!(w.check(req).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_named_policy_with_a_login_sends_browsers_to_it() {
+    let w = World::new(ROUTE_POLICIES).await;
+    // The path rules have no login: a browser gets its 401 there.
+    assert_denied(&w.check(browser("/page", &[])).await, 401, "missing_credential");
+    let start = w.check(on_route(browser("/page", &[]), "web")).await;
+    assert_eq!(start.status, 302, "{start:?}");
+    let location = start.location.unwrap();
+    assert!(
+        location.starts_with(&format!("{}/authorize?", w.issuer.url)),
+        "{location}"
+    );
+    // An API call on the same route keeps its 401.
+    assert_denied(
+        &w.check(on_route(request("GET", "/page", &[]), "web")).await,
+        401,
+        "missing_credential",
+    );
 }

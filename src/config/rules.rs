@@ -1,7 +1,9 @@
-//! The `rules:` section: route rules, which credentials each needs
-//! ([`Require`], owned by `policy.rs`) and whose identities it accepts.
-//! Compiles into [`Policy`].
+//! The `rules:` and `policies:` sections: route rules (chosen by path) and
+//! named policies (chosen by the proxy's route), which credentials each
+//! needs ([`Require`], owned by `policy.rs`) and whose identities it
+//! accepts. Both compile into [`Policy`], by one validation.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -36,15 +38,92 @@ pub struct RawRule {
     pub forward_unverified_authorization: bool,
 }
 
+/// A named policy (`policies.<name>`): a rule without `path_prefix`. The
+/// proxy's route names it (`request::POLICY_EXTENSION`); the keys mean what
+/// they mean in [`RawRule`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPolicy {
+    pub allowed_users: Vec<String>,
+    pub allowed_groups: Vec<String>,
+    pub require: Option<Require>,
+    pub login: Option<String>,
+    pub providers: Option<Vec<String>>,
+    pub accept_sessions: Option<bool>,
+    pub forward_unverified_authorization: bool,
+}
+
+impl RawPolicy {
+    /// The same access as a rule, so both are validated and compiled alike.
+    /// The prefix is a placeholder: a named policy is never matched by path.
+    fn as_rule(&self) -> RawRule {
+        RawRule {
+            path_prefix: "/".into(),
+            allowed_users: self.allowed_users.clone(),
+            allowed_groups: self.allowed_groups.clone(),
+            require: self.require,
+            login: self.login.clone(),
+            providers: self.providers.clone(),
+            accept_sessions: self.accept_sessions,
+            forward_unverified_authorization: self.forward_unverified_authorization,
+        }
+    }
+}
+
+/// `policies:` as a map that refuses a repeated name. YAML lets a mapping
+/// repeat a key and the parser hands every entry over, so a plain map would
+/// keep the last one: of two policies named alike, one would silently
+/// disappear.
+pub(super) fn unique_policies<'de, D>(d: D) -> Result<BTreeMap<String, RawPolicy>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = BTreeMap<String, RawPolicy>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of policy names to policies")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut policies = BTreeMap::new();
+            while let Some((name, policy)) = map.next_entry::<String, RawPolicy>()? {
+                if policies.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "{name:?} is defined twice (duplicate key)"
+                    )));
+                }
+                policies.insert(name, policy);
+            }
+            Ok(policies)
+        }
+    }
+    d.deserialize_map(Unique)
+}
+
+/// What every rule and policy is validated against.
+struct Context<'a> {
+    has_oidc: bool,
+    has_tenuo: bool,
+    /// `any` means: any of what is configured.
+    any: Require,
+    known: Vec<KnownProvider<'a>>,
+}
+
 pub(super) fn validate(raw: &RawConfig, errs: &mut Errors) -> Policy {
     let (has_oidc, has_tenuo) = (!raw.oidc.providers.is_empty(), raw.tenuo.is_some());
-    // `any` means: any of what is configured.
     let any = match (has_oidc, has_tenuo) {
         (true, false) => Require::Oidc,
         (false, true) => Require::Tenuo,
         _ => Require::Any,
     };
-    let known = known_providers(raw, errs);
+    let cx = Context {
+        has_oidc,
+        has_tenuo,
+        any,
+        known: known_providers(raw, errs),
+    };
     let rules = raw
         .rules
         .iter()
@@ -54,49 +133,88 @@ pub(super) fn validate(raw: &RawConfig, errs: &mut Errors) -> Policy {
             if let Err(problem) = check_path_prefix(&r.path_prefix) {
                 errs.push(format!("{path}.path_prefix"), problem);
             }
-            for (j, g) in r.allowed_groups.iter().enumerate() {
-                if g.is_empty() {
-                    errs.push(format!("{path}.allowed_groups[{j}]"), "must not be empty");
-                }
+            compile(&path, r, &cx, errs)
+        })
+        .collect();
+    let named: BTreeMap<String, Rule> = raw
+        .policies
+        .iter()
+        .map(|(name, p)| {
+            let path = format!("policies.{name}");
+            if let Err(problem) = check_policy_name(name) {
+                errs.push(path.clone(), problem);
             }
-            for (j, u) in r.allowed_users.iter().enumerate() {
-                if u.is_empty() {
-                    errs.push(format!("{path}.allowed_users[{j}]"), "must not be empty");
-                }
-            }
-            let lists_people = !r.allowed_users.is_empty() || !r.allowed_groups.is_empty();
-            let require = match r.require {
-                None if lists_people => Require::Oidc,
-                None | Some(Require::Any) => any,
-                Some(other) => other,
-            };
-            if lists_people && !matches!(require, Require::Oidc | Require::All) {
-                errs.push(
-                    format!("{path}.require"),
-                    "allowed_users/allowed_groups are OIDC identities: use require: oidc or all",
-                );
-            }
-            if matches!(require, Require::Oidc | Require::All) && !has_oidc {
-                errs.push(format!("{path}.require"), "needs oidc.providers");
-            }
-            if matches!(require, Require::Tenuo | Require::All) && !has_tenuo {
-                errs.push(format!("{path}.require"), "needs a `tenuo` section");
-            }
-            if r.login.is_some() && require == Require::Tenuo {
-                errs.push(
-                    format!("{path}.login"),
-                    "a login gives an OIDC session; this rule requires only tenuo",
-                );
-            }
-            let (tokens, sessions) = rule_providers(&path, r, &known, lists_people, errs);
-            Rule::new(&r.path_prefix, &r.allowed_users, &r.allowed_groups, require)
-                .with_login(r.login.as_deref())
-                .with_providers(tokens, sessions)
-                .with_forward_unverified_authorization(r.forward_unverified_authorization)
+            (name.clone(), compile(&path, &p.as_rule(), &cx, errs))
         })
         .collect();
     // No rules: every OIDC provider's tokens, no session cookie.
-    Policy::new(rules, any)
+    Policy::new(rules, any).with_named(named)
+}
+
+/// A rule's (or a named policy's) access, checked against what is configured.
+fn compile(path: &str, r: &RawRule, cx: &Context<'_>, errs: &mut Errors) -> Rule {
+    let Context {
+        has_oidc,
+        has_tenuo,
+        any,
+        ref known,
+    } = *cx;
+    for (j, g) in r.allowed_groups.iter().enumerate() {
+        if g.is_empty() {
+            errs.push(format!("{path}.allowed_groups[{j}]"), "must not be empty");
+        }
+    }
+    for (j, u) in r.allowed_users.iter().enumerate() {
+        if u.is_empty() {
+            errs.push(format!("{path}.allowed_users[{j}]"), "must not be empty");
+        }
+    }
+    let lists_people = !r.allowed_users.is_empty() || !r.allowed_groups.is_empty();
+    let require = match r.require {
+        None if lists_people => Require::Oidc,
+        None | Some(Require::Any) => any,
+        Some(other) => other,
+    };
+    if lists_people && !matches!(require, Require::Oidc | Require::All) {
+        errs.push(
+            format!("{path}.require"),
+            "allowed_users/allowed_groups are OIDC identities: use require: oidc or all",
+        );
+    }
+    if matches!(require, Require::Oidc | Require::All) && !has_oidc {
+        errs.push(format!("{path}.require"), "needs oidc.providers");
+    }
+    if matches!(require, Require::Tenuo | Require::All) && !has_tenuo {
+        errs.push(format!("{path}.require"), "needs a `tenuo` section");
+    }
+    if r.login.is_some() && require == Require::Tenuo {
+        errs.push(
+            format!("{path}.login"),
+            "a login gives an OIDC session; this rule requires only tenuo",
+        );
+    }
+    let (tokens, sessions) = rule_providers(path, r, known, lists_people, errs);
+    Rule::new(&r.path_prefix, &r.allowed_users, &r.allowed_groups, require)
+        .with_login(r.login.as_deref())
+        .with_providers(tokens, sessions)
+        .with_forward_unverified_authorization(r.forward_unverified_authorization)
+}
+
+/// Policy names are compared with what the proxy's route sends, and
+/// appear in logs: a short token, the same characters as a login name.
+fn check_policy_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a policy name must have 1 to 64 characters".into());
+    }
+    match name
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+    {
+        Some(c) => Err(format!(
+            "a policy name may contain only letters, digits, '-', '_' and '.' (found {c:?})"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Every provider a rule can name: OIDC providers (bearer tokens, and

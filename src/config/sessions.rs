@@ -461,6 +461,14 @@ fn check_rule_logins(raw: &RawConfig, names: &[&str], errs: &mut Errors) {
             }
         }
     }
+    for (policy, p) in &raw.policies {
+        if let Some(name) = p.login.as_ref().filter(|n| !names.contains(&n.as_str())) {
+            errs.push(
+                format!("policies.{policy}.login"),
+                format!("no login block is named {name:?}"),
+            );
+        }
+    }
 }
 
 fn validate_login(

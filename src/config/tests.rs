@@ -95,7 +95,7 @@ fn example_values_are_the_defaults() {
     let example: serde_norway::Value = serde_norway::from_str(&example_with_tenuo()).unwrap();
     let provider = &example["oidc"]["providers"][0];
     let oauth2 = &example["sessions"]["oauth2_providers"][0];
-    let sections = ["headers", "oidc", "tenuo", "rules", "cache", "sessions"];
+    let sections = ["headers", "oidc", "tenuo", "rules", "policies", "cache", "sessions"];
     assert_example_shows_defaults::<RawConfig>("top level", &example, &sections, &[]);
     assert_example_shows_defaults::<RawHeaders>("headers", &example["headers"], &["strip"], &[]);
     assert_example_shows_defaults::<RawOidc>("oidc", &example["oidc"], &["providers"], &[]);
@@ -119,6 +119,12 @@ fn example_values_are_the_defaults() {
         &[],
     );
     assert_example_shows_defaults::<RawCache>("cache", &example["cache"], &[], &[]);
+    assert_example_shows_defaults::<RawPolicy>(
+        "policies.admins-only",
+        &example["policies"]["admins-only"],
+        &["allowed_groups"],
+        &[],
+    );
     assert_example_shows_defaults::<RawSessions>(
         "sessions",
         &example["sessions"],
@@ -544,4 +550,71 @@ fn provider_mistakes_are_config_errors() {
         "  - path_prefix: /\n    providers: [dex]\n    allowed_users: [alice]\n",
         "/",
     );
+}
+
+#[test]
+fn named_policies_compile_like_rules() {
+    use crate::identity::Source::{OidcUser, Session};
+    let c = RawConfig::from_yaml(&format!(
+        "{TWO_PROVIDERS}policies:\n  web:\n    login: entra\n  api:\n    providers: [dex]\n    allowed_groups: [deployers]\n"
+    ))
+    .and_then(|r| r.validate())
+    .unwrap();
+    let web = c.policy.named("web").unwrap();
+    assert_eq!(web.login(), Some("entra"));
+    assert_eq!(web.admits(Some(&id("entra", Session))), Ok(()));
+    assert_eq!(web.admits(Some(&id("github", Session))), Err(Deny::ProviderNotAllowed));
+    let api = c.policy.named("api").unwrap();
+    assert!(!api.accepts_sessions());
+    assert_eq!(api.require(), Require::Oidc);
+    assert_eq!(api.admits(Some(&id("entra", OidcUser))), Err(Deny::ProviderNotAllowed));
+    assert_eq!(api.admits(Some(&id("dex", OidcUser))), Err(Deny::GroupNotAllowed));
+    assert!(c.policy.named("nope").is_none() && c.policy.named("").is_none());
+    // Without rules, a config of policies alone still opens every path to any identity.
+    assert!(c.policy.rule_for("/x").is_ok());
+}
+
+#[test]
+fn named_policy_problems_are_reported_with_their_paths() {
+    let errs = |policies: &str| paths(&format!("{TWO_PROVIDERS}policies:\n{policies}"));
+    assert_eq!(
+        errs("  admins:\n    allowed_groups: [admins]\n"),
+        ["policies.admins.providers"],
+        "groups of which provider?"
+    );
+    assert_eq!(
+        errs("  admins:\n    providers: [dex]\n    allowed_groups: ['']\n"),
+        ["policies.admins.allowed_groups[0]"]
+    );
+    assert_eq!(
+        errs("  admins:\n    providers: [nope]\n"),
+        ["policies.admins.providers[0]"]
+    );
+    assert_eq!(errs("  web:\n    login: nope\n"), ["policies.web.login"]);
+    assert_eq!(errs("  tools:\n    require: tenuo\n"), ["policies.tools.require"]);
+    let long = "x".repeat(65);
+    for bad in ["'admins only'", "'admins/only'", "''", "café", long.as_str()] {
+        let p = errs(&format!("  {bad}: {{}}\n"));
+        assert_eq!(p.len(), 1, "{bad}: {p:?}");
+        assert!(p[0].starts_with("policies."), "{bad}: {p:?}");
+    }
+    errs_none(&format!(
+        "{TWO_PROVIDERS}policies:\n  {}: {{}}\n  A-z_0.9: {{}}\n",
+        "x".repeat(64)
+    ));
+    // A policy has no path: the key is refused by name, like any unknown key.
+    let err = RawConfig::from_yaml(&format!("{TWO_PROVIDERS}policies:\n  x:\n    path_prefix: /x\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("path_prefix"), "{err}");
+    // Two policies of one name: refused, not the last one silently kept.
+    let twice = format!("{TWO_PROVIDERS}policies:\n  x: {{providers: [dex]}}\n  x: {{}}\n");
+    let err = RawConfig::from_yaml(&twice).unwrap_err().to_string();
+    assert!(err.contains("duplicate"), "{err}");
+}
+
+fn errs_none(yaml: &str) {
+    if let Err(e) = RawConfig::from_yaml(yaml).and_then(|r| r.validate()) {
+        panic!("{yaml}: {e}");
+    }
 }
