@@ -533,6 +533,29 @@ async fn a_login_lands_and_its_session_admits_the_user() {
     );
 }
 
+/// An ID token with `nbf = iat` (Entra ID issues them) from a token endpoint
+/// that took seconds to answer is judged at its arrival, not at the start
+/// of the callback's Check (clock skew 0 here).
+#[tokio::test]
+async fn tokens_from_a_slow_token_endpoint_are_judged_when_they_arrive() {
+    let w = World::new(LOGIN_RULES).await;
+    w.issuer.set_token_endpoint_slow_by(3);
+    let session = w.login("alice", "/").await;
+    let a = w.check(browser("/", &[("cookie", &session)])).await;
+    assert_eq!((a.status, a.user.as_deref()), (200, Some("alice@example.com")), "{a:?}");
+    // The same on refresh.
+    w.issuer.set_token_ttl(120);
+    let session = w.login("bob", "/").await;
+    w.advance(61);
+    let a = w.check(browser("/", &[("cookie", &session)])).await;
+    assert_eq!((a.status, w.issuer.refreshes()), (200, 1), "{a:?}");
+    assert!(
+        cookie_pair(&a.set_cookies, COOKIE).is_some(),
+        "renewed: {:?}",
+        a.set_cookies
+    );
+}
+
 #[tokio::test]
 async fn a_login_state_older_than_login_timeout_is_refused_and_cleared() {
     let w = World::new(LOGIN_RULES).await;

@@ -163,6 +163,17 @@ impl IdpClient {
         cell.get_or_try_init(|| self.fetch_discovery(issuer)).await.cloned()
     }
 
+    /// Drops `issuer`'s document, so the next caller fetches it again. Called
+    /// when a field a caller needs is missing or unusable: a document that
+    /// parsed but cannot serve must not be kept until restart (the IdP may
+    /// be fixed, or have been caught mid-deploy).
+    pub fn forget_discovery(&self, issuer: &str) {
+        self.discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(issuer);
+    }
+
     async fn fetch_discovery(&self, issuer: &str) -> Result<Arc<Discovery>, IdpError> {
         let doc_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let url = Url::parse(&doc_url).map_err(|e| IdpError::Invalid {

@@ -94,7 +94,7 @@ impl Sessions {
             key: spent,
             exchange: Some(exchange.clone()),
         };
-        let outcome = self.complete(provider, &login, &code, exchange, oidc, now).await;
+        let outcome = self.complete(provider, &login, &code, exchange, oidc).await;
         orphan.exchange = None;
         match outcome {
             Ok(session_cookie) => Reply::Redirect {
@@ -123,7 +123,6 @@ impl Sessions {
         code: &str,
         exchange: Exchange,
         oidc: &OidcVerifier,
-        at: SystemTime,
     ) -> Result<String, Deny> {
         let c = &provider.config;
         // In its own task: a code is single use, so an exchange cut off
@@ -136,6 +135,8 @@ impl Sessions {
         ));
         // The task only ends early if the runtime is shutting down.
         let tokens = task.await.unwrap_or(Err(Deny::LoginFailed))?;
+        // The tokens are judged as of their arrival (see `Sessions::clock`).
+        let at = self.clock.now();
         let now = unix(at);
         let end = self.max_age_end(now);
         let token_exp = tokens.expires_in.map(|s| now.saturating_add(s));

@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use moka::sync::Cache;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use crate::clock::unix;
+use crate::clock::{unix, Clock};
 use crate::config::sessions::KEY_BYTES;
 use crate::config::SessionsConfig;
 use crate::deny::Deny;
@@ -75,6 +75,10 @@ pub struct Sessions {
     orphaned: Cache<u128, callback::Exchange>,
     refreshing: Cache<u128, Arc<refresh::Refreshing>>,
     hash_keys: (u64, u64),
+    /// Read again after a token endpoint answers: the tokens it issued are
+    /// judged at their arrival, not at the start of a Check that waited for
+    /// them (an `nbf = iat` ID token would otherwise be "not yet valid").
+    clock: Clock,
 }
 
 /// What the request path needs of an opened session cookie, cached by the
@@ -176,6 +180,7 @@ impl Sessions {
             })
             .collect::<Result<Vec<_>, SessionError>>()?;
         Ok(Self {
+            clock: Clock::system(),
             cookie_name: cfg.cookie_name.clone(),
             login_prefix: login::login_cookie_prefix(&cfg.cookie_name),
             max_age: cfg.max_age,
@@ -212,6 +217,12 @@ impl Sessions {
                 .build(),
             hash_keys: (rand::random(), rand::random()),
         })
+    }
+
+    /// Judges tokens from the IdP by `clock` (tests: a manual one).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The callback or logout path this request targets, if any. These are

@@ -11,7 +11,7 @@ use url::Url;
 
 use crate::config::{LoginConfig, LoginKind};
 pub use crate::idp::Tokens;
-use crate::idp::{ClientAuth, IdpClient, IdpError};
+use crate::idp::{ClientAuth, Discovery, IdpClient, IdpError};
 
 pub struct LoginProvider {
     pub config: LoginConfig,
@@ -61,6 +61,16 @@ impl LoginProvider {
             return Err(IdpError::NoDiscovery);
         };
         let doc = self.idp.discovery(issuer).await?;
+        let endpoints = Self::discovered(c, &doc);
+        if endpoints.is_err() {
+            // Not kept: the next login asks the IdP again.
+            self.idp.forget_discovery(issuer);
+        }
+        endpoints
+    }
+
+    /// Configured endpoints first, then the document's.
+    fn discovered(c: &LoginConfig, doc: &Discovery) -> Result<Endpoints, IdpError> {
         Ok(Endpoints {
             authorization: match &c.authorization_endpoint {
                 Some(u) => u.clone(),

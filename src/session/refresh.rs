@@ -65,7 +65,7 @@ impl Sessions {
             .renewed
             .get_or_init(|| async {
                 let data = self.open_session(value).map_err(Failure::Refused)?;
-                self.renew(&entry, &data, oidc, at).await
+                self.renew(&entry, &data, oidc).await
             })
             .await
             .clone();
@@ -93,13 +93,7 @@ impl Sessions {
         }
     }
 
-    async fn renew(
-        &self,
-        entry: &Refreshing,
-        d: &SessionData,
-        oidc: &OidcVerifier,
-        at: SystemTime,
-    ) -> Result<Renewed, Failure> {
+    async fn renew(&self, entry: &Refreshing, d: &SessionData, oidc: &OidcVerifier) -> Result<Renewed, Failure> {
         let refused = || Failure::Refused(Deny::RefreshFailed);
         let provider = self.provider(&d.p).ok_or(Failure::Refused(Deny::SessionInvalid))?;
         let c = &provider.config;
@@ -115,6 +109,8 @@ impl Sessions {
         if tokens.access_token.is_none() && tokens.id_token.is_none() {
             return Err(refused());
         }
+        // The tokens are judged as of their arrival (see `Sessions::clock`).
+        let at = self.clock.now();
         let now = unix(at);
         let token_exp = now.saturating_add(tokens.expires_in.unwrap_or(DEFAULT_LIFETIME_SECONDS));
         let mut next = d.clone();

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -49,6 +50,8 @@ struct LoginSide {
     token_ttl: u64,
     refresh: RefreshAnswer,
     refreshes: u32,
+    /// Seconds the token endpoint takes to answer, on the issuer's clock.
+    slow_by: u64,
 }
 
 /// How the token endpoint answers a refresh grant.
@@ -163,6 +166,12 @@ impl Issuer {
         self.login.lock().expect("lock").token_ttl = seconds;
     }
 
+    /// The token endpoint takes `seconds` (moving the issuer's clock, so a
+    /// manual clock shared with a checker moves too) before it issues tokens.
+    pub fn set_token_endpoint_slow_by(&self, seconds: u64) {
+        self.login.lock().expect("lock").slow_by = seconds;
+    }
+
     pub fn set_refresh(&self, answer: RefreshAnswer) {
         self.login.lock().expect("lock").refresh = answer;
     }
@@ -247,10 +256,11 @@ fn token_endpoint(
             )
         }
     };
+    clock.advance(Duration::from_secs(login.slow_by));
     let now = unix(clock.now());
     let ttl = login.token_ttl;
     let mut claims = json!({
-        "iss": url, "sub": sub, "aud": CLIENT_ID, "iat": now, "exp": now + ttl,
+        "iss": url, "sub": sub, "aud": CLIENT_ID, "iat": now, "nbf": now, "exp": now + ttl,
         "email": format!("{sub}@example.com"), "groups": ["dev", "ops"],
     });
     if let Some(n) = nonce {

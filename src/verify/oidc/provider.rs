@@ -201,7 +201,14 @@ impl Provider {
     async fn jwks_url(&self) -> Result<Url, IdpError> {
         match &self.config.jwks_uri {
             Some(url) => Ok(url.clone()),
-            None => self.idp.discovery(&self.config.issuer).await?.jwks_uri(),
+            None => {
+                let issuer = &self.config.issuer;
+                let url = self.idp.discovery(issuer).await?.jwks_uri();
+                if url.is_err() {
+                    self.idp.forget_discovery(issuer);
+                }
+                url
+            }
         }
     }
 }
@@ -237,6 +244,10 @@ mod tests {
     }
 
     fn provider(jwks_uri: Option<Url>, budget: Duration) -> Arc<Provider> {
+        provider_of("http://127.0.0.1:1", jwks_uri, budget)
+    }
+
+    fn provider_of(issuer: &str, jwks_uri: Option<Url>, budget: Duration) -> Arc<Provider> {
         let oidc = OidcConfig {
             clock_skew: Duration::from_secs(60),
             max_token_bytes: 8192,
@@ -248,7 +259,7 @@ mod tests {
         };
         let config = ProviderConfig {
             name: "test".into(),
-            issuer: "http://127.0.0.1:1".into(),
+            issuer: issuer.into(),
             audiences: vec!["portcullis".into()],
             jwks_uri,
             user_claim: "sub".into(),
@@ -359,5 +370,33 @@ mod tests {
         p.install(set(&["a"]), || {});
         assert_eq!(p.refetch_for_unknown_kid().await, Refetched::Done);
         assert!(has(&p, "new"));
+    }
+
+    /// A discovery document that parses but cannot serve (here: no
+    /// `jwks_uri`, as an IdP mid-deploy might answer) is not kept: the next
+    /// refresh asks again and loads the keys once the IdP is fixed.
+    #[tokio::test]
+    async fn a_discovery_document_without_jwks_uri_is_asked_for_again() {
+        let served = std::sync::atomic::AtomicU32::new(0);
+        let s = serve(move |seen| {
+            let base = format!("http://{}", seen.host);
+            match seen.path.as_str() {
+                "/.well-known/openid-configuration" => {
+                    if served.fetch_add(1, Ordering::SeqCst) == 0 {
+                        Reply::json(&format!(r#"{{"issuer":"{base}"}}"#))
+                    } else {
+                        Reply::json(&format!(r#"{{"issuer":"{base}","jwks_uri":"{base}/jwks"}}"#))
+                    }
+                }
+                _ => Reply::json(&jwks(&["k1"])),
+            }
+        })
+        .await;
+        let issuer = s.url("/").as_str().trim_end_matches('/').to_string();
+        let p = provider_of(&issuer, None, Duration::from_millis(100));
+        let err = p.refresh().await.unwrap_err();
+        assert!(err.to_string().contains("jwks_uri is missing"), "{err}");
+        p.refresh().await.expect("the fixed document is fetched again");
+        assert!(has(&p, "k1"));
     }
 }
