@@ -53,7 +53,11 @@ impl App {
             }
             None => None,
         };
-        let sessions = config.sessions.as_ref().map(|s| Sessions::new(s, &idp)).transpose()?;
+        let sessions = config
+            .sessions
+            .as_ref()
+            .map(|s| Sessions::new(s, &idp, metrics.clone()))
+            .transpose()?;
         let cache = Arc::new(DecisionCache::new(&config.cache));
         let checker =
             Checker::new(config, oidc.clone(), warrant.clone(), cache.clone(), metrics.clone()).with_clock(clock);

@@ -44,6 +44,7 @@ use crate::headers::{self, CookieEdit};
 use crate::identity::Identity;
 use crate::idp::IdpClient;
 use crate::request::RequestView;
+use crate::telemetry::Metrics;
 use crate::verify::oidc::OidcVerifier;
 use cookie::{Sealer, MAX_COOKIE_BYTES};
 use provider::LoginProvider;
@@ -75,6 +76,8 @@ pub struct Sessions {
     orphaned: Cache<u128, callback::Exchange>,
     refreshing: Cache<u128, Arc<refresh::Refreshing>>,
     hash_keys: (u64, u64),
+    /// Counts the groups an OAuth2 provider's budget drops (callback.rs).
+    metrics: Arc<Metrics>,
 }
 
 /// What the request path needs of an opened session cookie, cached by the
@@ -150,7 +153,7 @@ pub enum SessionError {
 impl Sessions {
     /// `idp` makes the calls to the login providers (shared with bearer
     /// verification, so an issuer is discovered once).
-    pub fn new(cfg: &SessionsConfig, idp: &Arc<IdpClient>) -> Result<Self, SessionError> {
+    pub fn new(cfg: &SessionsConfig, idp: &Arc<IdpClient>, metrics: Arc<Metrics>) -> Result<Self, SessionError> {
         let keys = cfg
             .keys
             .iter()
@@ -211,6 +214,7 @@ impl Sessions {
                 .time_to_live(REFRESH_SHARE)
                 .build(),
             hash_keys: (rand::random(), rand::random()),
+            metrics,
         })
     }
 
@@ -456,7 +460,12 @@ mod tests {
             .unwrap();
         let mut s = cfg.sessions.take().unwrap();
         s.keys = vec![Secret::with_value("k", &[3; 32])];
-        Sessions::new(&s, &Arc::new(IdpClient::new(cfg.oidc.fetch_timeout).unwrap())).unwrap()
+        Sessions::new(
+            &s,
+            &Arc::new(IdpClient::new(cfg.oidc.fetch_timeout).unwrap()),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
     }
 
     fn data(groups: usize, rt: usize, idt: usize) -> SessionData {
