@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::browser;
 use common::*;
 use serde_json::{json, Value};
 
@@ -78,4 +79,64 @@ fn a_filter_sends_the_upstream_only_the_kept_groups() {
             .any(|l| l.starts_with("portcullis_groups_dropped_total{provider=") && l.ends_with(" 477")),
         "{metrics}"
     );
+}
+
+/// 300 groups `group-000`… and two team groups: 3,013 bytes joined, more
+/// than a session cookie holds.
+fn many_teams() -> Vec<String> {
+    let mut g: Vec<String> = (0..300).map(|i| format!("group-{i:03}")).collect();
+    g.extend(["team-a", "team-b"].map(String::from));
+    g
+}
+
+/// Browser logins whose IdP sends 300 groups, through real Envoy: an OIDC
+/// login (the groups in the real issuer's ID token) and a plain OAuth2 login
+/// (GitHub-style, the groups in userinfo). Each provider keeps `team-*`:
+/// the session cookie stays small and the upstream gets only those.
+#[test]
+fn logins_seal_only_the_kept_groups_in_the_session_cookie() {
+    let files = browser::SessionFiles::new();
+    let (sessions, mut login, secret) = (files.sessions(), files.login("idp"), files.client_secret.clone());
+    let s = Stack::builder()
+        .config(move |c| {
+            let issuer = c["oidc"]["providers"][0]["issuer"].as_str().unwrap().to_string();
+            c["sessions"] = sessions;
+            login["scopes"] = json!(["openid", "email"]);
+            c["oidc"]["providers"][0]["login"] = login;
+            c["oidc"]["providers"][0]["groups"] = json!({"keep": ["team-*"]});
+            let mut gh = browser::login_block("github", &secret);
+            gh["scopes"] = json!(["read:user"]);
+            gh["authorization_endpoint"] = json!(format!("{issuer}/authorize"));
+            gh["token_endpoint"] = json!(format!("{issuer}/token"));
+            gh["redirect_path"] = json!("/oauth2/github/callback");
+            gh["logout_path"] = json!("/oauth2/github/logout");
+            c["sessions"]["oauth2_providers"] = json!([{
+                "userinfo_url": format!("{issuer}/userinfo"),
+                "groups_claim": "teams",
+                "groups": {"keep": ["team-*"]},
+                "login": gh,
+            }]);
+            c["rules"] = json!([
+                {"path_prefix": "/gh", "login": "github"},
+                {"path_prefix": "/", "login": "idp"},
+            ]);
+        })
+        .start();
+    s.idp().code_flow(json!({
+        "client_secret": browser::CLIENT_SECRET,
+        "claims": {"sub": "alice", "email": "alice@example.com", "groups": many_teams()},
+        "userinfo": {"login": "octocat", "id": 1, "teams": many_teams()},
+    }));
+    for path in ["/app", "/gh"] {
+        let mut b = browser::Browser::new();
+        b.login(&s, path);
+        let cookie = b.cookie(browser::COOKIE).unwrap();
+        assert!(cookie.len() < 2000, "{path}: a {}-byte cookie", cookie.len());
+        let echo = assert_allowed(&b.get(&s, path));
+        assert_eq!(
+            echo.header_all("x-auth-request-groups"),
+            vec!["team-a,team-b"],
+            "{path}"
+        );
+    }
 }
