@@ -2,13 +2,14 @@
 //! groups header, the rules and the session cookie): a provider's `groups:`
 //! filter and its byte budget.
 //!
-//! Entra ID and Google Workspace send hundreds of groups. Joined into one
-//! header they pass what upstream servers accept for a header line (431),
-//! and sealed into a session cookie they pass the browser's ~4 KB. The
-//! filter keeps the groups the operator names; the budget bounds what is
-//! left, and says what happens beyond it: refuse (the default: an identity
-//! silently missing groups could lose, or in a deny rule keep, access) or
-//! drop the last groups and count them.
+//! Entra ID, and brokers pulling Google Workspace groups, send hundreds of
+//! groups. Joined into one header they pass what upstream servers accept
+//! for a header line (431), and sealed into a session cookie they pass the
+//! browser's ~4 KB. The filter keeps the groups the operator names; the
+//! budget bounds what is left, and says what happens beyond it: refuse (the
+//! default: an identity silently missing groups could lose access, or be
+//! judged differently by an upstream that reads the header) or drop the
+//! last groups and count them.
 
 use regex::Regex;
 use serde::Deserialize;
