@@ -56,7 +56,7 @@ impl App {
         let sessions = config
             .sessions
             .as_ref()
-            .map(|s| Sessions::new(s, &idp).map(|s| s.with_clock(clock.clone())))
+            .map(|s| Sessions::new(s, &idp, metrics.clone()).map(|s| s.with_clock(clock.clone())))
             .transpose()?;
         let cache = Arc::new(DecisionCache::new(&config.cache));
         let checker =

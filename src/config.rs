@@ -26,6 +26,7 @@ use crate::headers::HeaderPolicy;
 use crate::policy::Policy;
 
 pub mod cache;
+pub mod groups;
 pub mod headers;
 pub mod oidc;
 pub mod rules;

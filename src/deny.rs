@@ -71,6 +71,8 @@ pub enum Deny {
     MissingGroups,
     #[error("the client is not allowed")]
     ClientNotAllowed,
+    #[error("the groups to inject exceed the provider's groups.max_bytes")]
+    GroupsOverBudget,
     #[error("the user is not allowed on this route")]
     UserNotAllowed,
     #[error("no group of the user is allowed on this route")]
@@ -213,6 +215,10 @@ impl Deny {
             Deny::EmailUnverified => class("email_unverified", Unauthenticated, Token, Stable),
             Deny::MissingGroups => class("missing_groups", Forbidden, Token, Stable),
             Deny::ClientNotAllowed => class("client_not_allowed", Unauthenticated, Token, Stable),
+            // The credential is genuine but unusable here (a new login brings the
+            // same groups): 403. The same token bytes always carry the same
+            // groups, and the filter only changes with a restart.
+            Deny::GroupsOverBudget => class("groups_over_budget", Forbidden, Token, Stable),
             // Rules run on every request, after the cache: never cached.
             Deny::UserNotAllowed => class("user_not_allowed", Forbidden, Rule, Never),
             Deny::GroupNotAllowed => class("group_not_allowed", Forbidden, Rule, Never),

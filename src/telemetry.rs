@@ -41,6 +41,12 @@ struct IssuerLabels {
     issuer: String,
 }
 
+/// A configured provider's name (bounded by the config).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerResultLabels {
     issuer: String,
@@ -63,6 +69,7 @@ pub struct Metrics {
     tenuo_reloads: Family<ResultLabels, Counter>,
     tenuo_issuers: Gauge,
     session_redirects: Counter,
+    groups_dropped: Family<ProviderLabels, Counter>,
     /// Handles on `allow`'s and `cache`'s counters, taken from the family at
     /// first use (so a series still appears only once it has counted): a
     /// hit then costs one atomic add, not the family's lock and label hash.
@@ -114,6 +121,12 @@ impl Metrics {
         let jwks_keys = Family::<IssuerLabels, Gauge>::default();
         let jwks_last_success = Family::<IssuerLabels, Gauge<f64, AtomicU64>>::default();
         let session_redirects = Counter::default();
+        let groups_dropped = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "groups_dropped",
+            "Groups dropped to fit a provider's groups.max_bytes (over_budget: drop), by provider",
+            groups_dropped.clone(),
+        );
         registry.register(
             "session_redirects",
             "Browser redirects answered by portcullis (login, callback, logout)",
@@ -194,6 +207,7 @@ impl Metrics {
             jwks_keys,
             jwks_last_success,
             session_redirects,
+            groups_dropped,
             allow_by_source: Default::default(),
             cache_by_result: Default::default(),
         }
@@ -240,6 +254,15 @@ impl Metrics {
         if let Some(n) = issuers {
             self.tenuo_issuers.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// `n` groups of an identity of `provider` did not fit its budget.
+    pub fn groups_dropped(&self, provider: &str, n: usize) {
+        self.groups_dropped
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
+            })
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     /// A login, callback or logout redirect.

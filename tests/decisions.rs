@@ -44,6 +44,8 @@ struct Answer {
     status: i32,
     reason: Option<String>,
     user: Option<String>,
+    /// The injected `x-auth-request-groups`.
+    groups: Option<String>,
     location: Option<String>,
     set_cookies: Vec<String>,
 }
@@ -57,6 +59,11 @@ impl World {
     }
 
     async fn with_refresh(rules: &str, refresh: bool) -> Self {
+        Self::with_provider(rules, refresh, "").await
+    }
+
+    /// `provider`: more keys of the OIDC provider, each line indented by 6.
+    async fn with_provider(rules: &str, refresh: bool, provider: &str) -> Self {
         let clock = Clock::manual(std::time::SystemTime::now());
         let issuer = Issuer::start_at(clock.clone()).await;
         let dir = TempDir::new().unwrap();
@@ -73,7 +80,7 @@ oidc:
     - issuer: {issuer}
       audiences: [portcullis]
       user_claim: email
-      login:
+{provider}      login:
         name: idp
         client_id: {CLIENT_ID}
         redirect_path: /oauth2/callback
@@ -148,6 +155,14 @@ cache:
     /// A whole browser login: the redirect, the user's approval at the
     /// issuer, the callback. Returns the session cookie (`name=value`).
     async fn login(&self, sub: &str, path: &str) -> String {
+        let back = self.callback(sub, path).await;
+        assert_eq!(back.status, 302, "{back:?}");
+        assert_eq!(back.location.as_deref(), Some(format!("{PUBLIC_URL}{path}").as_str()));
+        cookie_pair(&back.set_cookies, COOKIE).expect("session cookie")
+    }
+
+    /// A login up to the callback's answer.
+    async fn callback(&self, sub: &str, path: &str) -> Answer {
         let start = self.check(browser(path, &[])).await;
         assert_eq!(start.status, 302, "{start:?}");
         let location = start.location.clone().unwrap();
@@ -155,15 +170,11 @@ cache:
         let state = query(&location, "state");
         let code = self.issuer.authorize(sub, &nonce);
         let login_cookie = cookie_pair(&start.set_cookies, "__Host-portcullis-login").unwrap();
-        let back = self
-            .check(browser(
-                &format!("/oauth2/callback?code={code}&state={state}"),
-                &[("cookie", &login_cookie)],
-            ))
-            .await;
-        assert_eq!(back.status, 302, "{back:?}");
-        assert_eq!(back.location.as_deref(), Some(format!("{PUBLIC_URL}{path}").as_str()));
-        cookie_pair(&back.set_cookies, COOKIE).expect("session cookie")
+        self.check(browser(
+            &format!("/oauth2/callback?code={code}&state={state}"),
+            &[("cookie", &login_cookie)],
+        ))
+        .await
     }
 }
 
@@ -177,6 +188,12 @@ fn answer(r: &CheckResponse) -> Answer {
                 .iter()
                 .filter_map(|h| h.header.as_ref())
                 .find(|h| h.key == "x-user-id")
+                .map(|h| h.value.clone()),
+            groups: ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .find(|h| h.key == "x-auth-request-groups")
                 .map(|h| h.value.clone()),
             location: None,
             set_cookies: ok
@@ -201,6 +218,7 @@ fn answer(r: &CheckResponse) -> Answer {
                 status: d.status.as_ref().map_or(-1, |s| s.code),
                 reason: body["reason"].as_str().map(str::to_string),
                 user: None,
+                groups: None,
                 location: header("location").into_iter().next(),
                 set_cookies: header("set-cookie"),
             }
@@ -805,4 +823,105 @@ async fn a_named_policy_with_a_login_sends_browsers_to_it() {
         401,
         "missing_credential",
     );
+}
+
+// Large group lists: a provider's `groups:` filter and byte budget.
+
+const GROUP_RULES: &str = "  - {path_prefix: /admin, allowed_groups: [admins]}\n  - {path_prefix: /ops, allowed_groups: [ops]}\n  - {path_prefix: /, require: oidc}";
+
+/// 500 groups as an Entra ID token may carry them: `g000`…`g495`, then
+/// `ops`, `admins`, `team-b`, `team-a` (2,511 bytes joined).
+fn many_groups() -> Vec<String> {
+    let mut g: Vec<String> = (0..496).map(|i| format!("g{i:03}")).collect();
+    g.extend(["ops", "admins", "team-b", "team-a"].map(String::from));
+    g
+}
+
+fn with_groups(w: &World, path: &str) -> CheckRequest {
+    let token = w
+        .issuer
+        .mint(Algorithm::RS256, "erin", json!({ "groups": many_groups() }));
+    request("GET", path, &[("authorization", &format!("Bearer {token}"))])
+}
+
+#[tokio::test]
+async fn hundreds_of_groups_over_the_default_budget_are_refused_and_the_refusal_cached() {
+    let w = World::with_provider(GROUP_RULES, true, "").await;
+    assert_denied(&w.check(with_groups(&w, "/x")).await, 403, "groups_over_budget");
+    assert_denied(&w.check(with_groups(&w, "/x")).await, 403, "groups_over_budget");
+    assert_eq!(lookups(&w), (1, 1), "the same token, the same groups: a stable denial");
+    // The same user with the IdP's usual two groups passes.
+    assert_eq!(
+        w.check(request("GET", "/x", &[("authorization", &w.bearer("erin"))]))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_keep_filter_injects_and_authorizes_only_the_kept_groups_in_the_idps_order() {
+    let w = World::with_provider(GROUP_RULES, true, "      groups: {keep: [admins, \"team-*\"]}\n").await;
+    let a = w.check(with_groups(&w, "/admin/x")).await;
+    assert_eq!(
+        (a.status, a.groups.as_deref()),
+        (200, Some("admins,team-b,team-a")),
+        "{a:?}"
+    );
+    // The token carries `ops`, but the filter does not keep it: rules never see it.
+    assert_denied(&w.check(with_groups(&w, "/ops")).await, 403, "group_not_allowed");
+}
+
+#[tokio::test]
+async fn over_budget_drop_keeps_the_idps_first_groups_that_fit_and_counts_the_rest() {
+    let w = World::with_provider(
+        GROUP_RULES,
+        true,
+        "      groups: {max_bytes: 1000, over_budget: drop}\n",
+    )
+    .await;
+    let a = w.check(with_groups(&w, "/x")).await;
+    // 200 names of 4 bytes and 199 commas: 999 bytes; a 201st would make 1004.
+    let kept = many_groups()[..200].join(",");
+    assert_eq!((a.status, a.groups.as_deref()), (200, Some(kept.as_str())), "{a:?}");
+    let dropped = |w: &World| {
+        w.metrics
+            .render(0)
+            .lines()
+            .find_map(|l| l.strip_prefix("portcullis_groups_dropped_total{provider=\"idp\"} "))
+            .map(|n| n.trim().to_string())
+    };
+    assert_eq!(dropped(&w).as_deref(), Some("300"));
+    // Dropped groups are gone for the rules too; a cached identity is not counted again.
+    assert_denied(&w.check(with_groups(&w, "/admin")).await, 403, "group_not_allowed");
+    assert_eq!(dropped(&w).as_deref(), Some("300"));
+}
+
+/// 300 groups `group-000`… and two team groups in the ID token: 3,013
+/// bytes joined, too many for a session cookie.
+fn login_groups() -> Value {
+    let mut g: Vec<String> = (0..300).map(|i| format!("group-{i:03}")).collect();
+    g.extend(["team-a", "team-b"].map(String::from));
+    json!(g)
+}
+
+#[tokio::test]
+async fn a_login_with_hundreds_of_groups_seals_only_the_kept_groups_in_a_small_cookie() {
+    let w = World::with_provider(LOGIN_RULES, true, "      groups: {keep: [\"team-*\"]}\n").await;
+    w.issuer.set_id_token_groups(login_groups());
+    let session = w.login("frank", "/home").await;
+    assert!(session.len() < 1500, "{} bytes", session.len());
+    let a = w.check(browser("/home", &[("cookie", &session)])).await;
+    assert_eq!((a.status, a.groups.as_deref()), (200, Some("team-a,team-b")), "{a:?}");
+}
+
+#[tokio::test]
+async fn a_login_over_the_budget_is_refused_at_the_callback() {
+    let w = World::with_provider(LOGIN_RULES, true, "").await;
+    w.issuer.set_id_token_groups(login_groups());
+    assert_denied(&w.callback("frank", "/home").await, 403, "groups_over_budget");
+    // Without a real budget the same login cannot fit its cookie at all.
+    let w = World::with_provider(LOGIN_RULES, true, "      groups: {max_bytes: 61440}\n").await;
+    w.issuer.set_id_token_groups(login_groups());
+    assert_denied(&w.callback("frank", "/home").await, 401, "session_too_large");
 }

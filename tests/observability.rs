@@ -402,6 +402,8 @@ fn dashboard_and_alert_rules_use_only_metrics_portcullis_exports() {
     let s = Stack::builder()
         .idps(2)
         .idps_down_at_start(&[1])
+        // A small budget that drops, so portcullis_groups_dropped_total has a sample.
+        .provider0(|p| p["groups"] = serde_json::json!({"max_bytes": 64, "over_budget": "drop"}))
         .config(|c| {
             c["tenuo"] = serde_json::json!({
                 "trusted_issuers": ["d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"],
@@ -444,6 +446,9 @@ fn dashboard_and_alert_rules_use_only_metrics_portcullis_exports() {
     assert_denied(&s.get_bearer("/hello", &forged), 401, "invalid_signature"); // negative hit
     let stranded = s.idps[1].mint("RS256", user_claims("carol", &["dev"]));
     assert_denied(&s.get_bearer("/hello", &stranded), 401, "keys_unavailable");
+    let many: Vec<String> = (0..20).map(|i| format!("group-{i:03}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_allowed(&s.get_bearer("/hello", &s.token_for("dora", &many))); // groups dropped
     assert_denied(
         &s.get("/files?path=/x", &[("x-tenuo-warrant", "garbage")]),
         400,

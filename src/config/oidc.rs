@@ -10,8 +10,10 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use url::{Host, Url};
 
+use super::groups::RawGroups;
 use super::sessions::RawLogin;
 use super::Errors;
+use crate::groups::GroupFilter;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,6 +65,9 @@ pub struct RawProvider {
     pub groups_claim: String,
     #[serde(default)]
     pub require_groups: bool,
+    /// Which groups reach the identity, and their byte budget.
+    #[serde(default)]
+    pub groups: RawGroups,
     #[serde(default)]
     pub algorithms: Vec<String>,
     #[serde(default)]
@@ -123,6 +128,9 @@ pub struct ProviderConfig {
     pub email_claim: String,
     pub groups_claim: String,
     pub require_groups: bool,
+    /// Applied to bearer tokens and ID tokens alike, so a session cookie
+    /// holds what a bearer token would inject.
+    pub groups: GroupFilter,
     /// Empty means: any asymmetric algorithm the key itself allows.
     pub algorithms: Vec<Algorithm>,
     pub client_credentials: Option<Vec<String>>,
@@ -199,6 +207,7 @@ fn validate_provider(path: &str, p: &RawProvider, errs: &mut Errors) -> Option<P
             errs.push(format!("{path}.{field}"), "must not be empty");
         }
     }
+    let groups = super::groups::validate(&format!("{path}.groups"), &p.groups, errs);
     let mut algorithms = Vec::new();
     for (i, name) in p.algorithms.iter().enumerate() {
         match name.parse::<Algorithm>() {
@@ -241,6 +250,7 @@ fn validate_provider(path: &str, p: &RawProvider, errs: &mut Errors) -> Option<P
         email_claim: p.email_claim.clone(),
         groups_claim: p.groups_claim.clone(),
         require_groups: p.require_groups,
+        groups,
         algorithms,
         client_credentials: cc.enabled.then(|| cc.allowed_clients.clone()),
     })

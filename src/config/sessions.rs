@@ -16,8 +16,10 @@ use base64::Engine;
 use serde::Deserialize;
 use url::Url;
 
+use super::groups::RawGroups;
 use super::oidc::{fetch_url, is_local_host};
 use super::{Config, ConfigError, Errors, FieldError, RawConfig, Strings};
+use crate::groups::GroupFilter;
 use crate::request::judge_path;
 
 /// Bytes of a cookie encryption key (XChaCha20-Poly1305).
@@ -148,6 +150,9 @@ pub struct RawOAuth2Provider {
     pub email_claim: String,
     #[serde(default)]
     pub groups_claim: Option<String>,
+    /// The same block as an OIDC provider's, for the userinfo groups.
+    #[serde(default)]
+    pub groups: RawGroups,
     pub login: RawLogin,
 }
 
@@ -205,6 +210,8 @@ pub enum LoginKind {
         user_claim: String,
         email_claim: String,
         groups_claim: Option<String>,
+        /// Boxed: a compiled regex is large, and `Oidc` is small.
+        groups: Box<GroupFilter>,
     },
 }
 
@@ -394,6 +401,7 @@ pub(super) fn validate(raw: &RawConfig, errs: &mut Errors) -> Option<SessionsCon
         if p.groups_claim.as_deref() == Some("") {
             errs.push(format!("{path}.groups_claim"), "must not be empty (omit it instead)");
         }
+        let groups = super::groups::validate(&format!("{path}.groups"), &p.groups, errs);
         let login_path = format!("{path}.login");
         for (field, v) in [
             ("authorization_endpoint", &p.login.authorization_endpoint),
@@ -412,6 +420,7 @@ pub(super) fn validate(raw: &RawConfig, errs: &mut Errors) -> Option<SessionsCon
                 user_claim: p.user_claim.clone(),
                 email_claim: p.email_claim.clone(),
                 groups_claim: p.groups_claim.clone(),
+                groups: Box::new(groups),
             };
             if let Some(l) = validate_login(&login_path, &p.login, global_public.as_ref(), kind, errs) {
                 logins.push(l);

@@ -18,10 +18,11 @@ use super::{login_aad, Reply, Sessions};
 use crate::clock::unix;
 use crate::config::LoginKind;
 use crate::deny::Deny;
+use crate::groups::GroupFilter;
 use crate::identity::{Identity, Source};
 use crate::request::RequestView;
 use crate::verify::oidc::claims::{
-    drop_client_groups, email_verified, groups, identity_value, is_header_safe, names_email,
+    drop_client_groups, email_verified, groups, identity_value, is_header_safe, names_email, Mapped,
 };
 use crate::verify::oidc::{constant_time_eq, OidcVerifier};
 
@@ -154,14 +155,27 @@ impl Sessions {
                 user_claim,
                 email_claim,
                 groups_claim,
+                groups,
             } => {
                 let access = tokens.access_token.as_deref().ok_or(Deny::LoginFailed)?;
                 let claims = provider.userinfo(userinfo_url, access).await.map_err(|e| {
                     tracing::warn!(event = "userinfo_failed", login = %c.name, error = %e);
                     Deny::LoginFailed
                 })?;
-                let id = userinfo_identity(&c.name, &claims, user_claim, email_claim, groups_claim.as_deref(), at)?;
-                (id, token_exp.unwrap_or(end))
+                let mapped = userinfo_identity(
+                    &c.name,
+                    &claims,
+                    user_claim,
+                    email_claim,
+                    groups_claim.as_deref(),
+                    groups,
+                    at,
+                )?;
+                if mapped.groups_dropped > 0 {
+                    self.metrics.groups_dropped(&c.name, mapped.groups_dropped);
+                    tracing::info!(event = "groups_dropped", provider = %c.name, user = %mapped.identity.user, dropped = mapped.groups_dropped);
+                }
+                (mapped.identity, token_exp.unwrap_or(end))
             }
         };
         let mut data = SessionData::from_identity(&c.name, &identity, now, exp, end);
@@ -224,8 +238,9 @@ pub(super) fn userinfo_identity(
     user_claim: &str,
     email_claim: &str,
     groups_claim: Option<&str>,
+    filter: &GroupFilter,
     now: SystemTime,
-) -> Result<Identity, Deny> {
+) -> Result<Mapped, Deny> {
     let text = |v: Option<&Value>| -> Result<Option<String>, Deny> {
         match v {
             None | Some(Value::Null) => Ok(None),
@@ -257,11 +272,16 @@ pub(super) fn userinfo_identity(
         None => Vec::new(),
     };
     drop_client_groups(&mut groups);
+    // Filtered before it is sealed into the cookie, as an ID token's are.
+    let selected = filter.select(groups, None)?;
     // Valid as long as the session; `exp` of the session bounds it.
     let far = now + std::time::Duration::from_secs(400 * 86_400);
-    Ok(Identity::new(Source::Session, Arc::from(login), &sub, &user, far)
-        .with_email(email.as_deref())
-        .with_groups(&groups))
+    Ok(Mapped {
+        identity: Identity::new(Source::Session, Arc::from(login), &sub, &user, far)
+            .with_email(email.as_deref())
+            .with_groups(&selected.groups),
+        groups_dropped: selected.dropped,
+    })
 }
 
 fn params(raw_path: &str) -> Params {
@@ -296,9 +316,11 @@ mod tests {
             "login",
             "email",
             None,
+            &GroupFilter::default(),
             crate::clock::system_now(),
         )
-        .unwrap();
+        .unwrap()
+        .identity;
         assert_eq!(
             (&*id.user, &*id.subject, id.email.as_deref()),
             ("octocat", "583231", None)
@@ -312,6 +334,7 @@ mod tests {
                 "login",
                 "email",
                 None,
+                &GroupFilter::default(),
                 crate::clock::system_now()
             )
             .err(),
@@ -325,6 +348,7 @@ mod tests {
                 "login",
                 "email",
                 None,
+                &GroupFilter::default(),
                 crate::clock::system_now()
             )
             .err(),
@@ -336,17 +360,61 @@ mod tests {
     fn userinfo_follows_the_oidc_claim_rules() {
         let map = |v: serde_json::Value| v.as_object().cloned().unwrap();
         let c = map(json!({"login": "octo", "email": "o@x.io", "groups": ["client:ci", "dev"]}));
-        let id = userinfo_identity("gh", &c, "login", "email", Some("groups"), crate::clock::system_now()).unwrap();
+        let id = userinfo_identity(
+            "gh",
+            &c,
+            "login",
+            "email",
+            Some("groups"),
+            &GroupFilter::default(),
+            crate::clock::system_now(),
+        )
+        .unwrap()
+        .identity;
         assert_eq!(
             id.groups().collect::<Vec<_>>(),
             vec!["dev"],
             "client: groups are ours to give"
         );
+        // The provider's filter runs before the groups reach the cookie.
+        let c = map(json!({"login": "octo", "groups": ["dev", "ops", "team-a"]}));
+        let filter = GroupFilter {
+            prefixes: vec!["team-".into()],
+            exact: vec!["ops".into()],
+            ..GroupFilter::default()
+        };
+        let now = crate::clock::system_now();
+        let id = userinfo_identity("gh", &c, "login", "email", Some("groups"), &filter, now).unwrap();
+        assert_eq!(id.identity.groups_header(), "ops,team-a");
+        let tight = GroupFilter { max_bytes: 5, ..filter };
+        assert_eq!(
+            userinfo_identity("gh", &c, "login", "email", Some("groups"), &tight, now).err(),
+            Some(Deny::GroupsOverBudget)
+        );
         let c = map(json!({"login": "octo", "email": "o@x.io", "email_verified": false}));
-        let id = userinfo_identity("gh", &c, "login", "email", None, crate::clock::system_now()).unwrap();
+        let id = userinfo_identity(
+            "gh",
+            &c,
+            "login",
+            "email",
+            None,
+            &GroupFilter::default(),
+            crate::clock::system_now(),
+        )
+        .unwrap()
+        .identity;
         assert_eq!((&*id.user, id.email.as_deref()), ("octo", None));
         assert_eq!(
-            userinfo_identity("gh", &c, "email", "email", None, crate::clock::system_now()).err(),
+            userinfo_identity(
+                "gh",
+                &c,
+                "email",
+                "email",
+                None,
+                &GroupFilter::default(),
+                crate::clock::system_now()
+            )
+            .err(),
             Some(Deny::EmailUnverified)
         );
         for bad in [
@@ -362,6 +430,7 @@ mod tests {
                     "login",
                     "email",
                     None,
+                    &GroupFilter::default(),
                     crate::clock::system_now()
                 )
                 .err(),

@@ -44,6 +44,7 @@ use crate::headers::{self, CookieEdit};
 use crate::identity::Identity;
 use crate::idp::IdpClient;
 use crate::request::RequestView;
+use crate::telemetry::Metrics;
 use crate::verify::oidc::OidcVerifier;
 use cookie::{Sealer, MAX_COOKIE_BYTES};
 use provider::LoginProvider;
@@ -79,6 +80,8 @@ pub struct Sessions {
     /// judged at their arrival, not at the start of a Check that waited for
     /// them (an `nbf = iat` ID token would otherwise be "not yet valid").
     clock: Clock,
+    /// Counts the groups an OAuth2 provider's budget drops (callback.rs).
+    metrics: Arc<Metrics>,
 }
 
 /// What the request path needs of an opened session cookie, cached by the
@@ -154,7 +157,7 @@ pub enum SessionError {
 impl Sessions {
     /// `idp` makes the calls to the login providers (shared with bearer
     /// verification, so an issuer is discovered once).
-    pub fn new(cfg: &SessionsConfig, idp: &Arc<IdpClient>) -> Result<Self, SessionError> {
+    pub fn new(cfg: &SessionsConfig, idp: &Arc<IdpClient>, metrics: Arc<Metrics>) -> Result<Self, SessionError> {
         let keys = cfg
             .keys
             .iter()
@@ -216,6 +219,7 @@ impl Sessions {
                 .time_to_live(REFRESH_SHARE)
                 .build(),
             hash_keys: (rand::random(), rand::random()),
+            metrics,
         })
     }
 
@@ -467,7 +471,12 @@ mod tests {
             .unwrap();
         let mut s = cfg.sessions.take().unwrap();
         s.keys = vec![Secret::with_value("k", &[3; 32])];
-        Sessions::new(&s, &Arc::new(IdpClient::new(cfg.oidc.fetch_timeout).unwrap())).unwrap()
+        Sessions::new(
+            &s,
+            &Arc::new(IdpClient::new(cfg.oidc.fetch_timeout).unwrap()),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
     }
 
     fn data(groups: usize, rt: usize, idt: usize) -> SessionData {

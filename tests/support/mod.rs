@@ -52,6 +52,8 @@ struct LoginSide {
     refreshes: u32,
     /// Seconds the token endpoint takes to answer, on the issuer's clock.
     slow_by: u64,
+    /// The `groups` claim of ID tokens; `None`: `["dev", "ops"]`.
+    id_token_groups: Option<Value>,
 }
 
 /// How the token endpoint answers a refresh grant.
@@ -176,6 +178,11 @@ impl Issuer {
         self.login.lock().expect("lock").refresh = answer;
     }
 
+    /// The `groups` claim of the ID tokens the token endpoint issues from now on.
+    pub fn set_id_token_groups(&self, groups: Value) {
+        self.login.lock().expect("lock").id_token_groups = Some(groups);
+    }
+
     /// Refresh grants the token endpoint has answered, whatever the answer.
     pub fn refreshes(&self) -> u32 {
         self.login.lock().expect("lock").refreshes
@@ -265,6 +272,9 @@ fn token_endpoint(
     });
     if let Some(n) = nonce {
         claims["nonce"] = json!(n);
+    }
+    if let Some(g) = &login.id_token_groups {
+        claims["groups"] = g.clone();
     }
     let refresh_token = format!("rt-{}", rand::random::<u64>());
     login.refresh_tokens.insert(refresh_token.clone(), sub);

@@ -16,7 +16,15 @@ const MAX_GROUPS: usize = 512;
 /// Prefix of the virtual group given to client-credentials tokens.
 pub const CLIENT_GROUP_PREFIX: &str = "client:";
 
-pub fn to_identity(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Identity, Deny> {
+/// A token's identity, and how many of its groups were dropped to fit the
+/// provider's `groups.max_bytes` (`over_budget: drop`).
+#[derive(Debug)]
+pub struct Mapped {
+    pub identity: Identity,
+    pub groups_dropped: usize,
+}
+
+pub fn map_claims(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Mapped, Deny> {
     let sub = str_claim(claims, "sub")?;
     let exp = claims.get("exp").and_then(Value::as_f64).ok_or(Deny::InvalidClaims)?;
     if !exp.is_finite() || exp < 0.0 {
@@ -36,7 +44,7 @@ pub fn to_identity(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Id
     if let Some(g) = groups.as_mut() {
         drop_client_groups(g);
     }
-    let (source, user) = match audience_kind(p, claims.get("aud"), sub)? {
+    let (source, user, own_group) = match audience_kind(p, claims.get("aud"), sub)? {
         Audience::Ours => {
             if p.require_groups && groups.is_none() {
                 return Err(Deny::MissingGroups);
@@ -45,23 +53,27 @@ pub fn to_identity(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Id
                 return Err(Deny::EmailUnverified);
             }
             let user = str_claim(claims, &p.user_claim)?.ok_or(Deny::MissingUserClaim)?;
-            (Source::OidcUser, identity_value(user)?)
+            (Source::OidcUser, identity_value(user)?, None)
         }
         // A machine has no user claim; its client id is its name.
         Audience::Client(client) => {
             let client = identity_value(client)?;
-            groups
-                .get_or_insert_with(Vec::new)
-                .push(format!("{CLIENT_GROUP_PREFIX}{client}"));
-            (Source::OidcClient, client)
+            (
+                Source::OidcClient,
+                client,
+                Some(format!("{CLIENT_GROUP_PREFIX}{client}")),
+            )
         }
     };
-    Ok(
-        Identity::new(source, p.issuer.clone(), sub.unwrap_or(user), user, expires_at)
+    // Rules see only what the filter keeps: a group they name must be kept.
+    let selected = p.groups.select(groups.unwrap_or_default(), own_group)?;
+    Ok(Mapped {
+        identity: Identity::new(source, p.issuer.clone(), sub.unwrap_or(user), user, expires_at)
             .with_provider(p.name.clone())
             .with_email(email)
-            .with_groups(&groups.unwrap_or_default()),
-    )
+            .with_groups(&selected.groups),
+        groups_dropped: selected.dropped,
+    })
 }
 
 enum Audience<'a> {
@@ -203,7 +215,12 @@ pub(crate) fn is_header_safe(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::groups::GroupFilter;
     use serde_json::json;
+
+    fn to_identity(p: &ProviderConfig, claims: &Map<String, Value>) -> Result<Identity, Deny> {
+        map_claims(p, claims).map(|m| m.identity)
+    }
 
     fn provider() -> ProviderConfig {
         ProviderConfig {
@@ -215,6 +232,7 @@ mod tests {
             email_claim: "email".into(),
             groups_claim: "groups".into(),
             require_groups: false,
+            groups: GroupFilter::default(),
             algorithms: vec![],
             client_credentials: Some(vec!["ci".into()]),
         }
@@ -242,6 +260,24 @@ mod tests {
         assert_eq!(id.groups().collect::<Vec<_>>(), vec!["dev", "ops"]);
         let spaced = to_identity(&provider(), &claims(json!({"email": "a@x.io", "groups": "dev  ops"}))).unwrap();
         assert_eq!(spaced.groups().collect::<Vec<_>>(), vec!["dev", "ops"]);
+    }
+
+    #[test]
+    fn the_providers_group_filter_and_budget_decide_the_identitys_groups() {
+        let mut p = provider();
+        p.groups.exact = vec!["admins".into()];
+        p.groups.prefixes = vec!["team-".into()];
+        let c = claims(json!({"email": "a@x.io", "groups": ["x", "team-b", "admins", "team-a"]}));
+        let m = map_claims(&p, &c).unwrap();
+        assert_eq!(m.identity.groups_header(), "team-b,admins,team-a");
+        p.groups.max_bytes = "team-b,admins".len();
+        assert_eq!(map_claims(&p, &c).map(|_| ()), Err(Deny::GroupsOverBudget));
+        p.groups.over_budget = crate::groups::OverBudget::Drop;
+        let m = map_claims(&p, &c).unwrap();
+        assert_eq!((m.identity.groups_header(), m.groups_dropped), ("team-b,admins", 1));
+        // A machine token's own group passes any filter.
+        let m = map_claims(&p, &claims(json!({"sub": "ci", "aud": "ci", "groups": ["x"]}))).unwrap();
+        assert_eq!(m.identity.groups_header(), "client:ci");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::clock::unix;
-use crate::config::OidcConfig;
+use crate::config::{OidcConfig, ProviderConfig};
 use crate::deny::Deny;
 use crate::identity::Identity;
 use crate::idp::{IdpClient, IdpError};
@@ -37,6 +37,7 @@ pub struct OidcVerifier {
     max_token_bytes: usize,
     refresh_every: Duration,
     generation: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +77,7 @@ impl OidcVerifier {
             max_token_bytes: cfg.max_token_bytes,
             refresh_every: cfg.jwks_refresh,
             generation,
+            metrics,
         }
     }
 
@@ -113,7 +115,7 @@ impl OidcVerifier {
     /// A bearer token's identity, judged at `now` (the Check's clock).
     pub async fn verify(&self, token: &str, now: SystemTime) -> Result<Identity, Deny> {
         let (provider, claims) = self.verify_claims(token, now).await?;
-        claims::to_identity(&provider.config, &claims).map(|id| capped(id, now))
+        self.identity(&provider.config, &claims, now)
     }
 
     /// An ID token from a browser login (OIDC Core §3.1.3.7): the same
@@ -156,7 +158,19 @@ impl OidcVerifier {
         let mut cfg = provider.config.clone();
         cfg.audiences = vec![client_id.to_string()];
         cfg.client_credentials = None;
-        claims::to_identity(&cfg, &claims).map(|id| capped(id, now))
+        self.identity(&cfg, &claims, now)
+    }
+
+    /// Verified claims → identity, counting the groups its budget dropped
+    /// (once per verification: a cached identity does not count again).
+    fn identity(&self, cfg: &ProviderConfig, claims: &Map<String, Value>, now: SystemTime) -> Result<Identity, Deny> {
+        let mapped = claims::map_claims(cfg, claims)?;
+        let dropped = mapped.groups_dropped;
+        if dropped > 0 {
+            self.metrics.groups_dropped(&cfg.name, dropped);
+            tracing::info!(event = "groups_dropped", provider = %cfg.name, user = %mapped.identity.user, dropped);
+        }
+        Ok(capped(mapped.identity, now))
     }
 
     async fn verify_claims(&self, token: &str, now: SystemTime) -> Result<(&Provider, Map<String, Value>), Deny> {

@@ -266,6 +266,7 @@ mod tests {
             email_claim: "email".into(),
             groups_claim: "groups".into(),
             require_groups: false,
+            groups: Default::default(),
             algorithms: Vec::new(),
             client_credentials: None,
         };
