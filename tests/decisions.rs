@@ -848,6 +848,11 @@ async fn require_workload_admits_listed_principals_without_a_user_credential() {
         let a = w.check(from_peer(hooks(), other)).await;
         assert_denied(&a, 403, "principal_not_allowed");
     }
+    let metrics = w.metrics.render(0);
+    assert!(
+        metrics.contains("portcullis_authz_allow_total{source=\"workload\"} 2"),
+        "{metrics}"
+    );
     // No client certificate: a user token does not stand in for it.
     assert_denied(&w.check(hooks()).await, 401, "missing_principal");
     let bearer = w.bearer("alice");
