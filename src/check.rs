@@ -3,7 +3,7 @@
 //! 1. view the request (method, normalized path, headers)
 //!    (browser sessions: the callback and logout paths are answered here)
 //! 2. the route rule (the policy the proxy's route names, else the path's
-//!    rule), and which credentials it requires
+//!    rule), the workload principal it admits, and which credentials it requires
 //! 3. each required (or, for `any`, presented) credential: OIDC identity
 //!    (`Authorization`, else the session cookie; decision cache, else the
 //!    verifier) and/or Tenuo warrant
@@ -164,6 +164,7 @@ impl Checker {
                     .config
                     .headers
                     .edits(identity, grant, &credentials, view.header_names());
+                self.config.headers.inject_principal(&mut edits, view.principal);
                 if let Some(sessions) = &self.sessions {
                     edits.apply_cookie_edit(sessions.upstream_cookie_edit(&view));
                     edits.set_cookies.extend(allowed.set_cookie);
@@ -258,12 +259,18 @@ impl Checker {
 
     async fn decide(&self, view: &RequestView<'_>, started: Instant, now: SystemTime) -> Result<Allowed, Refusal> {
         let rule = self.config.policy.rule_for_request(view)?;
+        // The connection's principal first: no token is verified for a
+        // workload the rule does not admit anyway.
+        rule.admits_principal(view.principal)?;
         let (credential, wants_warrant) = match rule.require() {
             Require::Oidc => (
                 Some(self.oidc_credential(view, rule)?.ok_or(Deny::MissingCredential)?),
                 false,
             ),
             Require::Tenuo => (None, true),
+            // `allowed_principals` (checked above, never empty here) is the
+            // whole requirement.
+            Require::Workload => (None, false),
             Require::All => (
                 Some(self.oidc_credential(view, rule)?.ok_or(Deny::MissingCredential)?),
                 true,
@@ -466,6 +473,7 @@ fn log_denial(denied: &Refusal, view: Option<&RequestView<'_>>, request_id: &str
         status = denied.deny.status().code(),
         issuer = id.map(|i| &*i.issuer),
         subject = id.map(|i| &*i.subject),
+        principal = view.and_then(|v| v.principal),
         tool = w.and_then(|w| w.tool.as_deref()),
         constraint = w.and_then(|w| w.constraint.as_deref()),
         expected = w.and_then(|w| w.expected.as_deref()),

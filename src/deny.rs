@@ -91,6 +91,11 @@ pub enum Deny {
     ProviderNotAllowed,
     #[error("a state-changing request authenticated by the session cookie did not come from our origin")]
     CrossOriginRequest,
+    // Workload identity: the peer certificate's principal Envoy reports.
+    #[error("the route requires a workload principal and the connection has none")]
+    MissingPrincipal,
+    #[error("the workload principal is not allowed on this route")]
+    PrincipalNotAllowed,
     // Tenuo warrants. Reasons follow Tenuo's Kubernetes guide where it names one.
     #[error("no warrant")]
     MissingWarrant,
@@ -228,6 +233,10 @@ impl Deny {
             Deny::UnknownPolicy => class("unknown_policy", Forbidden, Rule, Never),
             Deny::ProviderNotAllowed => class("provider_not_allowed", Forbidden, Rule, Never),
             Deny::CrossOriginRequest => class("cross_origin_request", Forbidden, Rule, Never),
+            // The principal comes with the connection, not with a token:
+            // nothing here is keyed by credential bytes.
+            Deny::MissingPrincipal => class("missing_principal", Unauthenticated, Rule, Never),
+            Deny::PrincipalNotAllowed => class("principal_not_allowed", Forbidden, Rule, Never),
             // Warrants: tenuo-authorizer's statuses; a warrant that decodes
             // but does not authorize is a 403.
             Deny::MissingWarrant => class("missing_warrant", Unauthenticated, Warrant, Never),

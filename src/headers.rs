@@ -18,6 +18,10 @@ pub const WARRANT_TOOL: &str = "x-tenuo-tool";
 pub const WARRANT_HOLDER: &str = "x-tenuo-holder";
 pub const WARRANT_ROOT_ISSUER: &str = "x-tenuo-root-issuer";
 
+/// Where the workload principal (the mTLS peer's identity) is injected by
+/// default (`headers.principal`).
+pub const PRINCIPAL: &str = "x-portcullis-principal";
+
 /// Spoofable names every deployment strips, whatever its config says: the
 /// identity headers other auth proxies inject (an upstream written for one
 /// of them trusts its names), and routing overrides that would let a client
@@ -50,6 +54,9 @@ pub const BUILTIN_STRIP: &[&str] = &[
     WARRANT_TOOL,
     WARRANT_HOLDER,
     WARRANT_ROOT_ISSUER,
+    // Stripped even when `headers.principal` names another header: an
+    // upstream written for the default trusts this one.
+    PRINCIPAL,
 ];
 
 /// Names that are always listed in `headers_to_remove`, even when the
@@ -70,6 +77,9 @@ pub struct HeaderPolicy {
     pub groups: String,
     /// The verified identity's issuer (its provider's name for plain OAuth2).
     pub issuer: String,
+    /// Where the workload principal goes; stripped like the others and
+    /// removed from every allowed request unless a principal is injected.
+    pub principal: String,
     /// The names stripped whole (normalized), grouped by byte length (the
     /// index): a request header name is compared only with the names of its
     /// own length, since every header of every allowed request is looked up
@@ -115,7 +125,19 @@ pub enum CookieEdit {
 // === impl HeaderPolicy ===
 
 impl HeaderPolicy {
+    /// The principal goes in [`PRINCIPAL`].
     pub fn new(user: &str, email: &str, groups: &str, issuer: &str, strip: &[String]) -> Self {
+        Self::with_principal(user, email, groups, issuer, PRINCIPAL, strip)
+    }
+
+    pub fn with_principal(
+        user: &str,
+        email: &str,
+        groups: &str,
+        issuer: &str,
+        principal: &str,
+        strip: &[String],
+    ) -> Self {
         let mut exact: Vec<String> = Vec::new();
         let mut prefixes: Vec<String> = Vec::new();
         let all = BUILTIN_STRIP
@@ -123,7 +145,7 @@ impl HeaderPolicy {
             .chain(BUILTIN_EXACT)
             .copied()
             .chain(strip.iter().map(String::as_str))
-            .chain([user, email, groups, issuer]);
+            .chain([user, email, groups, issuer, principal]);
         for name in all {
             let name = normalize(name);
             match name.strip_suffix('*') {
@@ -179,6 +201,7 @@ impl HeaderPolicy {
             email: email.to_string(),
             groups: groups.to_string(),
             issuer: issuer.to_string(),
+            principal: principal.to_string(),
             exact_by_len,
             prefixes,
             first_bytes,
@@ -288,6 +311,23 @@ impl HeaderPolicy {
             remove,
             ..Default::default()
         }
+    }
+}
+
+impl HeaderPolicy {
+    /// Injects the workload principal of an allowed request. `edits` removes
+    /// the principal header from every request (it is not one of the
+    /// `injectable` names), so a connection without a principal never
+    /// passes a client's value on; this takes it off the removals, since
+    /// Envoy applies removals after the headers set, and overwrites it.
+    pub fn inject_principal(&self, edits: &mut Edits, principal: Option<&str>) {
+        let Some(principal) = principal else {
+            return;
+        };
+        // A configured name with `_` is another header than its `-`
+        // spelling to Envoy: that spelling stays removed.
+        edits.remove.retain(|r| *r != self.principal);
+        edits.set.push(overwrite(self.principal.clone(), principal.to_string()));
     }
 }
 
@@ -720,6 +760,36 @@ mod tests {
             root_issuer: "00ff".into(),
             expires_at: 0,
         }
+    }
+
+    #[test]
+    fn the_principal_is_injected_only_when_there_is_one_and_removed_otherwise() {
+        let p = policy();
+        let sent = ["x-portcullis-principal", "X_Portcullis_Principal", "accept"];
+        let mut e = p.edits(Some(&identity()), None, &[], sent.into_iter());
+        let without = e.clone();
+        assert!(without.remove.contains(&PRINCIPAL.to_string()), "{without:?}");
+        assert!(without.remove.contains(&"X_Portcullis_Principal".to_string()));
+        p.inject_principal(&mut e, None);
+        assert_eq!(e, without, "no principal: nothing injected, the header removed");
+        p.inject_principal(&mut e, Some("spiffe://td/ns/ci/sa/deployer"));
+        assert!(e
+            .set_pairs()
+            .contains(&(PRINCIPAL.to_string(), "spiffe://td/ns/ci/sa/deployer".to_string())));
+        assert!(!e.remove.contains(&PRINCIPAL.to_string()), "set, so not removed after");
+        assert!(
+            e.remove.contains(&"X_Portcullis_Principal".to_string()),
+            "other spellings still go"
+        );
+        // Another configured name: the default is still stripped, the
+        // configured one carries the principal.
+        let p = HeaderPolicy::with_principal("x-user-id", "x-mail", "x-groups", "x-iss", "x-spiffe-id", &[]);
+        assert!(p.is_spoofable("X_Spiffe_Id") && p.is_spoofable(PRINCIPAL));
+        let mut e = p.edits(None, None, &[], ["x-spiffe-id"].into_iter());
+        assert!(e.remove.contains(&"x-spiffe-id".to_string()) && e.remove.contains(&PRINCIPAL.to_string()));
+        p.inject_principal(&mut e, Some("spiffe://td/x"));
+        assert!(!e.remove.contains(&"x-spiffe-id".to_string()));
+        assert!(e.remove.contains(&PRINCIPAL.to_string()));
     }
 
     #[test]

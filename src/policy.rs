@@ -26,6 +26,34 @@ pub enum Require {
     Any,
     /// Both.
     All,
+    /// Only the workload principal (`allowed_principals`): no OIDC or
+    /// Tenuo credential is read.
+    Workload,
+}
+
+/// One entry of `allowed_principals`: a whole principal, or a prefix when
+/// written with a trailing `*` (validated at load: non-empty, no other `*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PrincipalPattern {
+    /// `spiffe://td/ns/ci/*` is a prefix; anything else is exact.
+    pub fn parse(pattern: &str) -> Self {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => PrincipalPattern::Prefix(prefix.to_string()),
+            None => PrincipalPattern::Exact(pattern.to_string()),
+        }
+    }
+
+    pub fn matches(&self, principal: &str) -> bool {
+        match self {
+            PrincipalPattern::Exact(p) => p == principal,
+            PrincipalPattern::Prefix(p) => principal.starts_with(p.as_str()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +91,9 @@ pub struct Access {
     session_providers: Vec<Arc<str>>,
     /// Let an `Authorization` header portcullis did not verify reach the upstream.
     forward_unverified_authorization: bool,
+    /// Workload principals (the peer certificate's, as Envoy reports it)
+    /// admitted here; empty: any connection, with or without one.
+    allowed_principals: Vec<PrincipalPattern>,
 }
 
 // === impl Policy ===
@@ -160,6 +191,7 @@ impl Rule {
                 token_providers: None,
                 session_providers: Vec::new(),
                 forward_unverified_authorization: false,
+                allowed_principals: Vec::new(),
             },
         }
     }
@@ -190,6 +222,30 @@ impl Rule {
     pub fn with_forward_unverified_authorization(mut self, forward: bool) -> Self {
         self.access.forward_unverified_authorization = forward;
         self
+    }
+
+    /// The workload principals this rule admits (see [`Rule::admits_principal`]).
+    pub fn with_principals(mut self, patterns: Vec<PrincipalPattern>) -> Self {
+        self.access.allowed_principals = patterns;
+        self
+    }
+
+    /// A rule that lists principals needs one of them, whatever `require`
+    /// says about credentials: none at all is `missing_principal` (401),
+    /// another one `principal_not_allowed` (403). A rule that lists none
+    /// admits any connection. `principal` is what Envoy verified (`None`
+    /// when the connection had no client certificate).
+    pub fn admits_principal(&self, principal: Option<&str>) -> Result<(), Deny> {
+        let allowed = &self.access.allowed_principals;
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let principal = principal.ok_or(Deny::MissingPrincipal)?;
+        if allowed.iter().any(|p| p.matches(principal)) {
+            Ok(())
+        } else {
+            Err(Deny::PrincipalNotAllowed)
+        }
     }
 
     /// The login browsers are redirected to on this rule's paths, if any.
@@ -404,6 +460,36 @@ mod tests {
         let rule = p.rule_for("/x").expect("rule");
         assert_eq!(rule.admits(None), Err(Deny::MissingCredential));
         assert_eq!(rule.admits(Some(&who("a", &["dev"]))), Ok(()));
+    }
+
+    #[test]
+    fn listed_principals_match_exactly_or_by_a_trailing_star() {
+        let rule = Rule::new("/", &[], &[], Require::Workload).with_principals(vec![
+            PrincipalPattern::parse("spiffe://cluster.local/ns/ci/sa/deployer"),
+            PrincipalPattern::parse("spiffe://cluster.local/ns/build/*"),
+        ]);
+        for ok in [
+            "spiffe://cluster.local/ns/ci/sa/deployer",
+            "spiffe://cluster.local/ns/build/sa/a",
+            "spiffe://cluster.local/ns/build/",
+        ] {
+            assert_eq!(rule.admits_principal(Some(ok)), Ok(()), "{ok}");
+        }
+        for no in [
+            "spiffe://cluster.local/ns/ci/sa/deployer2",
+            "spiffe://cluster.local/ns/ci/sa/deploye",
+            "SPIFFE://cluster.local/ns/ci/sa/deployer",
+            "spiffe://cluster.local/ns/builder/sa/a",
+            "spiffe://cluster.local/ns/build",
+            "",
+        ] {
+            assert_eq!(rule.admits_principal(Some(no)), Err(Deny::PrincipalNotAllowed), "{no}");
+        }
+        assert_eq!(rule.admits_principal(None), Err(Deny::MissingPrincipal));
+        // No list: the principal is not asked for.
+        let open = Rule::new("/", &[], &[], Require::Oidc);
+        assert_eq!(open.admits_principal(None), Ok(()));
+        assert_eq!(open.admits_principal(Some("spiffe://x/y")), Ok(()));
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub struct RequestView<'a> {
     /// The named policy the proxy's route chose ([`POLICY_EXTENSION`]), as
     /// sent (possibly empty); `None` when the route names none.
     pub policy: Option<&'a str>,
+    /// The workload principal Envoy verified (`attributes.source.principal`:
+    /// the peer certificate's first URI SAN, else its subject); `None` on a
+    /// connection without a client certificate. Never read from a header:
+    /// `x-forwarded-client-cert` is whatever the client or a previous hop
+    /// wrote unless Envoy sanitizes it.
+    pub principal: Option<&'a str>,
     headers: Headers<'a>,
 }
 
@@ -86,6 +92,7 @@ impl<'a> RequestView<'a> {
                 .attributes
                 .as_ref()
                 .and_then(|a| route_policy(&a.context_extensions)),
+            principal: principal(req)?,
             headers,
         })
     }
@@ -196,6 +203,21 @@ fn route_policy(extensions: &HashMap<String, String>) -> Option<&str> {
         return None;
     }
     extensions.get(POLICY_EXTENSION).map(String::as_str)
+}
+
+/// The downstream peer's principal as Envoy reports it; `""` (no client
+/// certificate, or plain TCP) is none. A principal that is not printable
+/// ASCII cannot be matched or injected as a header value safely: refused,
+/// whatever the rule, rather than passed on or silently dropped.
+fn principal(req: &CheckRequest) -> Result<Option<&str>, Deny> {
+    let Some(p) = req.attributes.as_ref().and_then(|a| a.source.as_ref()) else {
+        return Ok(None);
+    };
+    match p.principal.as_str() {
+        "" => Ok(None),
+        p if p.bytes().all(|b| (0x20..0x7f).contains(&b)) => Ok(Some(p)),
+        _ => Err(Deny::PrincipalNotAllowed),
+    }
 }
 
 fn http(req: &CheckRequest) -> Option<&HttpRequest> {
@@ -372,6 +394,42 @@ mod tests {
         // Empty is passed on as empty: the policy lookup refuses it.
         set(&mut req, "");
         assert_eq!(RequestView::new(&req).map(|v| v.policy), Ok(Some("")));
+    }
+
+    #[test]
+    fn the_principal_is_the_peer_envoy_verified_never_a_header() {
+        use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
+        let mut req = with_headers(0);
+        let attributes = req.attributes.as_mut().expect("attributes");
+        if let Some(http) = attributes.request.as_mut().and_then(|r| r.http.as_mut()) {
+            http.headers.insert(
+                "x-forwarded-client-cert".into(),
+                "By=spiffe://a;URI=spiffe://cluster.local/ns/ci/sa/deployer".into(),
+            );
+        }
+        assert_eq!(RequestView::new(&req).map(|v| v.principal), Ok(None));
+        let set = |req: &mut CheckRequest, principal: &str| {
+            if let Some(a) = req.attributes.as_mut() {
+                a.source = Some(Peer {
+                    principal: principal.into(),
+                    ..Default::default()
+                });
+            }
+        };
+        // A TLS connection without a client certificate: Envoy sends "".
+        set(&mut req, "");
+        assert_eq!(RequestView::new(&req).map(|v| v.principal), Ok(None));
+        set(&mut req, "spiffe://cluster.local/ns/ci/sa/deployer");
+        assert_eq!(
+            RequestView::new(&req).map(|v| v.principal),
+            Ok(Some("spiffe://cluster.local/ns/ci/sa/deployer"))
+        );
+        // Not a header value: refused, not matched or injected.
+        set(&mut req, "spiffe://a/b\r\nx-user-id: admin");
+        assert_eq!(
+            RequestView::new(&req).map(|v| v.principal).err(),
+            Some(Deny::PrincipalNotAllowed)
+        );
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub struct Metrics {
 }
 
 /// `authz_allow`'s `source` label values.
-const SOURCES: [&str; 7] = [
+const SOURCES: [&str; 8] = [
     "oidc_user",
     "oidc_client",
     "session",
@@ -86,6 +86,7 @@ const SOURCES: [&str; 7] = [
     "oidc_client+tenuo",
     "session+tenuo",
     "tenuo",
+    "workload",
 ];
 
 /// `cache_lookups`' `result` label values, in `CacheResult` order.
@@ -222,7 +223,10 @@ impl Metrics {
             (Some(Source::OidcUser), true) => 3,
             (Some(Source::OidcClient), true) => 4,
             (Some(Source::Session), true) => 5,
-            (None, _) => 6,
+            (None, true) => 6,
+            // Neither a user nor a warrant: only a `require: workload`
+            // rule (its mTLS principal) admits that.
+            (None, false) => 7,
         };
         counter(&self.allow, &self.allow_by_source[i], || SourceLabels {
             source: SOURCES[i],

@@ -925,3 +925,162 @@ async fn a_login_over_the_budget_is_refused_at_the_callback() {
     w.issuer.set_id_token_groups(login_groups());
     assert_denied(&w.callback("frank", "/home").await, 401, "session_too_large");
 }
+
+// ---------------------------------------------------------------------------
+// Workload identity: the mTLS peer Envoy verified (`attributes.source.principal`).
+
+const DEPLOYER: &str = "spiffe://cluster.local/ns/ci/sa/deployer";
+
+const WORKLOAD_RULES: &str = r#"  - path_prefix: /hooks
+    require: workload
+    allowed_principals: ["spiffe://cluster.local/ns/ci/sa/deployer", "spiffe://cluster.local/ns/build/*"]
+  - path_prefix: /deploy
+    require: oidc
+    allowed_principals: ["spiffe://cluster.local/ns/ci/sa/deployer"]
+  - path_prefix: /
+    require: oidc
+"#;
+
+/// The request as Envoy sends it from a connection whose peer certificate
+/// names `principal` (`""`: no client certificate).
+fn from_peer(mut req: CheckRequest, principal: &str) -> CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
+    req.attributes.as_mut().unwrap().source = Some(Peer {
+        principal: principal.into(),
+        ..Default::default()
+    });
+    req
+}
+
+/// An allowed answer's header edits: (name, value) set, names removed.
+fn edits(r: &CheckResponse) -> (Vec<(String, String)>, Vec<String>) {
+    let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
+        panic!("not allowed: {r:?}");
+    };
+    let set = ok
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    (set, ok.headers_to_remove.clone())
+}
+
+fn set_value<'a>(set: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn require_workload_admits_listed_principals_without_a_user_credential() {
+    let w = World::new(WORKLOAD_RULES).await;
+    let hooks = || request("POST", "/hooks/release", &[]);
+    for principal in [DEPLOYER, "spiffe://cluster.local/ns/build/sa/runner"] {
+        let r = w.checker.check(&from_peer(hooks(), principal)).await;
+        let (set, remove) = edits(&r);
+        assert_eq!(set_value(&set, "x-portcullis-principal"), Some(principal));
+        assert_eq!(set_value(&set, "x-user-id"), None, "no user was proven");
+        assert!(remove.contains(&"x-user-id".to_string()), "{remove:?}");
+    }
+    for other in [
+        "spiffe://cluster.local/ns/ci/sa/deployer-2",
+        "spiffe://cluster.local/ns/ci/sa/other",
+        "spiffe://cluster.local/ns/builder/sa/x",
+        "spiffe://evil.example/ns/ci/sa/deployer",
+    ] {
+        let a = w.check(from_peer(hooks(), other)).await;
+        assert_denied(&a, 403, "principal_not_allowed");
+    }
+    let metrics = w.metrics.render(0);
+    assert!(
+        metrics.contains("portcullis_authz_allow_total{source=\"workload\"} 2"),
+        "{metrics}"
+    );
+    // No client certificate: a user token does not stand in for it.
+    assert_denied(&w.check(hooks()).await, 401, "missing_principal");
+    let bearer = w.bearer("alice");
+    let with_token = request("POST", "/hooks/release", &[("authorization", &bearer)]);
+    assert_denied(
+        &w.check(from_peer(with_token.clone(), "")).await,
+        401,
+        "missing_principal",
+    );
+    // With the principal, the token is not read, and not forwarded unverified.
+    let r = w.checker.check(&from_peer(with_token, DEPLOYER)).await;
+    let (set, remove) = edits(&r);
+    assert_eq!(set_value(&set, "x-user-id"), None);
+    assert!(remove.contains(&"authorization".to_string()), "{remove:?}");
+}
+
+#[tokio::test]
+async fn allowed_principals_combine_with_the_credential_require_asks_for() {
+    let w = World::new(WORKLOAD_RULES).await;
+    let bearer = w.bearer("alice");
+    let deploy = |auth: Option<&str>| match auth {
+        Some(a) => request("GET", "/deploy/x", &[("authorization", a)]),
+        None => request("GET", "/deploy/x", &[]),
+    };
+    // Both: the user and the workload reach the upstream.
+    let r = w.checker.check(&from_peer(deploy(Some(&bearer)), DEPLOYER)).await;
+    let (set, _) = edits(&r);
+    assert_eq!(set_value(&set, "x-portcullis-principal"), Some(DEPLOYER));
+    assert!(set_value(&set, "x-user-id").is_some_and(|u| !u.is_empty()), "{set:?}");
+    // Either one alone is not enough; the principal is judged first.
+    assert_denied(
+        &w.check(from_peer(deploy(None), DEPLOYER)).await,
+        401,
+        "missing_credential",
+    );
+    assert_denied(&w.check(deploy(Some(&bearer))).await, 401, "missing_principal");
+    assert_denied(
+        &w.check(from_peer(
+            deploy(Some(&bearer)),
+            "spiffe://cluster.local/ns/ci/sa/other",
+        ))
+        .await,
+        403,
+        "principal_not_allowed",
+    );
+    assert_denied(
+        &w.check(from_peer(deploy(Some("Bearer not-a-jwt")), DEPLOYER)).await,
+        401,
+        "malformed_token",
+    );
+    // A rule without allowed_principals does not ask, but a verified
+    // principal is still passed on with the user.
+    let r = w.checker.check(&from_peer(get("/other", &bearer), DEPLOYER)).await;
+    assert_eq!(set_value(&edits(&r).0, "x-portcullis-principal"), Some(DEPLOYER));
+}
+
+#[tokio::test]
+async fn a_client_sent_principal_header_never_reaches_the_upstream() {
+    let w = World::new(WORKLOAD_RULES).await;
+    let bearer = w.bearer("alice");
+    let spoofed = |path: &str| {
+        request(
+            "GET",
+            path,
+            &[
+                ("authorization", &bearer),
+                ("x-portcullis-principal", DEPLOYER),
+                ("x_portcullis_principal", DEPLOYER),
+                ("x-forwarded-client-cert", &format!("URI={DEPLOYER}")),
+            ],
+        )
+    };
+    // No peer certificate: the header is removed in every spelling, and the
+    // XFCC header does not make a principal.
+    let r = w.checker.check(&spoofed("/other")).await;
+    let (set, remove) = edits(&r);
+    assert_eq!(set_value(&set, "x-portcullis-principal"), None);
+    for name in ["x-portcullis-principal", "x_portcullis_principal"] {
+        assert!(remove.contains(&name.to_string()), "{name}: {remove:?}");
+    }
+    assert_denied(&w.check(spoofed("/deploy")).await, 401, "missing_principal");
+    // Another peer: its own principal overwrites the client's value.
+    let other = "spiffe://cluster.local/ns/web/sa/frontend";
+    let r = w.checker.check(&from_peer(spoofed("/other"), other)).await;
+    let (set, remove) = edits(&r);
+    assert_eq!(set_value(&set, "x-portcullis-principal"), Some(other));
+    assert!(!remove.contains(&"x-portcullis-principal".to_string()), "{remove:?}");
+    assert!(remove.contains(&"x_portcullis_principal".to_string()), "{remove:?}");
+}

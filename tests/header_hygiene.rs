@@ -175,6 +175,8 @@ fn other_proxies_identity_headers_and_routing_overrides_are_stripped() {
         "x-method-override",
         "x-original-url",
         "x-rewrite-url",
+        // portcullis' own workload principal (no mTLS here: none to inject).
+        "x-portcullis-principal",
     ];
     let mixed_case = |n: &str| -> String {
         n.split('-')

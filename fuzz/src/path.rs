@@ -56,7 +56,8 @@ pub fn rule_tag(path: &str) -> Result<Tag, Deny> {
     Ok(match rule.require() {
         Require::Tenuo => Tag::Public,
         Require::Oidc => Tag::Admin,
-        Require::Any | Require::All => Tag::Root,
+        // The fixture has no workload rule; `Root` keeps the match exhaustive.
+        Require::Any | Require::All | Require::Workload => Tag::Root,
     })
 }
 

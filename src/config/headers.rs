@@ -14,6 +14,8 @@ pub struct RawHeaders {
     pub email: String,
     pub groups: String,
     pub issuer: String,
+    /// The workload principal (mTLS peer identity) of an allowed request.
+    pub principal: String,
     pub strip: Vec<String>,
 }
 
@@ -24,6 +26,7 @@ impl Default for RawHeaders {
             email: "x-auth-request-email".into(),
             groups: "x-auth-request-groups".into(),
             issuer: "x-auth-request-issuer".into(),
+            principal: crate::headers::PRINCIPAL.into(),
             strip: Vec::new(),
         }
     }
@@ -35,6 +38,7 @@ pub(super) fn validate(h: &RawHeaders, errs: &mut Errors) -> HeaderPolicy {
         ("headers.email", &h.email),
         ("headers.groups", &h.groups),
         ("headers.issuer", &h.issuer),
+        ("headers.principal", &h.principal),
     ] {
         if !is_header_name(name) {
             errs.push(path, "must be a lower-case HTTP header name, e.g. x-user-id");
@@ -45,9 +49,17 @@ pub(super) fn validate(h: &RawHeaders, errs: &mut Errors) -> HeaderPolicy {
             );
         }
     }
-    let names = [&h.user, &h.email, &h.groups, &h.issuer];
+    let names = [&h.user, &h.email, &h.groups, &h.issuer, &h.principal];
     if names.iter().enumerate().any(|(i, n)| names[..i].contains(n)) {
-        errs.push("headers", "user, email, groups and issuer must be distinct headers");
+        errs.push(
+            "headers",
+            "user, email, groups, issuer and principal must be distinct headers",
+        );
+    }
+    // The warrant's headers are set by the warrant alone; the principal
+    // injected under one of them would make it say two things.
+    if h.principal.replace('_', "-").starts_with("x-tenuo-") {
+        errs.push("headers.principal", "must not be one of the x-tenuo-* headers");
     }
     for (i, name) in h.strip.iter().enumerate() {
         let bare = name.strip_suffix('*').unwrap_or(name);
@@ -63,7 +75,7 @@ pub(super) fn validate(h: &RawHeaders, errs: &mut Errors) -> HeaderPolicy {
             );
         }
     }
-    HeaderPolicy::new(&h.user, &h.email, &h.groups, &h.issuer, &h.strip)
+    HeaderPolicy::with_principal(&h.user, &h.email, &h.groups, &h.issuer, &h.principal, &h.strip)
 }
 
 fn is_header_name(name: &str) -> bool {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{Errors, RawConfig};
-use crate::policy::{Policy, Require, Rule};
+use crate::policy::{Policy, PrincipalPattern, Require, Rule};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +36,10 @@ pub struct RawRule {
     /// warrant-only or cookie-authenticated request) reach the upstream.
     #[serde(default)]
     pub forward_unverified_authorization: bool,
+    /// Workload principals (mTLS peer identities, e.g. SPIFFE IDs) admitted
+    /// here, whole or as a prefix ending in `*`; empty: not asked for.
+    #[serde(default)]
+    pub allowed_principals: Vec<String>,
 }
 
 /// A named policy (`policies.<name>`): a rule without `path_prefix`. The
@@ -51,6 +55,7 @@ pub struct RawPolicy {
     pub providers: Option<Vec<String>>,
     pub accept_sessions: Option<bool>,
     pub forward_unverified_authorization: bool,
+    pub allowed_principals: Vec<String>,
 }
 
 impl RawPolicy {
@@ -66,6 +71,7 @@ impl RawPolicy {
             providers: self.providers.clone(),
             accept_sessions: self.accept_sessions,
             forward_unverified_authorization: self.forward_unverified_authorization,
+            allowed_principals: self.allowed_principals.clone(),
         }
     }
 }
@@ -187,10 +193,17 @@ fn compile(path: &str, r: &RawRule, cx: &Context<'_>, errs: &mut Errors) -> Rule
     if matches!(require, Require::Tenuo | Require::All) && !has_tenuo {
         errs.push(format!("{path}.require"), "needs a `tenuo` section");
     }
-    if r.login.is_some() && require == Require::Tenuo {
+    if r.login.is_some() && matches!(require, Require::Tenuo | Require::Workload) {
         errs.push(
             format!("{path}.login"),
-            "a login gives an OIDC session; this rule requires only tenuo",
+            "a login gives an OIDC session; this rule requires only tenuo or a workload",
+        );
+    }
+    let principals = principal_patterns(path, &r.allowed_principals, errs);
+    if require == Require::Workload && principals.is_empty() {
+        errs.push(
+            format!("{path}.allowed_principals"),
+            "require: workload admits only the principals listed here: list at least one",
         );
     }
     let (tokens, sessions) = rule_providers(path, r, known, lists_people, errs);
@@ -198,6 +211,30 @@ fn compile(path: &str, r: &RawRule, cx: &Context<'_>, errs: &mut Errors) -> Rule
         .with_login(r.login.as_deref())
         .with_providers(tokens, sessions)
         .with_forward_unverified_authorization(r.forward_unverified_authorization)
+        .with_principals(principals)
+}
+
+/// `allowed_principals`: exact principals, or prefixes written with one
+/// trailing `*`. A `*` anywhere else is refused rather than read literally
+/// (it would look like a glob and match nothing), and so is a bare `*` (any
+/// certificate the proxy accepts, whatever its subject: name the trust
+/// domain instead, e.g. `spiffe://cluster.local/*`).
+fn principal_patterns(path: &str, patterns: &[String], errs: &mut Errors) -> Vec<PrincipalPattern> {
+    for (j, p) in patterns.iter().enumerate() {
+        let field = format!("{path}.allowed_principals[{j}]");
+        let body = p.strip_suffix('*').unwrap_or(p);
+        if body.is_empty() {
+            errs.push(
+                field,
+                "must not be empty or a bare '*' (name at least the trust domain)",
+            );
+        } else if body.contains('*') {
+            errs.push(field, "'*' is allowed only at the end (a prefix)");
+        } else if body.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
+            errs.push(field, "must be printable ASCII (as a URI SAN or subject is)");
+        }
+    }
+    patterns.iter().map(|p| PrincipalPattern::parse(p)).collect()
 }
 
 /// Policy names are compared with what the proxy's route sends, and

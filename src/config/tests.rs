@@ -618,3 +618,58 @@ fn errs_none(yaml: &str) {
         panic!("{yaml}: {e}");
     }
 }
+
+#[test]
+fn allowed_principals_are_exact_or_a_trailing_star_prefix_and_workload_needs_them() {
+    let yaml = |rules: &str| format!("{MINIMAL}rules:\n{rules}");
+    let ok = yaml(
+        "  - {path_prefix: /hooks, require: workload, allowed_principals: [\"spiffe://td/ns/ci/sa/a\", \"spiffe://td/ns/b/*\"]}\n  - {path_prefix: /, allowed_principals: [\"spiffe://td/*\"]}\n",
+    );
+    let c = RawConfig::from_yaml(&ok).unwrap().validate().unwrap();
+    let hooks = c.policy.rule_for("/hooks").unwrap();
+    assert_eq!(hooks.require(), Require::Workload);
+    assert_eq!(hooks.admits_principal(Some("spiffe://td/ns/b/sa/x")), Ok(()));
+    assert_eq!(hooks.admits_principal(None), Err(Deny::MissingPrincipal));
+    // Without `require`: the default (oidc here) and the principal.
+    assert_eq!(c.policy.rule_for("/x").unwrap().require(), Require::Oidc);
+    assert_eq!(
+        paths(&yaml(
+            "  - {path_prefix: /a, require: workload}\n  - {path_prefix: /b, allowed_principals: [\"\", \"*\", \"spiffe://*/x\", \"a*b*\", \"spiffe://td/\\u00e9\"]}\n  - {path_prefix: /c, require: workload, login: x, allowed_principals: [p]}\n  - {path_prefix: /d, require: workload, allowed_groups: [g], allowed_principals: [p]}\n"
+        )),
+        [
+            "rules[0].allowed_principals",
+            "rules[1].allowed_principals[0]",
+            "rules[1].allowed_principals[1]",
+            "rules[1].allowed_principals[2]",
+            "rules[1].allowed_principals[3]",
+            "rules[1].allowed_principals[4]",
+            "rules[2].login",
+            "rules[3].require",
+            // The unknown login `x`, reported with the sessions.
+            "rules[2].login",
+        ]
+    );
+    let policies =
+        format!("{MINIMAL}policies:\n  ci: {{require: workload, allowed_principals: [\"spiffe://td/ci/*\"]}}\n");
+    let c = RawConfig::from_yaml(&policies).unwrap().validate().unwrap();
+    let ci = c.policy.named("ci").unwrap();
+    assert_eq!(
+        ci.admits_principal(Some("spiffe://td/cd/x")),
+        Err(Deny::PrincipalNotAllowed)
+    );
+}
+
+#[test]
+fn the_principal_header_is_a_distinct_header_name() {
+    let c = RawConfig::from_yaml(MINIMAL).unwrap().validate().unwrap();
+    assert_eq!(c.headers.principal, "x-portcullis-principal");
+    for (name, path) in [
+        ("x-user-id", "headers"),
+        ("X-Spiffe", "headers.principal"),
+        ("authorization", "headers.principal"),
+        ("x_tenuo_tool", "headers.principal"),
+    ] {
+        let yaml = format!("{MINIMAL}headers: {{principal: {name}}}\n");
+        assert_eq!(paths(&yaml), [path], "{name}");
+    }
+}
