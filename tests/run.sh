@@ -67,6 +67,14 @@ eval "$routers_env"
 export NGINX_BIN ROUTERS_PYTHON
 "$NGINX_BIN" -v
 
+# --- openssl CLI -------------------------------------------------------------------
+# tests/workload_identity.rs makes its CA and mTLS certificates with it.
+step "openssl CLI (Debian package when missing)"
+if ! command -v openssl >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
+openssl version
+
 # --- Static checks ----------------------------------------------------------------
 step "cargo fmt --check"
 cargo fmt --all -- --check
