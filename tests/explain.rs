@@ -6,10 +6,11 @@
 //! given (`--at`), work offline with `--jwks-file`, and never print the
 //! token.
 //!
-//! The quickstart's own config is not used literally: it binds fixed ports
-//! (9090, 9400…) that parallel test runs share, and needs the quickstart's
-//! IdP; this stack has the same kinds of rules (an open bearer API, an
-//! `/admin` group rule, a named policy) on free ports.
+//! The comparison with a running server uses a stack on free ports with the
+//! quickstart's kinds of rules (a bearer API, an `/admin` group rule, a
+//! named policy): running the quickstart itself binds fixed ports (9090,
+//! 9400…) that parallel test runs share. The quickstart's own config file
+//! is explained too, offline, against the answers quickstart/run.sh expects.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
@@ -299,4 +300,99 @@ fn a_check_request_as_json_is_explained_and_bad_input_exits_2() {
     assert_eq!(code, 2, "{out}");
     let (code, _, out) = explain(Path::new("/nonexistent.yaml"), &["--path", "/x"]);
     assert_eq!(code, 2, "{out}");
+}
+
+/// The quickstart's own config file, offline: its issuer's keys from a file
+/// (tokens signed here with the bench key, claims as quickstart/idp.mjs
+/// issues them), and the answers quickstart/run.sh expects of the running
+/// server for each bearer request it sends. The warrant and browser parts
+/// of run.sh need its IdP, Tenuo's SDK and a browser, and are not repeated.
+#[test]
+fn the_quickstart_config_gives_the_answers_run_sh_expects() {
+    use jsonwebtoken::{jwk::Jwk, Algorithm, EncodingKey, Header};
+    let root = repo_root();
+    let config = root.join("quickstart/portcullis.yaml");
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(root.join("benches/keys/rs256.pem")).unwrap()).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some("quickstart".into());
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [jwk]}).to_string()).unwrap();
+    let issuer = "http://127.0.0.1:9400";
+    let sign = |claims: Value| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("quickstart".into());
+        let mut claims = claims;
+        claims["iss"] = json!(issuer);
+        claims["iat"] = json!(now());
+        claims["exp"] = json!(now() + 3600);
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let user = |name: &str, groups: &[&str]| {
+        sign(json!({"sub": name, "aud": "portcullis", "email": format!("{name}@example.com"), "groups": groups}))
+    };
+    let alice = user("alice", &["admins", "dev"]);
+    let bob = user("bob", &["dev"]);
+    let ci = sign(json!({"sub": "ci-pipeline", "aud": "ci-pipeline"}));
+    let forged = format!(
+        "{}.{}",
+        alice.rsplit_once('.').unwrap().0,
+        bob.rsplit_once('.').unwrap().1
+    );
+    let run = |path: &str, headers: &[String]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.arg("explain").arg("--config").arg(&config).arg("--json");
+        cmd.args(["--path", path, "--jwks-file"]).arg(&jwks);
+        for h in headers {
+            cmd.args(["--header", h]);
+        }
+        // The session key the config names ({env: PORTCULLIS_SESSION_KEY}); run.sh makes one too.
+        let out = cmd.env("PORTCULLIS_SESSION_KEY", "00".repeat(32)).output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for t in [&alice, &bob, &ci] {
+            assert!(!all.contains(t.as_str()), "a token was printed:\n{all}");
+        }
+        let e: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (e, all)
+    };
+    let spoofed = [
+        "x-user-id: root".to_string(),
+        "x-auth-request-groups: admins".to_string(),
+    ];
+    let cases: Vec<(&str, Vec<String>, u64, &str)> = vec![
+        ("/hello", vec![], 401, "missing_credential"),
+        (
+            "/hello",
+            [vec![bearer(&alice)], spoofed.to_vec()].concat(),
+            200,
+            "allowed",
+        ),
+        ("/hello", spoofed.to_vec(), 401, "missing_credential"),
+        ("/admin/users", vec![bearer(&bob)], 403, "group_not_allowed"),
+        ("/admin/users", vec![bearer(&alice)], 200, "allowed"),
+        ("/deploy", vec![bearer(&ci)], 200, "allowed"),
+        ("/hello", vec![bearer(&forged)], 401, "invalid_signature"),
+    ];
+    for (path, headers, status, reason) in &cases {
+        let (e, out) = run(path, headers);
+        assert_eq!(
+            (e["status"].as_u64(), e["reason"].as_str()),
+            (Some(*status), Some(*reason)),
+            "{path}\n{out}"
+        );
+    }
+    // The upstream is told the real identity, not the spoofed one.
+    let (e, out) = run("/hello", &[vec![bearer(&alice)], spoofed.to_vec()].concat());
+    assert_eq!(e["edits"]["set"]["x-user-id"], "alice@example.com", "{out}");
+    assert_eq!(e["identity"]["groups"], json!(["admins", "dev"]), "{out}");
+    let (e, out) = run("/deploy", &[bearer(&ci)]);
+    assert_eq!(
+        (&e["identity"]["source"], &e["identity"]["groups"]),
+        (&json!("oidc_client"), &json!(["client:ci-pipeline"])),
+        "{out}"
+    );
 }
