@@ -643,11 +643,16 @@ fn conclude(
                 .as_ref()
                 .and_then(|s| u16::try_from(s.code).ok())
                 .unwrap_or(403);
-            let reason = serde_json::from_str::<Value>(&d.body)
-                .ok()
+            let body = serde_json::from_str::<Value>(&d.body).ok();
+            let reason = body
+                .as_ref()
                 .and_then(|b| b.get("reason").and_then(Value::as_str).map(str::to_string))
                 .or_else(|| response.status.as_ref().map(|s| s.message.clone()))
                 .unwrap_or_default();
+            if let Some(w) = body.as_ref().filter(|b| b.get("message").is_some()) {
+                // Only a warrant denial's body has a `message` (tenuo-authorizer's shape).
+                step(&mut steps, "warrant", "refused", warrant_denial(w));
+            }
             ("deny", status, reason)
         }
         // The checker always answers with an HTTP response; anything else
@@ -700,6 +705,19 @@ fn conclude(
         edits,
         steps,
     }
+}
+
+/// A warrant denial's body, as one line: Tenuo's error, the tool, the
+/// warrant's id and its message (no warrant or PoP bytes are in it).
+fn warrant_denial(body: &Value) -> String {
+    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("-");
+    format!(
+        "error {}, tool {}, warrant_id {}: {}",
+        field("error"),
+        field("tool"),
+        field("warrant_id"),
+        field("message")
+    )
 }
 
 /// The identity the upstream is told about: the values of the configured
@@ -758,4 +776,86 @@ pub fn to_text(e: &Explanation) -> String {
 
 pub fn to_json(e: &Explanation) -> Value {
     serde_json::to_value(e).unwrap_or_else(|err| json!({"error": err.to_string()}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_extensions_and_jwks_arguments_are_split_as_documented() {
+        assert_eq!(
+            parse_header("Authorization:  Bearer a:b ").ok(),
+            Some(("authorization".into(), "Bearer a:b".into()))
+        );
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header(": value").is_err());
+        assert_eq!(
+            parse_extension("portcullis_policy=a=b").ok(),
+            Some(("portcullis_policy".into(), "a=b".into()))
+        );
+        assert!(parse_extension("novalue").is_err());
+        assert_eq!(
+            parse_jwks_arg("https://idp.example/realms/x=keys.json"),
+            (Some("https://idp.example/realms/x".into()), PathBuf::from("keys.json"))
+        );
+        // A file name may hold `=`: without a URL in front, it is all file.
+        assert_eq!(parse_jwks_arg("a=b.json"), (None, PathBuf::from("a=b.json")));
+    }
+
+    #[test]
+    fn a_check_request_json_gives_the_fields_a_decision_reads() {
+        let req = check_request_from_json(
+            r#"{"attributes": {
+                "request": {"http": {"id": "7", "method": "POST", "path": "/x?y=1", "host": "h",
+                    "headers": {"authorization": "Bearer t"}, "body": "{}"}},
+                "context_extensions": {"portcullis_policy": "p"}}}"#,
+        )
+        .unwrap();
+        let view = RequestView::new(&req).unwrap();
+        assert_eq!((view.method, view.path, view.policy), ("POST", "/x", Some("p")));
+        assert_eq!(view.authorization(), Single::One("Bearer t"));
+        assert_eq!(view.body, b"{}");
+        // Raw headers (`encode_raw_headers`) with a base64 `raw_value`.
+        let req = check_request_from_json(
+            r#"{"attributes": {"request": {"http": {"method": "GET", "path": "/",
+                "headerMap": {"headers": [{"key": "x-a", "rawValue": "dg=="}]}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(RequestView::new(&req).unwrap().header("x-a"), Some("v"));
+        for bad in [
+            "{}",
+            "[]",
+            r#"{"attributes": {"request": {"http": {"headers": {"a": 1}}}}}"#,
+        ] {
+            assert!(check_request_from_json(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn repeated_headers_are_joined_as_envoy_joins_them() {
+        let input = Input {
+            method: "GET".into(),
+            path: "/".into(),
+            headers: vec![
+                ("authorization".into(), "Bearer a".into()),
+                ("authorization".into(), "Bearer b".into()),
+            ],
+            ..Input::default()
+        };
+        let req = input.to_check_request();
+        // Two credentials are refused as the server refuses them.
+        assert_eq!(RequestView::new(&req).unwrap().authorization(), Single::Unusable);
+    }
+
+    #[test]
+    fn secrets_are_shown_by_length_and_hash_only() {
+        let f = fingerprint("secret-token");
+        assert!(f.starts_with("12 bytes, sha256 "), "{f}");
+        assert!(!f.contains("secret"), "{f}");
+        for h in ["authorization", "cookie", "set-cookie", "x-tenuo-warrant"] {
+            assert!(is_secret_header(h), "{h}");
+        }
+        assert!(!is_secret_header("x-user-id"));
+    }
 }

@@ -389,6 +389,19 @@ fn the_quickstart_config_gives_the_answers_run_sh_expects() {
     let (e, out) = run("/hello", &[vec![bearer(&alice)], spoofed.to_vec()].concat());
     assert_eq!(e["edits"]["set"]["x-user-id"], "alice@example.com", "{out}");
     assert_eq!(e["identity"]["groups"], json!(["admins", "dev"]), "{out}");
+    // A tool route without a warrant: Tenuo's answer, and a warrant step saying so.
+    let (e, out) = run("/tools/read_file?path=/data/reports/q3.txt", &[]);
+    assert_eq!(
+        (&e["status"], &e["reason"]),
+        (&json!(401), &json!("missing_warrant")),
+        "{out}"
+    );
+    let warrant = e["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "warrant" && s["result"] == "refused");
+    assert!(warrant.is_some(), "{out}");
     let (e, out) = run("/deploy", &[bearer(&ci)]);
     assert_eq!(
         (&e["identity"]["source"], &e["identity"]["groups"]),
