@@ -49,6 +49,8 @@ pub enum ExplainError {
     UnknownIssuer(String),
     #[error("--jwks-file {0}: the config has several providers, say which one: `ISSUER=FILE`")]
     WhichIssuer(PathBuf),
+    #[error("--curl: {0}")]
+    Curl(String),
     #[error("{0}")]
     Start(#[from] crate::server::ServeError),
 }
@@ -117,6 +119,117 @@ impl Input {
             }),
         }
     }
+}
+
+/// The request a `curl` command line sends (`--curl`): its URL (path and
+/// query, host), `-X`, `-H`, `-d`/`--data*` (a body; POST unless `-X`),
+/// `-b` (a cookie header), `-u` (Basic), `-A`, `-e`. Output and transport
+/// options (`-s -i -v -k -L -o -w -m …`) are skipped; any other option is
+/// refused rather than guessed at. Quotes and backslashes are read as a
+/// POSIX shell reads them; variables are not expanded.
+pub fn parse_curl(line: &str) -> Result<Input, ExplainError> {
+    let err = |m: String| ExplainError::Curl(m);
+    let words = shell_words(line).map_err(err)?;
+    let mut words = words.into_iter().peekable();
+    if words.peek().map(String::as_str) == Some("curl") {
+        words.next();
+    }
+    let mut input = Input::default();
+    let mut method = None;
+    let mut url = None;
+    while let Some(w) = words.next() {
+        let mut value = |name: &str| words.next().ok_or_else(|| err(format!("{name} needs a value")));
+        match w.as_str() {
+            "-H" | "--header" => input.headers.push(parse_header(&value(&w)?)?),
+            "-X" | "--request" => method = Some(value(&w)?),
+            "-d" | "--data" | "--data-raw" | "--data-binary" | "--data-ascii" | "--json" => {
+                let body = value(&w)?;
+                if !input.body.is_empty() {
+                    // curl joins several -d with `&`.
+                    input.body.push('&');
+                }
+                input.body.push_str(&body);
+            }
+            "-b" | "--cookie" => input.headers.push(("cookie".into(), value(&w)?)),
+            "-A" | "--user-agent" => input.headers.push(("user-agent".into(), value(&w)?)),
+            "-e" | "--referer" => input.headers.push(("referer".into(), value(&w)?)),
+            "-u" | "--user" => {
+                let basic = base64::engine::general_purpose::STANDARD.encode(value(&w)?);
+                input.headers.push(("authorization".into(), format!("Basic {basic}")));
+            }
+            "-o" | "--output" | "-w" | "--write-out" | "-m" | "--max-time" | "--connect-timeout" => {
+                value(&w)?;
+            }
+            "-s" | "--silent" | "-S" | "--show-error" | "-i" | "--include" | "-v" | "--verbose" | "-k"
+            | "--insecure" | "-L" | "--location" | "-f" | "--fail" | "--compressed" | "-sS" | "-si" | "-fsS" => {}
+            other if other.starts_with('-') => return Err(err(format!("unsupported option {other}"))),
+            other => url = Some(other.to_string()),
+        }
+    }
+    let url = url.ok_or_else(|| err("no URL".into()))?;
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let (host, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    input.host = host.to_string();
+    input.path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    input.method = method.unwrap_or_else(|| if input.body.is_empty() { "GET" } else { "POST" }.into());
+    Ok(input)
+}
+
+/// Splits a command line as a POSIX shell does (quotes, backslashes,
+/// line continuations), without expanding anything.
+fn shell_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('\n') => {}
+                Some(n) => word.get_or_insert_with(String::new).push(n),
+                None => return Err("ends with a backslash".into()),
+            },
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(n) => w.push(n),
+                        None => return Err("unclosed '".into()),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(n @ ('"' | '\\' | '$' | '`')) => w.push(n),
+                            Some('\n') => {}
+                            Some(n) => {
+                                w.push('\\');
+                                w.push(n);
+                            }
+                            None => return Err("unclosed \"".into()),
+                        },
+                        Some(n) => w.push(n),
+                        None => return Err("unclosed \"".into()),
+                    }
+                }
+            }
+            c if c.is_whitespace() => words.extend(word.take()),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
 }
 
 /// A `CheckRequest` in its JSON form (proto3 JSON, as Envoy's access log or
@@ -829,6 +942,30 @@ mod tests {
             r#"{"attributes": {"request": {"http": {"headers": {"a": 1}}}}}"#,
         ] {
             assert!(check_request_from_json(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_curl_command_line_is_the_request_it_sends() {
+        let line = r#"curl -s -i \
+            -H 'Authorization: Bearer a.b.c' -H "X-User-Id: root" \
+            -d '{"q": 1}' "http://127.0.0.1:8080/tools/read_file?path=/data/q3.txt""#;
+        let input = parse_curl(line).unwrap();
+        assert_eq!((input.method.as_str(), input.host.as_str()), ("POST", "127.0.0.1:8080"));
+        assert_eq!(input.path, "/tools/read_file?path=/data/q3.txt");
+        assert_eq!(
+            input.headers,
+            vec![
+                ("authorization".into(), "Bearer a.b.c".into()),
+                ("x-user-id".into(), "root".into())
+            ]
+        );
+        assert_eq!(input.body, r#"{"q": 1}"#);
+        let get = parse_curl("curl -X HEAD -u u:p http://h").unwrap();
+        assert_eq!((get.method.as_str(), get.path.as_str()), ("HEAD", "/"));
+        assert_eq!(get.headers[0].1, "Basic dTpw");
+        for bad in ["curl --proxy x http://h", "curl -H", "curl 'http://h", "curl -s"] {
+            assert!(parse_curl(bad).is_err(), "{bad}");
         }
     }
 

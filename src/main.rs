@@ -48,7 +48,7 @@ struct ExplainArgs {
     #[arg(long, default_value = "GET")]
     method: String,
     /// The request target as Envoy sends it (query included).
-    #[arg(long, required_unless_present = "check_request")]
+    #[arg(long, required_unless_present_any = ["check_request", "curl"])]
     path: Option<String>,
     #[arg(long, default_value = "")]
     host: String,
@@ -64,6 +64,9 @@ struct ExplainArgs {
     /// A CheckRequest as JSON (instead of --method/--path/--header).
     #[arg(long, conflicts_with_all = ["path", "headers", "context_extensions", "body"])]
     check_request: Option<PathBuf>,
+    /// A `curl` command line (one argument): its URL, -X, -H, -d, -b, -u.
+    #[arg(long, conflicts_with_all = ["path", "headers", "body", "host", "check_request"])]
+    curl: Option<String>,
     /// JWKS from a file instead of the issuer: `FILE` (the only provider) or
     /// `ISSUER=FILE`; repeatable. No issuer is called then.
     #[arg(long = "jwks-file")]
@@ -96,6 +99,21 @@ fn run_explain(args: ExplainArgs) -> ExitCode {
             Ok(r) => r,
             Err(e) => return usage(&format_args!("{}: {e}", path.display())),
         },
+        None if args.curl.is_some() => {
+            let exts: Result<Vec<_>, _> = args
+                .context_extensions
+                .iter()
+                .map(|x| explain::parse_extension(x))
+                .collect();
+            match (args.curl.as_deref().map(explain::parse_curl), exts) {
+                (Some(Ok(mut input)), Ok(x)) => {
+                    input.context_extensions = x;
+                    input.to_check_request()
+                }
+                (Some(Err(e)), _) | (_, Err(e)) => return usage(&e),
+                (None, _) => return usage(&"--curl: missing"),
+            }
+        }
         None => {
             let headers: Result<Vec<_>, _> = args.headers.iter().map(|h| explain::parse_header(h)).collect();
             let exts: Result<Vec<_>, _> = args

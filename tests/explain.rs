@@ -389,6 +389,29 @@ fn the_quickstart_config_gives_the_answers_run_sh_expects() {
     let (e, out) = run("/hello", &[vec![bearer(&alice)], spoofed.to_vec()].concat());
     assert_eq!(e["edits"]["set"]["x-user-id"], "alice@example.com", "{out}");
     assert_eq!(e["identity"]["groups"], json!(["admins", "dev"]), "{out}");
+    // The same request as run.sh's curl line for Bob, given as that line.
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("explain")
+        .arg("--config")
+        .arg(&config)
+        .arg("--jwks-file")
+        .arg(&jwks)
+        .arg("--json")
+        .arg("--curl")
+        .arg(format!(
+            "curl -s -H \"Authorization: Bearer {bob}\" http://127.0.0.1:8080/admin/users"
+        ))
+        .env("PORTCULLIS_SESSION_KEY", "00".repeat(32))
+        .output()
+        .unwrap();
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        (out.status.code(), &e["reason"], &e["rule"]["prefix"]),
+        (Some(1), &json!("group_not_allowed"), &json!("/admin")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&bob));
     // A tool route without a warrant: Tenuo's answer, and a warrant step saying so.
     let (e, out) = run("/tools/read_file?path=/data/reports/q3.txt", &[]);
     assert_eq!(
