@@ -481,7 +481,10 @@ fn describe_request(
                 .map(|h| h.path.as_str())
                 .unwrap_or_default();
             let why = match deny {
-                Deny::InvalidPath => format!("{raw:?} {PATH_REFUSAL}"),
+                Deny::InvalidPath => {
+                    let path = raw.split_once('?').map_or(raw, |(p, _)| p);
+                    format!("{path:?} {PATH_REFUSAL}")
+                }
                 d => format!("{} ({d})", d.reason()),
             };
             step(steps, "path", "refused", why);
@@ -493,9 +496,14 @@ fn describe_request(
         "request",
         "info",
         format!(
-            "{} {} ({} headers{})",
+            "{} {}{} ({} headers{})",
             view.method,
-            view.raw_path,
+            view.path,
+            // A query may carry a secret (`?access_token=`): its size only.
+            match view.raw_path.len() - view.path.len() {
+                0 => String::new(),
+                n => format!(" + query ({n} bytes)"),
+            },
             view.header_names().filter(|n| !n.starts_with(':')).count(),
             view.policy.map(|p| format!(", route policy {p:?}")).unwrap_or_default()
         ),

@@ -215,6 +215,10 @@ fn explain_says_why_a_request_is_denied() {
         (&json!("group_not_allowed"), &Value::Null)
     );
 
+    // A query is shown by its size: it may carry a secret.
+    let (_, _, out) = explain(&s.config_path, &["--path", "/api/x?access_token=sekrit-value"]);
+    assert!(out.contains("+ query (26 bytes)") && !out.contains("sekrit"), "{out}");
+
     // A path whose meaning depends on the reader.
     let (code, e, out) = explain(&s.config_path, &["--path", "/admin/..;/x", "--header", &bearer(&alice)]);
     assert_eq!(
