@@ -13,6 +13,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod deny;
+pub mod explain;
 pub mod groups;
 pub mod headers;
 pub mod identity;

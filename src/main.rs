@@ -1,4 +1,4 @@
-//! `portcullis serve | check-config | --version`.
+//! `portcullis serve | check-config | explain | --version`.
 
 #![forbid(unsafe_code)]
 
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use portcullis::config::{self, Config, ConfigError, Env, ENV_CONFIG};
 use portcullis::verify::warrant;
-use portcullis::{server, telemetry};
+use portcullis::{explain, server, telemetry};
 
 /// sysexits EX_USAGE: the configuration is wrong, retrying will not help.
 const EX_USAGE: u8 = 64;
@@ -36,6 +36,129 @@ enum Command {
         #[arg(long, short, env = ENV_CONFIG)]
         config: PathBuf,
     },
+    /// Explain one request's decision offline: the real decision path, step by
+    /// step. Exit 0 allowed, 1 denied, 2 usage or config error.
+    Explain(Box<ExplainArgs>),
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    #[arg(long, short, env = ENV_CONFIG)]
+    config: PathBuf,
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// The request target as Envoy sends it (query included).
+    #[arg(long, required_unless_present_any = ["check_request", "curl"])]
+    path: Option<String>,
+    #[arg(long, default_value = "")]
+    host: String,
+    /// `name: value`; repeat for more headers.
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// The request body (when Envoy sends bodies, `with_request_body`).
+    #[arg(long, default_value = "")]
+    body: String,
+    /// `key=value` of the route's `context_extensions` (`portcullis_policy=NAME`).
+    #[arg(long = "context-extension")]
+    context_extensions: Vec<String>,
+    /// A CheckRequest as JSON (instead of --method/--path/--header).
+    #[arg(long, conflicts_with_all = ["path", "headers", "context_extensions", "body"])]
+    check_request: Option<PathBuf>,
+    /// A `curl` command line (one argument): its URL, -X, -H, -d, -b, -u.
+    #[arg(long, conflicts_with_all = ["path", "headers", "body", "host", "check_request"])]
+    curl: Option<String>,
+    /// JWKS from a file instead of the issuer: `FILE` (the only provider) or
+    /// `ISSUER=FILE`; repeatable. No issuer is called then.
+    #[arg(long = "jwks-file")]
+    jwks_files: Vec<String>,
+    /// Decide as of this time (Unix seconds), e.g. the time of an incident.
+    #[arg(long)]
+    at: Option<u64>,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `explain`'s usage and config errors (clap's own exit with 2 too).
+const EXPLAIN_USAGE: u8 = 2;
+
+fn run_explain(args: ExplainArgs) -> ExitCode {
+    let usage = |e: &dyn std::fmt::Display| {
+        eprintln!("explain: {e}");
+        ExitCode::from(EXPLAIN_USAGE)
+    };
+    let cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return usage(&format_args!("{}: {e}", args.config.display())),
+    };
+    let req = match &args.check_request {
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| explain::check_request_from_json(&t))
+        {
+            Ok(r) => r,
+            Err(e) => return usage(&format_args!("{}: {e}", path.display())),
+        },
+        None if args.curl.is_some() => {
+            let exts: Result<Vec<_>, _> = args
+                .context_extensions
+                .iter()
+                .map(|x| explain::parse_extension(x))
+                .collect();
+            match (args.curl.as_deref().map(explain::parse_curl), exts) {
+                (Some(Ok(mut input)), Ok(x)) => {
+                    input.context_extensions = x;
+                    input.to_check_request()
+                }
+                (Some(Err(e)), _) | (_, Err(e)) => return usage(&e),
+                (None, _) => return usage(&"--curl: missing"),
+            }
+        }
+        None => {
+            let headers: Result<Vec<_>, _> = args.headers.iter().map(|h| explain::parse_header(h)).collect();
+            let exts: Result<Vec<_>, _> = args
+                .context_extensions
+                .iter()
+                .map(|x| explain::parse_extension(x))
+                .collect();
+            let (headers, context_extensions) = match (headers, exts) {
+                (Ok(h), Ok(x)) => (h, x),
+                (Err(e), _) | (_, Err(e)) => return usage(&e),
+            };
+            explain::Input {
+                method: args.method,
+                path: args.path.unwrap_or_default(),
+                host: args.host,
+                headers,
+                body: args.body,
+                context_extensions,
+            }
+            .to_check_request()
+        }
+    };
+    let opts = explain::Options {
+        at: args.at,
+        jwks_files: args.jwks_files.iter().map(|a| explain::parse_jwks_arg(a)).collect(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return usage(&format_args!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(explain::explain(cfg, &req, &opts)) {
+        Ok(e) => {
+            if args.json {
+                println!("{}", explain::to_json(&e));
+            } else {
+                print!("{}", explain::to_text(&e));
+            }
+            if e.decision == "allow" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => usage(&e),
+    }
 }
 
 /// The config file, the secrets it references and the Tenuo files it names:
@@ -49,6 +172,7 @@ fn load(path: &Path) -> Result<Config, ConfigError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Explain(args) => run_explain(*args),
         Command::CheckConfig { config } => match load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());

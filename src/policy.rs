@@ -129,6 +129,11 @@ impl Policy {
         }
     }
 
+    /// The path rules in order (`portcullis explain` names a rule by its index).
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
     /// The named policy `name` (`policies.<name>`), if configured.
     pub fn named(&self, name: &str) -> Option<&Rule> {
         self.named.get(name)
@@ -258,6 +263,11 @@ impl Rule {
     /// upstream): a bearer-only API cannot be driven by a browser's cookie.
     pub fn accepts_sessions(&self) -> bool {
         !self.access.session_providers.is_empty()
+    }
+
+    /// Who may pass (`allowed_users`, `allowed_groups`; both empty: anyone verified).
+    pub fn allowed(&self) -> (&[String], &[String]) {
+        (&self.access.allowed_users, &self.access.allowed_groups)
     }
 
     pub fn forwards_unverified_authorization(&self) -> bool {

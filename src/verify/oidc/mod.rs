@@ -108,6 +108,21 @@ impl OidcVerifier {
         Ok(())
     }
 
+    /// Gives the provider of `issuer` these keys instead of its JWKS
+    /// endpoint's, and makes every provider stop fetching (`portcullis
+    /// explain --jwks-file`: offline, a provider without a file has no keys).
+    /// False when no provider has that issuer.
+    pub fn install_fixed_keys(&self, issuer: &str, keys: jwks::KeySet) -> bool {
+        let Some(&i) = self.by_issuer.get(issuer) else {
+            return false;
+        };
+        for p in &self.providers {
+            p.stop_fetching();
+        }
+        self.providers[i].install_fixed(keys);
+        true
+    }
+
     pub fn max_token_bytes(&self) -> usize {
         self.max_token_bytes
     }

@@ -21,6 +21,9 @@ pub struct Provider {
     pub config: ProviderConfig,
     keys: ArcSwap<KeySet>,
     loaded: AtomicBool,
+    /// Keys were given (`portcullis explain --jwks-file`), not fetched: an
+    /// unknown `kid` is answered from them alone, never by a call to the issuer.
+    fixed: AtomicBool,
     /// Unknown-kid refetches: when the last one started, whether it runs.
     refetch: std::sync::Mutex<RefetchState>,
     /// Counts finished unknown-kid refetches; waiting Checks watch it.
@@ -68,6 +71,7 @@ impl Provider {
             config,
             keys: ArcSwap::from_pointee(KeySet::default()),
             loaded: AtomicBool::new(false),
+            fixed: AtomicBool::new(false),
             refetch: std::sync::Mutex::new(RefetchState::default()),
             refetched: watch::Sender::new(0),
             min_refetch: oidc.jwks_min_refetch,
@@ -86,6 +90,19 @@ impl Provider {
     /// True once a key set has been loaded; stays true through outages.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Installs a key set read from a file, for good: no refetch follows
+    /// (explaining a token offline must not call its issuer).
+    pub fn install_fixed(&self, keys: KeySet) {
+        self.stop_fetching();
+        self.install(keys, || {});
+        self.loaded.store(true, Ordering::Release);
+    }
+
+    /// No unknown `kid` calls the issuer from now on.
+    pub fn stop_fetching(&self) {
+        self.fixed.store(true, Ordering::Release);
     }
 
     /// Fetches the JWKS (discovering its URL first if needed) and swaps it
@@ -133,6 +150,9 @@ impl Provider {
     /// fetch runs as a task of its own, so a hung issuer costs a Check only
     /// the budget, and keys that arrive later serve later requests.
     pub async fn refetch_for_unknown_kid(self: &Arc<Self>) -> Refetched {
+        if self.fixed.load(Ordering::Acquire) {
+            return Refetched::Done;
+        }
         let mut finished = {
             let mut st = self.refetch.lock().unwrap_or_else(PoisonError::into_inner);
             if !st.running {
