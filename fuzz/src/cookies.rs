@@ -53,7 +53,8 @@ pub fn jar(cookie_name: Option<&str>) -> Jar {
     s.keys = vec![Secret::with_value("k", &KEY)];
     let name = s.cookie_name.clone();
     let idp = IdpClient::new(cfg.oidc.fetch_timeout).unwrap_or_else(|e| panic!("{e}"));
-    let sessions = Sessions::new(&s, &Arc::new(idp), Arc::new(Metrics::new())).unwrap_or_else(|e| panic!("sessions: {e}"));
+    let sessions =
+        Sessions::new(&s, &Arc::new(idp), Arc::new(Metrics::new())).unwrap_or_else(|e| panic!("sessions: {e}"));
     Jar {
         sessions,
         login_prefix: login::login_cookie_prefix(&name),
