@@ -37,6 +37,12 @@ struct ToolResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyResultLabels {
+    key_id: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabels {
     issuer: String,
 }
@@ -62,6 +68,9 @@ pub struct Metrics {
     tenuo_ttl: Histogram,
     tenuo_reloads: Family<ResultLabels, Counter>,
     tenuo_issuers: Gauge,
+    api_key_checks: Family<KeyResultLabels, Counter>,
+    api_key_reloads: Family<ResultLabels, Counter>,
+    api_keys: Gauge,
     session_redirects: Counter,
     /// Handles on `allow`'s and `cache`'s counters, taken from the family at
     /// first use (so a series still appears only once it has counted): a
@@ -71,7 +80,7 @@ pub struct Metrics {
 }
 
 /// `authz_allow`'s `source` label values.
-const SOURCES: [&str; 7] = [
+const SOURCES: [&str; 9] = [
     "oidc_user",
     "oidc_client",
     "session",
@@ -79,6 +88,8 @@ const SOURCES: [&str; 7] = [
     "oidc_client+tenuo",
     "session+tenuo",
     "tenuo",
+    "api_key",
+    "api_key+tenuo",
 ];
 
 /// `cache_lookups`' `result` label values, in `CacheResult` order.
@@ -159,6 +170,20 @@ impl Metrics {
             "Trusted Tenuo issuer keys in use",
             tenuo_issuers.clone(),
         );
+        let api_key_checks = Family::<KeyResultLabels, Counter>::default();
+        let api_key_reloads = Family::<ResultLabels, Counter>::default();
+        let api_keys = Gauge::default();
+        registry.register(
+            "api_key_checks",
+            "API key checks by key id (configured ids only, else unknown) and result (allowed or the deny reason)",
+            api_key_checks.clone(),
+        );
+        registry.register(
+            "api_key_reloads",
+            "Reloads of the API key file by result",
+            api_key_reloads.clone(),
+        );
+        registry.register("api_keys", "API keys in the loaded file", api_keys.clone());
         // Tenuo's own metric names (its Kubernetes guide), unprefixed, so its dashboards work.
         let tenuo_authz = Family::<ToolResultLabels, Counter>::default();
         let tenuo_duration = Histogram::new(exponential_buckets(0.000_001, 2.5, 14));
@@ -185,6 +210,9 @@ impl Metrics {
             tenuo_ttl,
             tenuo_reloads,
             tenuo_issuers,
+            api_key_checks,
+            api_key_reloads,
+            api_keys,
             allow,
             deny,
             duration,
@@ -209,6 +237,8 @@ impl Metrics {
             (Some(Source::OidcClient), true) => 4,
             (Some(Source::Session), true) => 5,
             (None, _) => 6,
+            (Some(Source::ApiKey), false) => 7,
+            (Some(Source::ApiKey), true) => 8,
         };
         counter(&self.allow, &self.allow_by_source[i], || SourceLabels {
             source: SOURCES[i],
@@ -239,6 +269,23 @@ impl Metrics {
         self.tenuo_reloads.get_or_create(&ResultLabels { result }).inc();
         if let Some(n) = issuers {
             self.tenuo_issuers.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// One API key check. `key_id` must be a configured id (or `None`):
+    /// never the key, never an id only a client made up.
+    pub fn api_key_checked(&self, key_id: Option<&str>, result: &'static str) {
+        let key_id = key_id.unwrap_or("unknown").to_string();
+        self.api_key_checks
+            .get_or_create(&KeyResultLabels { key_id, result })
+            .inc();
+    }
+
+    pub fn api_keys_reloaded(&self, ok: bool, keys: Option<usize>) {
+        let result = if ok { "success" } else { "failure" };
+        self.api_key_reloads.get_or_create(&ResultLabels { result }).inc();
+        if let Some(n) = keys {
+            self.api_keys.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 

@@ -91,7 +91,7 @@ pub fn check_view(
         Err(_) if crate::request::count(req) > crate::request::FEW_HEADERS => return Ok(()),
         Err(d) => return Err(format!("probe request refused: {d:?}")),
     };
-    let got = extract(&view, max);
+    let got = extract(&view, max, None);
     if absent {
         return ensure(got == Err(Deny::MissingCredential), || {
             format!("no header, yet {got:?}")
