@@ -45,7 +45,9 @@ pub(super) fn validate(k: &RawApiKeys, errs: &mut Errors) -> ApiKeysConfig {
     if k.file.is_empty() {
         errs.push("api_keys.file", "must name the file of hashed keys");
     }
-    if let Some(h) = &k.header {
+    // Header names are case-insensitive: any spelling is read in lower case.
+    let header = k.header.as_ref().map(|h| h.to_ascii_lowercase());
+    if let Some(h) = &header {
         if !is_header_name(h) || is_reserved_header(h) {
             errs.push(
                 "api_keys.header",
@@ -58,7 +60,7 @@ pub(super) fn validate(k: &RawApiKeys, errs: &mut Errors) -> ApiKeysConfig {
     }
     ApiKeysConfig {
         file: PathBuf::from(&k.file),
-        header: k.header.as_ref().map(|h| h.to_ascii_lowercase()),
+        header,
         reload_interval: Duration::from_secs(k.reload_interval_seconds),
     }
 }
