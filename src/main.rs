@@ -1,4 +1,4 @@
-//! `portcullis serve | check-config | --version`.
+//! `portcullis serve | check-config | hash-api-key | --version`.
 
 #![forbid(unsafe_code)]
 
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use portcullis::config::{self, Config, ConfigError, Env, ENV_CONFIG};
-use portcullis::verify::warrant;
+use portcullis::verify::{apikey, warrant};
 use portcullis::{server, telemetry};
 
 /// sysexits EX_USAGE: the configuration is wrong, retrying will not help.
@@ -36,6 +36,12 @@ enum Command {
         #[arg(long, short, env = ENV_CONFIG)]
         config: PathBuf,
     },
+    /// Read an API key on stdin and print its entry for the `api_keys.file` (its hash, never the key).
+    HashApiKey {
+        /// The user the key authenticates as.
+        #[arg(long)]
+        user: String,
+    },
 }
 
 /// The config file, the secrets it references and the Tenuo files it names:
@@ -43,6 +49,7 @@ enum Command {
 fn load(path: &Path) -> Result<Config, ConfigError> {
     let config = config::read(path, &Env)?;
     warrant::check_files(&config)?;
+    apikey::check_file(&config)?;
     Ok(config)
 }
 
@@ -59,6 +66,23 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
+        Command::HashApiKey { user } => {
+            let mut key = String::new();
+            let entry = std::io::stdin()
+                .read_line(&mut key)
+                .map_err(|e| e.to_string())
+                .and_then(|_| apikey::file_entry(key.trim(), &user).map_err(|e| e.to_string()));
+            match entry {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EX_USAGE)
+                }
+            }
+        }
         Command::Serve { config } => {
             telemetry::init_logging();
             let cfg = match load(&config) {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::ApiKeysConfig;
+use crate::config::{ApiKeysConfig, Config, ConfigError, FieldError};
 use crate::deny::Deny;
 use crate::identity::{Identity, Source};
 use crate::policy::API_KEYS_PROVIDER;
@@ -45,6 +45,11 @@ pub enum LoadError {
     #[error("api_keys.file: {path}: {message}")]
     Invalid { path: String, message: String },
 }
+
+/// `portcullis hash-api-key` was given something that is not a key.
+#[derive(Debug, thiserror::Error)]
+#[error("not an API key: expected pk_<id>_<secret>, id 1-32 of a-z 0-9 -, secret 32+ base64url characters")]
+pub struct NotAKey;
 
 /// The file: `keys: {<id>: {sha256, user, groups, expires_at}}`.
 #[derive(Debug, Deserialize)]
@@ -231,12 +236,28 @@ fn is_id(id: &str) -> bool {
 }
 
 /// The line of the keys file for `key` (`portcullis hash-api-key`).
-pub fn file_entry(key: &str, user: &str) -> Result<String, Deny> {
-    let (id, _) = split(key)?;
+pub fn file_entry(key: &str, user: &str) -> Result<String, NotAKey> {
+    let (id, _) = split(key).map_err(|_| NotAKey)?;
+    // A JSON string is a YAML string too, whatever the name holds.
+    let user = serde_json::Value::from(user);
     Ok(format!(
-        "  {id}: {{sha256: {}, user: {user:?}, groups: []}}",
+        "  {id}: {{sha256: {}, user: {user}, groups: []}}",
         hex::encode(Sha256::digest(key.as_bytes()))
     ))
+}
+
+/// Reads and checks the key file a config names, as start-up would, and
+/// drops it: a bad file must stop `check-config`, not the first request.
+pub fn check_file(config: &Config) -> Result<(), ConfigError> {
+    match &config.api_keys {
+        Some(k) => read(&k.file, 0, k.reload_interval).map(drop).map_err(|e| {
+            ConfigError::Invalid(vec![FieldError {
+                path: "api_keys.file".into(),
+                message: e.to_string(),
+            }])
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The key set in use, replaced whole by a reload.
