@@ -60,7 +60,7 @@ impl App {
         let api_keys = match &config.api_keys {
             Some(k) => {
                 let keys = ApiKeys::load(k)?;
-                metrics.api_keys_reloaded(true, Some(keys.current().len()));
+                metrics.api_keys_reloaded(true);
                 Some(Arc::new(keys))
             }
             None => None,

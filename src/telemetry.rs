@@ -70,7 +70,6 @@ pub struct Metrics {
     tenuo_issuers: Gauge,
     api_key_checks: Family<KeyResultLabels, Counter>,
     api_key_reloads: Family<ResultLabels, Counter>,
-    api_keys: Gauge,
     session_redirects: Counter,
     /// Handles on `allow`'s and `cache`'s counters, taken from the family at
     /// first use (so a series still appears only once it has counted): a
@@ -172,7 +171,6 @@ impl Metrics {
         );
         let api_key_checks = Family::<KeyResultLabels, Counter>::default();
         let api_key_reloads = Family::<ResultLabels, Counter>::default();
-        let api_keys = Gauge::default();
         registry.register(
             "api_key_checks",
             "API key checks by key id (configured ids only, else unknown) and result (allowed or the deny reason)",
@@ -183,7 +181,6 @@ impl Metrics {
             "Reloads of the API key file by result",
             api_key_reloads.clone(),
         );
-        registry.register("api_keys", "API keys in the loaded file", api_keys.clone());
         // Tenuo's own metric names (its Kubernetes guide), unprefixed, so its dashboards work.
         let tenuo_authz = Family::<ToolResultLabels, Counter>::default();
         let tenuo_duration = Histogram::new(exponential_buckets(0.000_001, 2.5, 14));
@@ -212,7 +209,6 @@ impl Metrics {
             tenuo_issuers,
             api_key_checks,
             api_key_reloads,
-            api_keys,
             allow,
             deny,
             duration,
@@ -281,12 +277,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn api_keys_reloaded(&self, ok: bool, keys: Option<usize>) {
+    /// A reload of the key file, by result. The key count is logged, not a
+    /// gauge: every exported family must be on the dashboard.
+    pub fn api_keys_reloaded(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.api_key_reloads.get_or_create(&ResultLabels { result }).inc();
-        if let Some(n) = keys {
-            self.api_keys.set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
     }
 
     /// A login, callback or logout redirect.

@@ -322,7 +322,7 @@ impl ApiKeys {
             match self.reload() {
                 Ok(Some(keys)) => {
                     tracing::info!(event = "api_keys_reloaded", sighup, keys);
-                    metrics.api_keys_reloaded(true, Some(keys));
+                    metrics.api_keys_reloaded(true);
                     last_error.clear();
                 }
                 Ok(None) => last_error.clear(),
@@ -332,7 +332,7 @@ impl ApiKeys {
                     let error = error.to_string();
                     if error != last_error || sighup {
                         tracing::error!(event = "api_keys_reload_failed", sighup, error = %error, "kept the previous keys");
-                        metrics.api_keys_reloaded(false, None);
+                        metrics.api_keys_reloaded(false);
                     }
                     last_error = error;
                 }
