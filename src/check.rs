@@ -168,9 +168,13 @@ impl Checker {
                 if allowed.remove_authorization {
                     credentials.push("authorization".into());
                 }
-                // The key header never reaches the upstream, whatever the route verified.
-                if let Some(header) = self.api_keys.as_ref().and_then(|k| k.header()) {
-                    credentials.push(header.into());
+                // An API key never reaches the upstream, whatever the route
+                // verified: not even where unverified `Authorization` is forwarded.
+                if let Some(keys) = &self.api_keys {
+                    credentials.extend(keys.header().map(String::from));
+                    if !allowed.remove_authorization && credential::is_api_key(view.authorization()) {
+                        credentials.push("authorization".into());
+                    }
                 }
                 let credentials: Vec<&str> = credentials.iter().map(String::as_str).collect();
                 let mut edits = self

@@ -80,6 +80,9 @@ rules:
   - path_prefix: /deploy
     providers: [api-keys]
     allowed_groups: [deployers]
+  - path_prefix: /forward
+    providers: [api-keys]
+    forward_unverified_authorization: true
   - path_prefix: /
 cache:
   max_ttl_seconds: 600
@@ -269,5 +272,27 @@ async fn metrics_count_by_configured_key_id_and_never_show_a_key() {
     assert!(
         !m.contains(&KEY[10..]) && !m.contains(&OTHER[10..]),
         "a secret is in the metrics"
+    );
+}
+
+#[tokio::test]
+async fn a_key_is_removed_even_where_unverified_authorization_is_forwarded() {
+    let w = World::new(&entry("ci-bot", KEY, "ci", "")).await;
+    let a = w
+        .check("/forward", &[("authorization", &format!("ApiKey {KEY}"))])
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(a.removed.iter().any(|r| r == "authorization"), "{a:?}");
+    // A scheme portcullis does not verify is still forwarded there, as configured.
+    let bearer = format!("Bearer {}", w.issuer.mint(Algorithm::RS256, "alice", json!({})));
+    let a = w
+        .check("/forward", &[("x-api-key", KEY), ("authorization", "Basic dXNlcg==")])
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(!a.removed.iter().any(|r| r == "authorization"), "{a:?}");
+    assert_denied(
+        &w.check("/forward", &[("authorization", &bearer)]).await,
+        403,
+        "provider_not_allowed",
     );
 }

@@ -84,6 +84,20 @@ pub fn extract<'a>(
     }
 }
 
+/// Whether an `Authorization` value uses the `ApiKey` scheme (any case),
+/// whatever follows: such a header is never forwarded upstream.
+pub fn is_api_key(authorization: Single<'_>) -> bool {
+    match authorization {
+        Single::One(value) => {
+            let value = value.trim_start_matches(is_blank);
+            let scheme = value.split(is_blank).next().unwrap_or(value);
+            scheme.eq_ignore_ascii_case("apikey")
+        }
+        // Several values: refused before any allow.
+        Single::Absent | Single::Unusable => false,
+    }
+}
+
 /// `Bearer` (any case), one or more spaces, then a b64token (RFC 6750 §2.1);
 /// with API keys, `ApiKey` (any case) and a key.
 fn scheme(value: &str, max_token_bytes: usize, api_keys: bool) -> Result<Credential<'_>, Deny> {
@@ -157,6 +171,10 @@ mod tests {
         let garbled = Credential::ApiKey("pk_ci_short");
         assert_eq!(garbled.check_syntax(), Err(Deny::InvalidApiKey));
         assert_eq!(Credential::ApiKey(KEY).check_syntax(), Ok(()));
+        assert!(is_api_key(Single::One(" apikey x")));
+        assert!(is_api_key(Single::One("ApiKey")));
+        assert!(!is_api_key(Single::One("Bearer x")));
+        assert!(!is_api_key(Single::One("ApiKeys x")));
     }
 
     #[test]
