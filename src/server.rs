@@ -140,8 +140,9 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
         }
         // SIGHUP's default action ends the process: a config reloader that
         // sends it (or a `kill -HUP` by habit) would stop a replica at once,
-        // with no shutdown delay. Only the tenuo section reloads; without
-        // one, SIGHUP is logged and changes nothing.
+        // with no shutdown delay. The tenuo section and the API key file
+        // reload on it; without either, SIGHUP is logged and changes nothing.
+        // (API keys alone: their watcher listens.)
         _ if app.api_keys.is_some() => {}
         _ => {
             tokio::spawn(ignore_sighup());
