@@ -35,7 +35,7 @@ const MIN_SECRET: usize = 32;
 /// Longer than any key we issue; bounds the hashing a client can ask for.
 const MAX_KEY: usize = 256;
 
-/// The `user`/`groups` headers' value of an identity; the issuer header.
+/// The issuer header of an API key's identity (no OIDC issuer vouches for it).
 const ISSUER: &str = "portcullis:api-keys";
 
 #[derive(Debug, thiserror::Error)]
