@@ -15,6 +15,7 @@ use crate::idp::IdpClient;
 use crate::server::ServeError;
 use crate::session::Sessions;
 use crate::telemetry::Metrics;
+use crate::verify::apikey::ApiKeys;
 use crate::verify::oidc::OidcVerifier;
 use crate::verify::warrant::{Trust, WarrantVerifier};
 
@@ -29,6 +30,9 @@ pub struct App {
     /// The Tenuo trust set the checker verifies with and the reload replaces;
     /// `None` without a `tenuo` section.
     pub warrant: Option<Arc<WarrantVerifier>>,
+    /// The API keys the checker verifies with and their reload replaces;
+    /// `None` without an `api_keys` section.
+    pub api_keys: Option<Arc<ApiKeys>>,
 }
 
 impl App {
@@ -53,6 +57,14 @@ impl App {
             }
             None => None,
         };
+        let api_keys = match &config.api_keys {
+            Some(k) => {
+                let keys = ApiKeys::load(k)?;
+                metrics.api_keys_reloaded(true);
+                Some(Arc::new(keys))
+            }
+            None => None,
+        };
         let sessions = config
             .sessions
             .as_ref()
@@ -65,6 +77,10 @@ impl App {
             Some(s) => checker.with_sessions(s),
             None => checker,
         };
+        let checker = match &api_keys {
+            Some(k) => checker.with_api_keys(k.clone()),
+            None => checker,
+        };
         Ok(Self {
             checker: Arc::new(checker),
             readiness: Readiness::new(oidc.clone()),
@@ -72,6 +88,7 @@ impl App {
             cache,
             oidc,
             warrant,
+            api_keys,
         })
     }
 }

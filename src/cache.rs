@@ -33,6 +33,9 @@ use crate::identity::Identity;
 
 pub type Key = u128;
 
+/// Separates API keys' cache keys from bearer tokens' (see [`DecisionCache::api_key`]).
+const API_KEY_DOMAIN: u64 = 0x6170_695f_6b65_7973; // "api_keys"
+
 /// moka's hasher for keys that already are keyed 128-bit SipHash outputs
 /// (the decision cache's and the warrant caches'): hashing them again with
 /// moka's default SipHash costs every lookup for nothing. The two halves,
@@ -124,6 +127,16 @@ impl DecisionCache {
 
     pub fn key(&self, generation: u64, credential: &[u8]) -> Key {
         let mut h = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
+        h.write_u64(generation);
+        h.write(credential);
+        h.finish128().as_u128()
+    }
+
+    /// The key of an API key's decision: a SipHash under other keys than
+    /// [`key`](Self::key)'s, so an API key and a bearer token of the same
+    /// bytes never share an entry; `generation` is the key set's.
+    pub fn api_key(&self, generation: u64, credential: &[u8]) -> Key {
+        let mut h = SipHasher13::new_with_keys(self.keys.0 ^ API_KEY_DOMAIN, self.keys.1);
         h.write_u64(generation);
         h.write(credential);
         h.finish128().as_u128()

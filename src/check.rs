@@ -26,7 +26,8 @@ use crate::request::{RequestView, Single};
 use crate::response::{self, WarrantDenialBody};
 use crate::session::{login, Reply, Sessions};
 use crate::telemetry::{CacheResult, Metrics};
-use crate::verify::credential::{self, Credential};
+use crate::verify::apikey::{ApiKeys, KeySet};
+use crate::verify::credential::{self, ApiKeyPlaces, Credential};
 use crate::verify::oidc::OidcVerifier;
 use crate::verify::warrant::{Grant, WarrantDenial, WarrantVerifier};
 
@@ -38,6 +39,7 @@ pub struct Checker {
     oidc: Arc<OidcVerifier>,
     warrant: Option<Arc<WarrantVerifier>>,
     sessions: Option<Sessions>,
+    api_keys: Option<Arc<ApiKeys>>,
     cache: Arc<DecisionCache>,
     metrics: Arc<Metrics>,
     clock: Clock,
@@ -100,6 +102,7 @@ impl Checker {
             oidc,
             warrant,
             sessions: None,
+            api_keys: None,
             cache,
             metrics,
             clock: Clock::system(),
@@ -116,6 +119,12 @@ impl Checker {
     /// Enables browser sessions (login, callback, logout, session cookies).
     pub fn with_sessions(mut self, sessions: Sessions) -> Self {
         self.sessions = Some(sessions);
+        self
+    }
+
+    /// Enables API keys (`Authorization: ApiKey`, the configured header).
+    pub fn with_api_keys(mut self, api_keys: Arc<ApiKeys>) -> Self {
+        self.api_keys = Some(api_keys);
         self
     }
 
@@ -158,6 +167,14 @@ impl Checker {
                 };
                 if allowed.remove_authorization {
                     credentials.push("authorization".into());
+                }
+                // An API key never reaches the upstream, whatever the route
+                // verified: not even where unverified `Authorization` is forwarded.
+                if let Some(keys) = &self.api_keys {
+                    credentials.extend(keys.header().map(String::from));
+                    if !allowed.remove_authorization && credential::is_api_key(view.authorization()) {
+                        credentials.push("authorization".into());
+                    }
                 }
                 let credentials: Vec<&str> = credentials.iter().map(String::as_str).collect();
                 let mut edits = self
@@ -331,7 +348,8 @@ impl Checker {
     /// neither. On other rules the cookie is not a credential at all, so a
     /// browser's cookie cannot drive a bearer-only API.
     fn oidc_credential<'a>(&self, view: &RequestView<'a>, rule: &Rule) -> Result<Option<Credential<'a>>, Deny> {
-        match credential::extract(view, self.oidc.max_token_bytes()) {
+        let api_keys = self.api_keys.as_ref().map(|k| ApiKeyPlaces { header: k.header() });
+        match credential::extract(view, self.oidc.max_token_bytes(), api_keys) {
             Ok(c) => Ok(Some(c)),
             Err(Deny::MissingCredential) if !rule.accepts_sessions() => Ok(None),
             Err(Deny::MissingCredential) => Ok(self
@@ -399,32 +417,57 @@ impl Checker {
     }
 
     async fn identify(&self, credential: Credential<'_>, now: SystemTime) -> Result<Arc<Identity>, Deny> {
-        let key = self.cache.key(self.oidc.generation(), credential.as_bytes());
-        match self.cache.get(&key, now) {
+        // An API key is verified against one key set, loaded once: its
+        // generation is in the cache key, so a reload drops what it decided.
+        let key_set = match credential {
+            Credential::ApiKey(_) => Some(self.api_keys.as_ref().ok_or(Deny::MissingCredential)?.current()),
+            _ => None,
+        };
+        let key = match &key_set {
+            Some(set) => self.cache.api_key(set.generation(), credential.as_bytes()),
+            None => self.cache.key(self.oidc.generation(), credential.as_bytes()),
+        };
+        let result = match self.cache.get(&key, now) {
             Some(Cached::Allowed(identity)) => {
                 self.metrics.cache_lookup(CacheResult::Hit);
-                return Ok(identity);
+                Ok(identity)
             }
             Some(Cached::Denied(deny)) => {
                 self.metrics.cache_lookup(CacheResult::NegativeHit);
-                return Err(deny);
+                Err(deny)
             }
-            None => self.metrics.cache_lookup(CacheResult::Miss),
+            None => {
+                self.metrics.cache_lookup(CacheResult::Miss);
+                // A miss verifies a signature (and may fetch keys): one allocation
+                // more is nothing there, and keeps the hit's future small.
+                let result = Box::pin(self.verify(credential, key_set.as_deref(), now)).await;
+                self.cache.insert(key, &result, now);
+                result
+            }
+        };
+        if let (Some(set), Credential::ApiKey(presented)) = (&key_set, credential) {
+            let outcome = result.as_ref().map_or_else(Deny::reason, |_| "allowed");
+            self.metrics.api_key_checked(set.known_id(presented), outcome);
         }
-        // A miss verifies a signature (and may fetch keys): one allocation
-        // more is nothing there, and keeps the hit's future small.
-        let result = Box::pin(self.verify(credential, now)).await;
-        self.cache.insert(key, &result, now);
         result
     }
 
     /// The verifier for the credential's kind (cache miss only).
-    async fn verify(&self, credential: Credential<'_>, now: SystemTime) -> Result<Arc<Identity>, Deny> {
+    async fn verify(
+        &self,
+        credential: Credential<'_>,
+        key_set: Option<&KeySet>,
+        now: SystemTime,
+    ) -> Result<Arc<Identity>, Deny> {
         credential.check_syntax()?;
         match credential {
             Credential::Bearer(token) => self.oidc.verify(token, now).await.map(Arc::new),
             // Sessions are opened by `Sessions::authenticate`, never cached here.
             Credential::Session(_) => Err(Deny::SessionInvalid),
+            Credential::ApiKey(presented) => key_set
+                .ok_or(Deny::MissingCredential)?
+                .verify(presented, now)
+                .map(Arc::new),
         }
     }
 

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use crate::headers::HeaderPolicy;
 use crate::policy::Policy;
 
+pub mod api_keys;
 pub mod cache;
 pub mod groups;
 pub mod headers;
@@ -33,6 +34,7 @@ pub mod rules;
 pub mod sessions;
 pub mod tenuo;
 
+pub use self::api_keys::{ApiKeysConfig, RawApiKeys};
 pub use self::cache::{CacheConfig, RawCache};
 pub use self::headers::RawHeaders;
 pub use self::oidc::{is_local_host, OidcConfig, ProviderConfig, RawClientCredentials, RawOidc, RawProvider};
@@ -147,6 +149,8 @@ pub struct RawConfig {
     pub cache: RawCache,
     /// Browser sessions (cookie keys, plain OAuth2 providers); see `config/sessions.rs`.
     pub sessions: Option<RawSessions>,
+    /// Hashed keys of machine clients; see `config/api_keys.rs`.
+    pub api_keys: Option<RawApiKeys>,
 }
 
 impl Default for RawConfig {
@@ -165,6 +169,7 @@ impl Default for RawConfig {
             policies: Default::default(),
             cache: RawCache::default(),
             sessions: None,
+            api_keys: None,
         }
     }
 }
@@ -184,6 +189,7 @@ pub struct Config {
     pub policy: Policy,
     pub cache: CacheConfig,
     pub sessions: Option<SessionsConfig>,
+    pub api_keys: Option<ApiKeysConfig>,
 }
 
 impl RawConfig {
@@ -237,10 +243,11 @@ impl RawConfig {
             }
         }
         let cache = cache::validate(&self.cache, &mut errs);
-        if self.oidc.providers.is_empty() && self.tenuo.is_none() {
+        let api_keys = self.api_keys.as_ref().map(|k| api_keys::validate(k, &mut errs));
+        if self.oidc.providers.is_empty() && self.tenuo.is_none() && self.api_keys.is_none() {
             errs.push(
                 "oidc.providers",
-                "configure at least one OIDC provider, or a `tenuo` section",
+                "configure at least one OIDC provider, an `api_keys` or a `tenuo` section",
             );
         }
         errs.finish()?;
@@ -259,6 +266,7 @@ impl RawConfig {
                 policy,
                 cache,
                 sessions,
+                api_keys,
             }),
             _ => Err(ConfigError::Invalid(vec![FieldError {
                 path: "listen".into(),

@@ -143,6 +143,13 @@ pub enum Deny {
     NonceMismatch,
     #[error("the login at the identity provider failed")]
     LoginFailed,
+    // API keys.
+    #[error("the API key is not well-formed")]
+    InvalidApiKey,
+    #[error("no configured API key matches")]
+    UnknownApiKey,
+    #[error("the API key has expired")]
+    ApiKeyExpired,
 }
 
 /// Which part of portcullis decides a denial.
@@ -263,6 +270,12 @@ impl Deny {
             Deny::LoginStateReplayed => class("login_state_replayed", Unauthenticated, Session, Never),
             Deny::NonceMismatch => class("nonce_mismatch", Unauthenticated, Session, Never),
             Deny::LoginFailed => class("login_failed", Unauthenticated, Session, Never),
+            // Cached by a keyed hash of the key and the key file's
+            // generation: a reload that adds, changes or removes a key
+            // changes every cache key, so none of these outlives it.
+            Deny::InvalidApiKey => class("invalid_api_key", Unauthenticated, Token, Stable),
+            Deny::UnknownApiKey => class("unknown_api_key", Unauthenticated, Token, Stable),
+            Deny::ApiKeyExpired => class("api_key_expired", Unauthenticated, Token, Stable),
         }
     }
 

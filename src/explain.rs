@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::deny::Deny;
 use crate::identity::Source;
 use crate::request::{RequestView, Single};
-use crate::verify::credential::{self, Credential};
+use crate::verify::credential::{self, ApiKeyPlaces, Credential};
 use crate::verify::oidc::jwks::KeySet;
 use crate::verify::warrant::WarrantVerifier;
 
@@ -588,13 +588,15 @@ fn describe_credentials(
     steps: &mut Vec<Step>,
 ) -> Option<String> {
     let mut token = None;
-    match credential::extract(view, config.oidc.max_token_bytes) {
+    match credential::extract(view, config.oidc.max_token_bytes, api_key_places(config)) {
         Ok(Credential::Bearer(t)) => {
             step(steps, "credential", "info", format!("bearer token, {}", fingerprint(t)));
             describe_token(config, t, now, steps);
             token = Some(t.to_string());
         }
         Ok(Credential::Session(_)) => {}
+        // Never printed, not even in part: only that one was presented.
+        Ok(Credential::ApiKey(_)) => step(steps, "credential", "info", "API key".to_string()),
         Err(Deny::MissingCredential) => {
             let cookie = view.header("cookie").is_some();
             let detail = match (view.authorization(), sessions, cookie) {
@@ -853,9 +855,10 @@ fn identity_from(
     let user = edits.set.get(&h.user)?.clone();
     let source = match RequestView::new(req)
         .ok()
-        .map(|v| credential::extract(&v, config.oidc.max_token_bytes))
+        .map(|v| credential::extract(&v, config.oidc.max_token_bytes, api_key_places(config)))
     {
         Some(Ok(Credential::Bearer(_))) => bearer_source,
+        Some(Ok(Credential::ApiKey(_))) => Some(source_name(Source::ApiKey)),
         Some(_) => Some(source_name(Source::Session)),
         None => None,
     };
@@ -877,7 +880,15 @@ fn source_name(s: Source) -> &'static str {
         Source::OidcUser => "oidc_user",
         Source::OidcClient => "oidc_client",
         Source::Session => "session",
+        Source::ApiKey => "api_key",
     }
+}
+
+/// Where the config lets an API key be presented, as the checker reads it.
+fn api_key_places(config: &Config) -> Option<ApiKeyPlaces<'_>> {
+    config.api_keys.as_ref().map(|k| ApiKeyPlaces {
+        header: k.header.as_deref(),
+    })
 }
 
 /// Human text: one step a line, then the decision.

@@ -12,6 +12,8 @@ pub enum Source {
     OidcClient,
     /// A browser session cookie (after an OIDC or OAuth2 login).
     Session,
+    /// A machine client's API key (`api_keys:`); the subject is the key id.
+    ApiKey,
 }
 
 /// Strings are boxed and the issuer shared, and groups are kept as the

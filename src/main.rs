@@ -1,4 +1,4 @@
-//! `portcullis serve | check-config | explain | --version`.
+//! `portcullis serve | check-config | explain | hash-api-key | --version`.
 
 #![forbid(unsafe_code)]
 
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use portcullis::config::{self, Config, ConfigError, Env, ENV_CONFIG};
-use portcullis::verify::warrant;
+use portcullis::verify::{apikey, warrant};
 use portcullis::{explain, server, telemetry};
 
 /// sysexits EX_USAGE: the configuration is wrong, retrying will not help.
@@ -39,6 +39,12 @@ enum Command {
     /// Explain one request's decision offline: the real decision path, step by
     /// step. Exit 0 allowed, 1 denied, 2 usage or config error.
     Explain(Box<ExplainArgs>),
+    /// Read an API key on stdin and print its entry for the `api_keys.file` (its hash, never the key).
+    HashApiKey {
+        /// The user the key authenticates as.
+        #[arg(long)]
+        user: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -166,6 +172,7 @@ fn run_explain(args: ExplainArgs) -> ExitCode {
 fn load(path: &Path) -> Result<Config, ConfigError> {
     let config = config::read(path, &Env)?;
     warrant::check_files(&config)?;
+    apikey::check_file(&config)?;
     Ok(config)
 }
 
@@ -183,6 +190,23 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
+        Command::HashApiKey { user } => {
+            let mut key = String::new();
+            let entry = std::io::stdin()
+                .read_line(&mut key)
+                .map_err(|e| e.to_string())
+                .and_then(|_| apikey::file_entry(key.trim(), &user).map_err(|e| e.to_string()));
+            match entry {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EX_USAGE)
+                }
+            }
+        }
         Command::Serve { config } => {
             telemetry::init_logging();
             let cfg = match load(&config) {

@@ -13,6 +13,10 @@ use crate::deny::Deny;
 use crate::identity::{Identity, Source};
 use crate::request::RequestView;
 
+/// The provider name of identities proven by an API key (`api_keys:`): a
+/// rule accepts them only when its `providers:` lists this name.
+pub const API_KEYS_PROVIDER: &str = "api-keys";
+
 /// Which credentials a route needs. The config's `require:` values are
 /// these, spelled in lower case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -339,6 +343,11 @@ impl Rule {
                 .token_providers
                 .as_ref()
                 .is_none_or(|ps| ps.iter().any(|p| **p == *provider)),
+            // Never by default: only a rule that names `api-keys`.
+            Source::ApiKey => a
+                .token_providers
+                .as_ref()
+                .is_some_and(|ps| ps.iter().any(|p| **p == *API_KEYS_PROVIDER)),
         };
         if accepted {
             Ok(())

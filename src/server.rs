@@ -45,6 +45,8 @@ pub enum ServeError {
         #[from]
         source: LoadError,
     },
+    #[error("{0}")]
+    ApiKeys(#[from] crate::verify::apikey::LoadError),
 }
 
 /// Largest CheckRequest decoded. Envoy's own request carries the HTTP headers
@@ -128,6 +130,9 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
     let reload_every = config.tenuo.as_ref().map(|t| t.reload_interval);
     let app = App::new(config)?;
+    if let Some(keys) = &app.api_keys {
+        tokio::spawn(keys.clone().watch(app.metrics.clone()));
+    }
     match (reload_every, &app.warrant) {
         (Some(every), Some(verifier)) => {
             let reloader = Reloader::new(verifier.clone(), app.metrics.clone(), source);
@@ -135,8 +140,10 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
         }
         // SIGHUP's default action ends the process: a config reloader that
         // sends it (or a `kill -HUP` by habit) would stop a replica at once,
-        // with no shutdown delay. Only the tenuo section reloads; without
-        // one, SIGHUP is logged and changes nothing.
+        // with no shutdown delay. The tenuo section and the API key file
+        // reload on it; without either, SIGHUP is logged and changes nothing.
+        // (API keys alone: their watcher listens.)
+        _ if app.api_keys.is_some() => {}
         _ => {
             tokio::spawn(ignore_sighup());
         }

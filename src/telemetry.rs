@@ -37,6 +37,12 @@ struct ToolResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyResultLabels {
+    key_id: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IssuerLabels {
     issuer: String,
 }
@@ -68,6 +74,8 @@ pub struct Metrics {
     tenuo_ttl: Histogram,
     tenuo_reloads: Family<ResultLabels, Counter>,
     tenuo_issuers: Gauge,
+    api_key_checks: Family<KeyResultLabels, Counter>,
+    api_key_reloads: Family<ResultLabels, Counter>,
     session_redirects: Counter,
     groups_dropped: Family<ProviderLabels, Counter>,
     /// Handles on `allow`'s and `cache`'s counters, taken from the family at
@@ -78,7 +86,7 @@ pub struct Metrics {
 }
 
 /// `authz_allow`'s `source` label values.
-const SOURCES: [&str; 8] = [
+const SOURCES: [&str; 10] = [
     "oidc_user",
     "oidc_client",
     "session",
@@ -87,6 +95,8 @@ const SOURCES: [&str; 8] = [
     "session+tenuo",
     "tenuo",
     "workload",
+    "api_key",
+    "api_key+tenuo",
 ];
 
 /// `cache_lookups`' `result` label values, in `CacheResult` order.
@@ -173,6 +183,18 @@ impl Metrics {
             "Trusted Tenuo issuer keys in use",
             tenuo_issuers.clone(),
         );
+        let api_key_checks = Family::<KeyResultLabels, Counter>::default();
+        let api_key_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "api_key_checks",
+            "API key checks by key id (configured ids only, else unknown) and result (allowed or the deny reason)",
+            api_key_checks.clone(),
+        );
+        registry.register(
+            "api_key_reloads",
+            "Reloads of the API key file by result",
+            api_key_reloads.clone(),
+        );
         // Tenuo's own metric names (its Kubernetes guide), unprefixed, so its dashboards work.
         let tenuo_authz = Family::<ToolResultLabels, Counter>::default();
         let tenuo_duration = Histogram::new(exponential_buckets(0.000_001, 2.5, 14));
@@ -199,6 +221,8 @@ impl Metrics {
             tenuo_ttl,
             tenuo_reloads,
             tenuo_issuers,
+            api_key_checks,
+            api_key_reloads,
             allow,
             deny,
             duration,
@@ -227,6 +251,8 @@ impl Metrics {
             // Neither a user nor a warrant: only a `require: workload`
             // rule (its mTLS principal) admits that.
             (None, false) => 7,
+            (Some(Source::ApiKey), false) => 8,
+            (Some(Source::ApiKey), true) => 9,
         };
         counter(&self.allow, &self.allow_by_source[i], || SourceLabels {
             source: SOURCES[i],
@@ -267,6 +293,22 @@ impl Metrics {
                 provider: provider.to_string(),
             })
             .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// One API key check. `key_id` must be a configured id (or `None`):
+    /// never the key, never an id only a client made up.
+    pub fn api_key_checked(&self, key_id: Option<&str>, result: &'static str) {
+        let key_id = key_id.unwrap_or("unknown").to_string();
+        self.api_key_checks
+            .get_or_create(&KeyResultLabels { key_id, result })
+            .inc();
+    }
+
+    /// A reload of the key file, by result. The key count is logged, not a
+    /// gauge: every exported family must be on the dashboard.
+    pub fn api_keys_reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.api_key_reloads.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// A login, callback or logout redirect.

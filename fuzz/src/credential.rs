@@ -2,8 +2,8 @@
 //! arbitrary `Authorization` headers.
 //!
 //! Input: byte 0 bit 0 raw headers (bytes) or Envoy's joined map, bits 1-2
-//! `max_token_bytes` (8, 64, 1024, 8192), bit 3 no header at all; the rest
-//! is header values separated by `\n`.
+//! `max_token_bytes` (8, 64, 1024, 8192), bit 3 no header at all, bit 4 API
+//! keys configured; the rest is header values separated by `\n`.
 //!
 //! Invariants: no header → `MissingCredential`; two headers (or a `,` in
 //! Envoy's joined value, or bytes that are not UTF-8) → `MultipleCredentials`;
@@ -11,11 +11,13 @@
 //! the value, non-empty, unpadded by blanks and within the size limit;
 //! `check_syntax` accepts exactly RFC 6750's b64token; a well-formed bearer
 //! header is always accepted; refusals are one of the four credential
-//! reasons.
+//! reasons. With API keys, a key is returned only for `ApiKey` (any case),
+//! as the exact tail, and `check_syntax` accepts exactly `pk_<id>_<secret>`;
+//! without them `ApiKey` is no credential.
 
 use portcullis::deny::Deny;
 use portcullis::request::RequestView;
-use portcullis::verify::credential::{extract, Credential};
+use portcullis::verify::credential::{extract, ApiKeyPlaces, Credential};
 
 use crate::ensure;
 
@@ -36,6 +38,22 @@ pub fn is_b64token(t: &str) -> bool {
         && pad.bytes().all(|b| b == b'=')
 }
 
+/// `pk_<id>_<secret>`: id 1-32 of `a-z0-9-`, secret 32+ base64url, at most 256 bytes.
+pub fn is_api_key(k: &str) -> bool {
+    let Some((id, secret)) = k.strip_prefix("pk_").and_then(|r| r.split_once('_')) else {
+        return false;
+    };
+    k.len() <= 256
+        && (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && secret.len() >= 32
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// `Bearer <b64token>` with blanks around: the one shape that must pass.
 fn well_formed(v: &str) -> Option<&str> {
     let v = v.trim_matches(blank);
@@ -51,6 +69,7 @@ pub fn check(data: &[u8]) -> Result<(), String> {
         return Ok(());
     };
     let max = MAX[usize::from(mode >> 1 & 3)];
+    let api = mode & 16 != 0;
     let values: Vec<&[u8]> = if mode & 8 != 0 {
         Vec::new()
     } else {
@@ -66,7 +85,7 @@ pub fn check(data: &[u8]) -> Result<(), String> {
         let req = crate::request::merged("/", &headers);
         let joined = (!text.is_empty()).then(|| text.join(","));
         let single = joined.as_deref().filter(|j| !j.contains(','));
-        check_view(&req, max, values.is_empty(), single)
+        check_view(&req, max, api, values.is_empty(), single)
     } else {
         let headers: Vec<(&str, &[u8])> = values.iter().map(|v| ("authorization", *v)).collect();
         let req = crate::request::raw("/", &headers);
@@ -74,7 +93,7 @@ pub fn check(data: &[u8]) -> Result<(), String> {
             [one] => std::str::from_utf8(one).ok(),
             _ => None,
         };
-        check_view(&req, max, values.is_empty(), single)
+        check_view(&req, max, api, values.is_empty(), single)
     }
 }
 
@@ -82,6 +101,7 @@ pub fn check(data: &[u8]) -> Result<(), String> {
 pub fn check_view(
     req: &envoy_types::ext_authz::v3::pb::CheckRequest,
     max: usize,
+    api: bool,
     absent: bool,
     single: Option<&str>,
 ) -> Result<(), String> {
@@ -91,7 +111,7 @@ pub fn check_view(
         Err(_) if crate::request::count(req) > crate::request::FEW_HEADERS => return Ok(()),
         Err(d) => return Err(format!("probe request refused: {d:?}")),
     };
-    let got = extract(&view, max);
+    let got = extract(&view, max, api.then(ApiKeyPlaces::default));
     if absent {
         return ensure(got == Err(Deny::MissingCredential), || {
             format!("no header, yet {got:?}")
@@ -102,10 +122,10 @@ pub fn check_view(
             format!("several or unusable headers, yet {got:?}")
         });
     };
-    check_value(v, max, got)
+    check_value(v, max, api, got)
 }
 
-pub fn check_value(v: &str, max: usize, got: Result<Credential<'_>, Deny>) -> Result<(), String> {
+pub fn check_value(v: &str, max: usize, api: bool, got: Result<Credential<'_>, Deny>) -> Result<(), String> {
     match got {
         Ok(Credential::Bearer(t)) => {
             let trimmed = v.trim_matches(blank);
@@ -133,10 +153,33 @@ pub fn check_value(v: &str, max: usize, got: Result<Credential<'_>, Deny>) -> Re
                 format!("{t:?}: {syntax:?}")
             })
         }
+        Ok(Credential::ApiKey(k)) => {
+            ensure(api, || format!("{v:?}: an API key {k:?} without api_keys"))?;
+            let trimmed = v.trim_matches(blank);
+            ensure(!k.is_empty() && k.len() <= max && trimmed.ends_with(k), || {
+                format!("{v:?}: key {k:?} empty, over {max}, or not the value's tail")
+            })?;
+            let head = &trimmed[..trimmed.len() - k.len()];
+            ensure(
+                head.ends_with(blank) && head.trim_end_matches(blank).eq_ignore_ascii_case("apikey"),
+                || format!("{v:?}: key {k:?} taken after {head:?}, not after the ApiKey scheme"),
+            )?;
+            let syntax = Credential::ApiKey(k).check_syntax();
+            ensure(syntax.is_ok() == is_api_key(k), || {
+                format!(
+                    "{v:?}: check_syntax({k:?}) = {syntax:?}, the key format says {}",
+                    is_api_key(k)
+                )
+            })?;
+            ensure(syntax.is_ok() || syntax == Err(Deny::InvalidApiKey), || {
+                format!("{k:?}: {syntax:?}")
+            })
+        }
         Ok(other) => Err(format!("{v:?}: an Authorization header gave {other:?}")),
         Err(d) => {
             ensure(
-                matches!(d, Deny::MissingCredential | Deny::MalformedToken | Deny::TokenTooLarge),
+                matches!(d, Deny::MissingCredential | Deny::MalformedToken | Deny::TokenTooLarge)
+                    || api && d == Deny::InvalidApiKey,
                 || format!("{v:?}: refused as {d:?}"),
             )?;
             match well_formed(v) {
@@ -189,6 +232,10 @@ mod tests {
             b"\x01Bearer \xff",
             b"\x00Bearer 123456789",
             b"\x00",
+            b"\x10ApiKey pk_ci_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            b"\x16apikey  pk_ci_short",
+            b"\x10ApiKey",
+            b"\x00ApiKey pk_ci_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         ] {
             assert_eq!(check(d), Ok(()), "{d:?}");
         }
@@ -198,26 +245,39 @@ mod tests {
     fn a_wrong_extraction_is_caught() {
         let v = "Bearer abc";
         assert!(
-            check_value(v, 100, Ok(Credential::Bearer("bc"))).is_err(),
+            check_value(v, 100, false, Ok(Credential::Bearer("bc"))).is_err(),
             "not after the scheme"
         );
         assert!(
-            check_value("Token abc", 100, Ok(Credential::Bearer("abc"))).is_err(),
+            check_value("Token abc", 100, false, Ok(Credential::Bearer("abc"))).is_err(),
             "other scheme"
         );
         assert!(
-            check_value(v, 2, Ok(Credential::Bearer("abc"))).is_err(),
+            check_value(v, 2, false, Ok(Credential::Bearer("abc"))).is_err(),
             "over the limit"
         );
         assert!(
-            check_value(v, 100, Err(Deny::MalformedToken)).is_err(),
+            check_value(v, 100, false, Err(Deny::MalformedToken)).is_err(),
             "well-formed refused"
         );
         assert!(
-            check_value(v, 100, Err(Deny::InvalidSignature)).is_err(),
+            check_value(v, 100, false, Err(Deny::InvalidSignature)).is_err(),
             "not a credential reason"
         );
-        assert!(check_value(v, 100, Ok(Credential::Session("abc"))).is_err());
-        assert_eq!(check_value(v, 2, Err(Deny::TokenTooLarge)), Ok(()));
+        assert!(check_value(v, 100, false, Ok(Credential::Session("abc"))).is_err());
+        assert_eq!(check_value(v, 2, false, Err(Deny::TokenTooLarge)), Ok(()));
+        let key = "pk_ci_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let header = format!("ApiKey {key}");
+        assert_eq!(check_value(&header, 100, true, Ok(Credential::ApiKey(key))), Ok(()));
+        assert!(
+            check_value(&header, 100, false, Ok(Credential::ApiKey(key))).is_err(),
+            "not configured"
+        );
+        assert!(
+            check_value(&header, 100, true, Ok(Credential::ApiKey(&key[1..]))).is_err(),
+            "not the tail"
+        );
+        assert!(check_value(&format!("Bearer {key}"), 100, true, Ok(Credential::ApiKey(key))).is_err());
+        assert!(check_value(&header, 100, false, Err(Deny::InvalidApiKey)).is_err());
     }
 }

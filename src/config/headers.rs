@@ -78,14 +78,14 @@ pub(super) fn validate(h: &RawHeaders, errs: &mut Errors) -> HeaderPolicy {
     HeaderPolicy::with_principal(&h.user, &h.email, &h.groups, &h.issuer, &h.principal, &h.strip)
 }
 
-fn is_header_name(name: &str) -> bool {
+pub(super) fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn is_reserved_header(name: &str) -> bool {
+pub(super) fn is_reserved_header(name: &str) -> bool {
     matches!(
         name,
         "host" | "authorization" | "connection" | "te" | "transfer-encoding" | "upgrade" | "content-length" | "cookie"

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{Errors, RawConfig};
-use crate::policy::{Policy, PrincipalPattern, Require, Rule};
+use crate::policy::{Policy, PrincipalPattern, Require, Rule, API_KEYS_PROVIDER};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +118,9 @@ struct Context<'a> {
 }
 
 pub(super) fn validate(raw: &RawConfig, errs: &mut Errors) -> Policy {
-    let (has_oidc, has_tenuo) = (!raw.oidc.providers.is_empty(), raw.tenuo.is_some());
+    // An API key proves an identity as an OIDC token does (`require: oidc`).
+    let has_oidc = !raw.oidc.providers.is_empty() || raw.api_keys.is_some();
+    let has_tenuo = raw.tenuo.is_some();
     let any = match (has_oidc, has_tenuo) {
         (true, false) => Require::Oidc,
         (false, true) => Require::Tenuo,
@@ -188,7 +190,7 @@ fn compile(path: &str, r: &RawRule, cx: &Context<'_>, errs: &mut Errors) -> Rule
         );
     }
     if matches!(require, Require::Oidc | Require::All) && !has_oidc {
-        errs.push(format!("{path}.require"), "needs oidc.providers");
+        errs.push(format!("{path}.require"), "needs oidc.providers or api_keys");
     }
     if matches!(require, Require::Tenuo | Require::All) && !has_tenuo {
         errs.push(format!("{path}.require"), "needs a `tenuo` section");
@@ -273,6 +275,7 @@ fn known_providers<'a>(raw: &'a RawConfig, errs: &mut Errors) -> Vec<KnownProvid
             issuer: Some(&p.issuer),
             has_login: p.login.is_some(),
             oidc: true,
+            api_keys: false,
         });
     }
     let oauth2 = raw.sessions.as_ref().map_or(&[][..], |s| &s.oauth2_providers[..]);
@@ -283,6 +286,19 @@ fn known_providers<'a>(raw: &'a RawConfig, errs: &mut Errors) -> Vec<KnownProvid
             issuer: None,
             has_login: true,
             oidc: false,
+            api_keys: false,
+        });
+    }
+    if raw.api_keys.is_some() {
+        // Only named: a rule accepts API keys when its `providers:` says
+        // so, so adding keys opens no route that did not ask for them.
+        known.push(KnownProvider {
+            field: "api_keys".into(),
+            name: API_KEYS_PROVIDER,
+            issuer: None,
+            has_login: false,
+            oidc: false,
+            api_keys: true,
         });
     }
     for (i, k) in known.iter().enumerate() {
@@ -303,6 +319,8 @@ struct KnownProvider<'a> {
     issuer: Option<&'a str>,
     has_login: bool,
     oidc: bool,
+    /// The API keys (`api_keys:`), named `api-keys`.
+    api_keys: bool,
 }
 
 /// The providers whose bearer tokens, and whose logins' session cookies, a
@@ -377,7 +395,11 @@ fn rule_providers(
             "none of the rule's providers has a login, so there is no session to accept",
         );
     }
-    let tokens = chosen.iter().filter(|k| k.oidc).map(|k| k.name.into()).collect();
+    let tokens = chosen
+        .iter()
+        .filter(|k| k.oidc || k.api_keys)
+        .map(|k| k.name.into())
+        .collect();
     (tokens, sessions)
 }
 

@@ -40,13 +40,15 @@ fn example_config_in_the_repository_is_valid() {
     RawConfig::from_yaml(&text).unwrap().validate().unwrap();
 }
 
-/// `portcullis.example.yaml` with its commented-out `tenuo:` section switched on.
+/// `portcullis.example.yaml` with its commented-out `tenuo:` and `api_keys:` sections switched on.
 fn example_with_tenuo() -> String {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/portcullis.example.yaml")).unwrap();
     text.lines()
         .map(|l| match l.strip_prefix("# ") {
             Some(rest)
-                if rest.starts_with("tenuo:") || rest.starts_with("  ") && !rest.trim_start().starts_with('#') =>
+                if rest.starts_with("tenuo:")
+                    || rest.starts_with("api_keys:")
+                    || rest.starts_with("  ") && !rest.trim_start().starts_with('#') =>
             {
                 format!("{rest}\n")
             }
@@ -95,7 +97,9 @@ fn example_values_are_the_defaults() {
     let example: serde_norway::Value = serde_norway::from_str(&example_with_tenuo()).unwrap();
     let provider = &example["oidc"]["providers"][0];
     let oauth2 = &example["sessions"]["oauth2_providers"][0];
-    let sections = ["headers", "oidc", "tenuo", "rules", "policies", "cache", "sessions"];
+    let sections = [
+        "headers", "oidc", "tenuo", "rules", "policies", "cache", "sessions", "api_keys",
+    ];
     assert_example_shows_defaults::<RawConfig>("top level", &example, &sections, &[]);
     assert_example_shows_defaults::<RawHeaders>("headers", &example["headers"], &["strip"], &[]);
     assert_example_shows_defaults::<RawOidc>("oidc", &example["oidc"], &["providers"], &[]);
@@ -119,6 +123,7 @@ fn example_values_are_the_defaults() {
         &[],
     );
     assert_example_shows_defaults::<RawCache>("cache", &example["cache"], &[], &[]);
+    assert_example_shows_defaults::<RawApiKeys>("api_keys", &example["api_keys"], &["file", "header"], &[]);
     assert_example_shows_defaults::<RawPolicy>(
         "policies.admins-only",
         &example["policies"]["admins-only"],
@@ -672,4 +677,45 @@ fn the_principal_header_is_a_distinct_header_name() {
         let yaml = format!("{MINIMAL}headers: {{principal: {name}}}\n");
         assert_eq!(paths(&yaml), [path], "{name}");
     }
+}
+
+#[test]
+fn api_keys_are_checked_and_accepted_only_where_a_rule_names_them() {
+    let base = "oidc:\n  providers:\n    - issuer: https://dex.example.com/dex\n      audiences: [portcullis]\n";
+    let c = RawConfig::from_yaml(&format!(
+        "{base}api_keys: {{file: /k.yaml, header: X-Api-Key}}\nrules:\n  - path_prefix: /m\n    providers: [api-keys]\n    allowed_groups: [bots]\n  - path_prefix: /\n"
+    ))
+    .unwrap()
+    .validate()
+    .unwrap();
+    let k = c.api_keys.expect("api_keys");
+    assert_eq!(
+        (k.header.as_deref(), k.reload_interval.as_secs()),
+        (Some("x-api-key"), 10)
+    );
+    let errors = |yaml: &str| match RawConfig::from_yaml(yaml).unwrap().validate() {
+        Err(ConfigError::Invalid(e)) => e.into_iter().map(|e| e.path).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        errors(&format!(
+            "{base}api_keys: {{file: \"\", header: authorization, reload_interval_seconds: 0}}\n"
+        )),
+        ["api_keys.file", "api_keys.header", "api_keys.reload_interval_seconds"]
+    );
+    // Without the section, `api-keys` is no provider.
+    assert_eq!(
+        errors(&format!(
+            "{base}rules:\n  - path_prefix: /\n    providers: [api-keys]\n"
+        )),
+        ["rules[0].providers[0]"]
+    );
+    // API keys alone are a configuration: their identities satisfy `require: oidc`.
+    let c = RawConfig::from_yaml(
+        "api_keys: {file: /k.yaml}\nrules:\n  - path_prefix: /\n    require: oidc\n    providers: [api-keys]\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(c.policy.rule_for("/x").unwrap().require(), Require::Oidc);
 }
