@@ -229,7 +229,10 @@ impl RawConfig {
                 "must be non-empty printable ASCII without quotes or backslashes",
             );
         }
-        let headers = headers::validate(&self.headers, &mut errs);
+        let headers = headers::validate(
+            &api_keys::strip_key_header(&self.headers, self.api_keys.as_ref()),
+            &mut errs,
+        );
         let oidc = oidc::validate(&self.oidc, &mut errs);
         let tenuo = self.tenuo.as_ref().and_then(|t| tenuo::validate(t, &mut errs));
         let policy = rules::validate(self, &mut errs);
@@ -243,7 +246,10 @@ impl RawConfig {
             }
         }
         let cache = cache::validate(&self.cache, &mut errs);
-        let api_keys = self.api_keys.as_ref().map(|k| api_keys::validate(k, &mut errs));
+        let api_keys = self
+            .api_keys
+            .as_ref()
+            .map(|k| api_keys::validate(k, &self.headers, &mut errs));
         if self.oidc.providers.is_empty() && self.tenuo.is_none() && self.api_keys.is_none() {
             errs.push(
                 "oidc.providers",

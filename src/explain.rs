@@ -17,7 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -35,7 +35,9 @@ use crate::verify::warrant::WarrantVerifier;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
-    #[error("--header {0:?}: expected `name: value`")]
+    /// Holds at most the first few bytes of the argument: it may be a
+    /// credential typed without its name (`Authorization Bearer eyJ…`).
+    #[error("--header {0:?}…: expected `name: value`")]
     Header(String),
     #[error("--context-extension {0:?}: expected `key=value`")]
     Extension(String),
@@ -66,14 +68,22 @@ pub struct Input {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub context_extensions: Vec<(String, String)>,
+    /// The mTLS peer's principal (`attributes.source.principal`, `--principal`).
+    pub principal: String,
+}
+
+/// The first bytes of an argument, for an error: enough to find it, too
+/// few to be a usable secret.
+fn prefix(arg: &str) -> String {
+    arg.chars().take(8).collect()
 }
 
 /// Splits `name: value` (the name lower-cased, as Envoy sends names).
 pub fn parse_header(arg: &str) -> Result<(String, String), ExplainError> {
-    let (name, value) = arg.split_once(':').ok_or_else(|| ExplainError::Header(arg.into()))?;
+    let (name, value) = arg.split_once(':').ok_or_else(|| ExplainError::Header(prefix(arg)))?;
     let name = name.trim();
     if name.is_empty() {
-        return Err(ExplainError::Header(arg.into()));
+        return Err(ExplainError::Header(prefix(arg)));
     }
     Ok((name.to_ascii_lowercase(), value.trim().to_string()))
 }
@@ -115,10 +125,19 @@ impl Input {
                     ..Default::default()
                 }),
                 context_extensions: self.context_extensions.iter().cloned().collect(),
+                source: peer(&self.principal),
                 ..Default::default()
             }),
         }
     }
+}
+
+/// The downstream peer Envoy describes; `None` without a principal.
+fn peer(principal: &str) -> Option<Peer> {
+    (!principal.is_empty()).then(|| Peer {
+        principal: principal.to_string(),
+        ..Default::default()
+    })
 }
 
 /// The request a `curl` command line sends (`--curl`): its URL (path and
@@ -162,7 +181,14 @@ pub fn parse_curl(line: &str) -> Result<Input, ExplainError> {
             }
             "-s" | "--silent" | "-S" | "--show-error" | "-i" | "--include" | "-v" | "--verbose" | "-k"
             | "--insecure" | "-L" | "--location" | "-f" | "--fail" | "--compressed" | "-sS" | "-si" | "-fsS" => {}
-            other if other.starts_with('-') => return Err(err(format!("unsupported option {other}"))),
+            // Only the option's first characters: `-uuser:pass` or
+            // `-H'Authorization: …'` carry their value attached.
+            other if other.starts_with('-') => {
+                return Err(err(format!(
+                    "unsupported option {}… (write values as separate words)",
+                    prefix(other)
+                )))
+            }
             other => url = Some(other.to_string()),
         }
     }
@@ -301,6 +327,13 @@ pub fn check_request_from_json(text: &str) -> Result<CheckRequest, String> {
                 ..Default::default()
             }),
             context_extensions: string_map(extensions)?,
+            source: peer(
+                attributes
+                    .get("source")
+                    .and_then(|s| s.get("principal"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            ),
             ..Default::default()
         }),
     })
@@ -482,7 +515,9 @@ fn describe_request(
                 .unwrap_or_default();
             let why = match deny {
                 Deny::InvalidPath => {
-                    let path = raw.split_once('?').map_or(raw, |(p, _)| p);
+                    // Up to the first `?`, `;` or `#`: what follows may be a
+                    // token (`?access_token=`, `;jsessionid=`, a pasted `#access_token=`).
+                    let path = raw.split(['?', ';', '#']).next().unwrap_or_default();
                     format!("{path:?} {PATH_REFUSAL}")
                 }
                 d => format!("{} ({d})", d.reason()),
@@ -600,10 +635,7 @@ fn describe_credentials(
         Err(Deny::MissingCredential) => {
             let cookie = view.header("cookie").is_some();
             let detail = match (view.authorization(), sessions, cookie) {
-                (Single::One(v), _, _) => format!(
-                    "no bearer token: `Authorization` uses scheme {:?}",
-                    v.split_whitespace().next().unwrap_or_default()
-                ),
+                (Single::One(v), _, _) => format!("no bearer token: `Authorization` uses {}", scheme_name(v)),
                 (_, true, true) => "no bearer token; a cookie is sent (a session cookie is a credential here)".into(),
                 (_, false, true) => "no bearer token; cookies are not a credential on this rule".into(),
                 _ => "no bearer token, no cookie".into(),
@@ -884,6 +916,27 @@ fn source_name(s: Source) -> &'static str {
     }
 }
 
+/// The scheme of an `Authorization` value, named only when it is a known
+/// one: a value without a scheme may be the credential itself (a raw JWT,
+/// an API key without `ApiKey `).
+fn scheme_name(value: &str) -> String {
+    const KNOWN: [&str; 8] = [
+        "Basic",
+        "Bearer",
+        "Digest",
+        "Negotiate",
+        "NTLM",
+        "ApiKey",
+        "DPoP",
+        "HOBA",
+    ];
+    let first = value.split_whitespace().next().unwrap_or_default();
+    match KNOWN.iter().find(|k| k.eq_ignore_ascii_case(first)) {
+        Some(k) => format!("scheme {k:?}"),
+        None => format!("no known scheme (a {}-byte value, not shown)", value.len()),
+    }
+}
+
 /// Where the config lets an API key be presented, as the checker reads it.
 fn api_key_places(config: &Config) -> Option<ApiKeyPlaces<'_>> {
     config.api_keys.as_ref().map(|k| ApiKeyPlaces {
@@ -913,6 +966,51 @@ pub fn to_json(e: &Explanation) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SECRET: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
+
+    #[test]
+    fn arguments_that_hold_a_credential_are_never_echoed() {
+        let err = parse_header(&format!("Authorization Bearer {SECRET}"))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("eyJ"), "{err}");
+        let err = parse_curl(&format!("curl -H'Authorization: Bearer {SECRET}' http://x/")).unwrap_err();
+        assert!(!err.to_string().contains("eyJ"), "{err}");
+        let err = parse_curl("curl -ualice:hunter2 http://x/").unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn only_a_known_scheme_is_named() {
+        assert_eq!(scheme_name("Basic YWxpY2U6cA=="), "scheme \"Basic\"");
+        assert_eq!(scheme_name("digest x"), "scheme \"Digest\"");
+        let raw = scheme_name(SECRET);
+        assert!(!raw.contains("eyJ") && raw.contains("not shown"), "{raw}");
+        assert!(!scheme_name("pk_ci_abcdefghijklmnop").contains("pk_ci"));
+    }
+
+    #[test]
+    fn the_principal_comes_from_the_check_request_or_the_argument() {
+        let json = r#"{"attributes": {"source": {"principal": "spiffe://cluster.local/ns/ci/sa/deployer"},
+            "request": {"http": {"method": "GET", "path": "/x", "headers": {}}}}}"#;
+        let req = check_request_from_json(json).unwrap();
+        let principal = req.attributes.and_then(|a| a.source).map(|p| p.principal);
+        assert_eq!(principal.as_deref(), Some("spiffe://cluster.local/ns/ci/sa/deployer"));
+        let input = Input {
+            method: "GET".into(),
+            path: "/x".into(),
+            principal: "spiffe://a/b".into(),
+            ..Input::default()
+        };
+        let req = input.to_check_request();
+        assert_eq!(
+            req.attributes.and_then(|a| a.source).map(|p| p.principal).as_deref(),
+            Some("spiffe://a/b")
+        );
+        let none = Input::default().to_check_request();
+        assert!(none.attributes.and_then(|a| a.source).is_none());
+    }
 
     #[test]
     fn headers_extensions_and_jwks_arguments_are_split_as_documented() {

@@ -67,8 +67,11 @@ struct ExplainArgs {
     /// `key=value` of the route's `context_extensions` (`portcullis_policy=NAME`).
     #[arg(long = "context-extension")]
     context_extensions: Vec<String>,
+    /// The mTLS peer's principal as Envoy reports it (`spiffe://…`).
+    #[arg(long, default_value = "")]
+    principal: String,
     /// A CheckRequest as JSON (instead of --method/--path/--header).
-    #[arg(long, conflicts_with_all = ["path", "headers", "context_extensions", "body"])]
+    #[arg(long, conflicts_with_all = ["path", "headers", "context_extensions", "body", "principal"])]
     check_request: Option<PathBuf>,
     /// A `curl` command line (one argument): its URL, -X, -H, -d, -b, -u.
     #[arg(long, conflicts_with_all = ["path", "headers", "body", "host", "check_request"])]
@@ -114,6 +117,7 @@ fn run_explain(args: ExplainArgs) -> ExitCode {
             match (args.curl.as_deref().map(explain::parse_curl), exts) {
                 (Some(Ok(mut input)), Ok(x)) => {
                     input.context_extensions = x;
+                    input.principal = args.principal;
                     input.to_check_request()
                 }
                 (Some(Err(e)), _) | (_, Err(e)) => return usage(&e),
@@ -138,6 +142,7 @@ fn run_explain(args: ExplainArgs) -> ExitCode {
                 headers,
                 body: args.body,
                 context_extensions,
+                principal: args.principal,
             }
             .to_check_request()
         }

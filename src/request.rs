@@ -198,11 +198,28 @@ fn merged_get<'a>(m: &'a HashMap<String, String>, name: &str) -> Option<&'a Stri
 
 /// The policy name among the route's context extensions. Most routes set
 /// none: an empty map is answered without hashing the key.
+///
+/// A key that is meant for portcullis but is not exactly
+/// `portcullis_policy` (`portcullis-policy`, `Portcullis_Policy`,
+/// `portcullisPolicy`…) is a typo in the proxy's route: it yields the empty
+/// name, which is refused as `unknown_policy`, rather than leaving the route
+/// to the path rules (which may be more open than the policy meant for it).
 fn route_policy(extensions: &HashMap<String, String>) -> Option<&str> {
     if extensions.is_empty() {
         return None;
     }
+    let misspelled = extensions.keys().any(|k| k != POLICY_EXTENSION && is_ours(k));
+    if misspelled {
+        return Some("");
+    }
     extensions.get(POLICY_EXTENSION).map(String::as_str)
+}
+
+/// Whether an extension key names portcullis in any case or `-`/`_`/`.`
+/// spelling.
+fn is_ours(key: &str) -> bool {
+    const OURS: &[u8] = b"portcullis";
+    key.len() >= OURS.len() && key.as_bytes()[..OURS.len()].eq_ignore_ascii_case(OURS)
 }
 
 /// The downstream peer's principal as Envoy reports it; `""` (no client
@@ -394,6 +411,26 @@ mod tests {
         // Empty is passed on as empty: the policy lookup refuses it.
         set(&mut req, "");
         assert_eq!(RequestView::new(&req).map(|v| v.policy), Ok(Some("")));
+    }
+
+    #[test]
+    fn a_misspelled_policy_key_is_refused_not_left_to_the_path_rules() {
+        for key in [
+            "portcullis-policy",
+            "Portcullis_Policy",
+            "portcullisPolicy",
+            "PORTCULLIS.policy",
+        ] {
+            let mut req = with_headers(0);
+            let a = req.attributes.as_mut().expect("attributes");
+            a.context_extensions.insert(key.into(), "admins-only".into());
+            assert_eq!(RequestView::new(&req).map(|v| v.policy), Ok(Some("")), "{key}");
+            // Beside the right key too: which one was meant is not guessed.
+            let a = req.attributes.as_mut().expect("attributes");
+            a.context_extensions
+                .insert(POLICY_EXTENSION.into(), "admins-only".into());
+            assert_eq!(RequestView::new(&req).map(|v| v.policy), Ok(Some("")), "{key}");
+        }
     }
 
     #[test]

@@ -178,6 +178,20 @@ async fn a_key_in_either_place_proves_its_identity_and_never_reaches_the_upstrea
     }
 }
 
+/// Envoy passes `x_api_key` (headers_with_underscores_action: ALLOW) and
+/// upstreams that fold `_` into `-` (WSGI, PHP, CGI) would read it as the
+/// key header: it is removed as well, though it is not read as a credential.
+#[tokio::test]
+async fn the_key_header_in_another_spelling_never_reaches_the_upstream() {
+    let w = World::new(&entry("ci-bot", KEY, "ci", "")).await;
+    let bearer_less = format!("apikey {KEY}");
+    let a = w
+        .check("/deploy/app", &[("authorization", &bearer_less), ("x_api_key", KEY)])
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(a.removed.iter().any(|r| r == "x_api_key"), "{a:?}");
+}
+
 #[tokio::test]
 async fn a_wrong_malformed_or_doubled_key_is_refused_with_its_exact_reason() {
     let w = World::new(&entry("ci-bot", KEY, "ci", "")).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::headers::{is_header_name, is_reserved_header};
+use super::headers::{is_header_name, is_reserved_header, RawHeaders};
 use super::Errors;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,7 +41,21 @@ pub struct ApiKeysConfig {
     pub reload_interval: Duration,
 }
 
-pub(super) fn validate(k: &RawApiKeys, errs: &mut Errors) -> ApiKeysConfig {
+/// The headers section with the API key header added to its strip names: a
+/// credential must not reach the upstream in any case or `_` spelling (the
+/// checker reads only the configured spelling, an upstream may fold `_`).
+pub(super) fn strip_key_header(h: &RawHeaders, k: Option<&RawApiKeys>) -> RawHeaders {
+    let mut h = h.clone();
+    if let Some(name) = k.and_then(|k| k.header.as_ref()).map(|n| n.to_ascii_lowercase()) {
+        // An unusable name is reported under `api_keys.header` alone.
+        if is_header_name(&name) && !is_reserved_header(&name) {
+            h.strip.push(name);
+        }
+    }
+    h
+}
+
+pub(super) fn validate(k: &RawApiKeys, headers: &RawHeaders, errs: &mut Errors) -> ApiKeysConfig {
     if k.file.is_empty() {
         errs.push("api_keys.file", "must name the file of hashed keys");
     }
@@ -52,6 +66,23 @@ pub(super) fn validate(k: &RawApiKeys, errs: &mut Errors) -> ApiKeysConfig {
             errs.push(
                 "api_keys.header",
                 "must be a lower-case HTTP header name other than authorization, e.g. x-api-key",
+            );
+        }
+    }
+    if let Some(h) = &header {
+        let same = |n: &str| n.replace('_', "-") == h.replace('_', "-");
+        let injected = [
+            &headers.user,
+            &headers.email,
+            &headers.groups,
+            &headers.issuer,
+            &headers.principal,
+        ];
+        if injected.iter().any(|n| same(n)) {
+            // The identity injected under that name would be stripped as the credential.
+            errs.push(
+                "api_keys.header",
+                "must not be one of the injected identity headers (headers.*)",
             );
         }
     }

@@ -234,9 +234,24 @@ fn principal_patterns(path: &str, patterns: &[String], errs: &mut Errors) -> Vec
             errs.push(field, "'*' is allowed only at the end (a prefix)");
         } else if body.bytes().any(|b| !(0x20..0x7f).contains(&b)) {
             errs.push(field, "must be printable ASCII (as a URI SAN or subject is)");
+        } else if p.ends_with('*') && !names_whole_trust_domain(body) {
+            // `spiffe://prod*` would also admit `spiffe://prod-evil.example/…`.
+            errs.push(
+                field,
+                "a spiffe:// prefix must name the whole trust domain: spiffe://DOMAIN/…*",
+            );
         }
     }
     patterns.iter().map(|p| PrincipalPattern::parse(p)).collect()
+}
+
+/// A SPIFFE prefix pattern must reach past its trust domain (`/` after
+/// `spiffe://DOMAIN`); other principals (certificate subjects) are free.
+fn names_whole_trust_domain(prefix: &str) -> bool {
+    match prefix.get(..9) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("spiffe://") => prefix[9..].contains('/'),
+        _ => true,
+    }
 }
 
 /// Policy names are compared with what the proxy's route sends, and

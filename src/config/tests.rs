@@ -654,6 +654,13 @@ fn allowed_principals_are_exact_or_a_trailing_star_prefix_and_workload_needs_the
             "rules[2].login",
         ]
     );
+    // A SPIFFE prefix must cover the whole trust domain.
+    assert_eq!(
+        paths(&yaml(
+            "  - {path_prefix: /, allowed_principals: [\"spiffe://prod*\", \"SPIFFE://prod.example*\"]}\n"
+        )),
+        ["rules[0].allowed_principals[0]", "rules[0].allowed_principals[1]"]
+    );
     let policies =
         format!("{MINIMAL}policies:\n  ci: {{require: workload, allowed_principals: [\"spiffe://td/ci/*\"]}}\n");
     let c = RawConfig::from_yaml(&policies).unwrap().validate().unwrap();
@@ -718,4 +725,14 @@ fn api_keys_are_checked_and_accepted_only_where_a_rule_names_them() {
     .validate()
     .unwrap();
     assert_eq!(c.policy.rule_for("/x").unwrap().require(), Require::Oidc);
+}
+
+#[test]
+fn the_api_key_header_must_not_be_an_injected_identity_header() {
+    for name in ["x-user-id", "X_User_Id", "x-auth-request-groups"] {
+        let yaml = format!("{MINIMAL}api_keys: {{file: /k, header: {name}}}\n");
+        assert_eq!(paths(&yaml), ["api_keys.header"], "{name}");
+    }
+    let ok = format!("{MINIMAL}api_keys: {{file: /k, header: x-api-key}}\n");
+    assert!(RawConfig::from_yaml(&ok).unwrap().validate().is_ok());
 }

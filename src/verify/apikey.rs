@@ -37,6 +37,8 @@ const MAX_KEY: usize = 256;
 
 /// The issuer header of an API key's identity (no OIDC issuer vouches for it).
 const ISSUER: &str = "portcullis:api-keys";
+/// 3000-01-01T00:00:00Z: the latest `expires_at` a key may have.
+const LATEST_EXPIRY: u64 = 32_503_680_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -126,15 +128,22 @@ impl KeySet {
             }
             let expires_at = match k.expires_at {
                 None => None,
-                Some(When::Unix(s)) => Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+                Some(When::Unix(s)) => Some(s),
                 Some(When::Rfc3339(s)) => Some(
                     chrono::DateTime::parse_from_rfc3339(&s)
                         .ok()
                         .and_then(|t| u64::try_from(t.timestamp()).ok())
-                        .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t))
                         .ok_or_else(|| invalid(format!("keys.{id}.expires_at: not RFC 3339 or unix seconds")))?,
                 ),
-            };
+            }
+            .map(|s| {
+                // Past the year 3000 is a mistake (milliseconds taken for
+                // seconds would never expire) and would overflow `SystemTime`.
+                (s <= LATEST_EXPIRY)
+                    .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+                    .ok_or_else(|| invalid(format!("keys.{id}.expires_at: after the year 3000 (milliseconds?)")))
+            })
+            .transpose()?;
             let id: Arc<str> = id.into();
             // Without an expiry the time is set per verification (`verify`).
             let identity = Identity::new(
@@ -364,6 +373,21 @@ mod tests {
 
     fn set(text: &str) -> KeySet {
         KeySet::parse(text, Path::new("keys.yaml"), 7, Duration::from_secs(10)).unwrap()
+    }
+
+    #[test]
+    fn an_expiry_past_the_year_3000_is_a_file_error_not_a_panic() {
+        let hash = hex::encode(Sha256::digest(KEY.as_bytes()));
+        for at in ["10000000000000000000", "1767225600000", "\"3001-01-01T00:00:00Z\""] {
+            let text = format!("keys:\n  ci-bot: {{sha256: {hash}, user: ci, expires_at: {at}}}\n");
+            let err = KeySet::parse(&text, Path::new("keys.yaml"), 1, Duration::from_secs(10))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("after the year 3000"), "{at}: {err}");
+        }
+        let text = format!("keys:\n  ci-bot: {{sha256: {hash}, user: ci, expires_at: 1767225600}}\n");
+        assert!(KeySet::parse(&text, Path::new("keys.yaml"), 1, Duration::from_secs(10)).is_ok());
     }
 
     #[test]
