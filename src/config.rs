@@ -229,10 +229,8 @@ impl RawConfig {
                 "must be non-empty printable ASCII without quotes or backslashes",
             );
         }
-        let headers = headers::validate(
-            &api_keys::strip_key_header(&self.headers, self.api_keys.as_ref()),
-            &mut errs,
-        );
+        let raw_headers = api_keys::strip_key_header(&self.headers, self.api_keys.as_ref());
+        let headers = headers::validate(&raw_headers, &mut errs);
         let oidc = oidc::validate(&self.oidc, &mut errs);
         let tenuo = self.tenuo.as_ref().and_then(|t| tenuo::validate(t, &mut errs));
         let policy = rules::validate(self, &mut errs);

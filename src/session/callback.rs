@@ -307,20 +307,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// `userinfo_identity` with the email claim `email`, no group filter, now.
+    fn userinfo(
+        login: &str,
+        claims: &Map<String, Value>,
+        user_claim: &str,
+        groups_claim: Option<&str>,
+    ) -> Result<Mapped, Deny> {
+        let filter = GroupFilter::default();
+        userinfo_identity(
+            login,
+            claims,
+            user_claim,
+            "email",
+            groups_claim,
+            &filter,
+            crate::clock::system_now(),
+        )
+    }
+
     #[test]
     fn github_userinfo_maps_login_numeric_id_and_null_email() {
         let claims = json!({"login": "octocat", "id": 583231, "email": null, "name": "The Octocat"});
-        let id = userinfo_identity(
-            "github",
-            claims.as_object().unwrap(),
-            "login",
-            "email",
-            None,
-            &GroupFilter::default(),
-            crate::clock::system_now(),
-        )
-        .unwrap()
-        .identity;
+        let id = userinfo("github", claims.as_object().unwrap(), "login", None)
+            .unwrap()
+            .identity;
         assert_eq!(
             (&*id.user, &*id.subject, id.email.as_deref()),
             ("octocat", "583231", None)
@@ -328,30 +339,12 @@ mod tests {
         assert_eq!(&*id.issuer, "github");
         let bad = json!({"login": "a\r\nx-user-id: root"});
         assert_eq!(
-            userinfo_identity(
-                "github",
-                bad.as_object().unwrap(),
-                "login",
-                "email",
-                None,
-                &GroupFilter::default(),
-                crate::clock::system_now()
-            )
-            .err(),
+            userinfo("github", bad.as_object().unwrap(), "login", None).err(),
             Some(Deny::InvalidClaims)
         );
         let none = json!({"id": 1});
         assert_eq!(
-            userinfo_identity(
-                "github",
-                none.as_object().unwrap(),
-                "login",
-                "email",
-                None,
-                &GroupFilter::default(),
-                crate::clock::system_now()
-            )
-            .err(),
+            userinfo("github", none.as_object().unwrap(), "login", None).err(),
             Some(Deny::MissingUserClaim)
         );
     }
@@ -360,17 +353,7 @@ mod tests {
     fn userinfo_follows_the_oidc_claim_rules() {
         let map = |v: serde_json::Value| v.as_object().cloned().unwrap();
         let c = map(json!({"login": "octo", "email": "o@x.io", "groups": ["client:ci", "dev"]}));
-        let id = userinfo_identity(
-            "gh",
-            &c,
-            "login",
-            "email",
-            Some("groups"),
-            &GroupFilter::default(),
-            crate::clock::system_now(),
-        )
-        .unwrap()
-        .identity;
+        let id = userinfo("gh", &c, "login", Some("groups")).unwrap().identity;
         assert_eq!(
             id.groups().collect::<Vec<_>>(),
             vec!["dev"],
@@ -392,31 +375,9 @@ mod tests {
             Some(Deny::GroupsOverBudget)
         );
         let c = map(json!({"login": "octo", "email": "o@x.io", "email_verified": false}));
-        let id = userinfo_identity(
-            "gh",
-            &c,
-            "login",
-            "email",
-            None,
-            &GroupFilter::default(),
-            crate::clock::system_now(),
-        )
-        .unwrap()
-        .identity;
+        let id = userinfo("gh", &c, "login", None).unwrap().identity;
         assert_eq!((&*id.user, id.email.as_deref()), ("octo", None));
-        assert_eq!(
-            userinfo_identity(
-                "gh",
-                &c,
-                "email",
-                "email",
-                None,
-                &GroupFilter::default(),
-                crate::clock::system_now()
-            )
-            .err(),
-            Some(Deny::EmailUnverified)
-        );
+        assert_eq!(userinfo("gh", &c, "email", None).err(), Some(Deny::EmailUnverified));
         for bad in [
             json!({"login": "octo ", "email": "o@x.io"}),
             json!({"login": "octo,admin"}),
@@ -424,16 +385,7 @@ mod tests {
             json!({"login": "octo", "email": "o@x.io,p@x.io"}),
         ] {
             assert_eq!(
-                userinfo_identity(
-                    "gh",
-                    &map(bad.clone()),
-                    "login",
-                    "email",
-                    None,
-                    &GroupFilter::default(),
-                    crate::clock::system_now()
-                )
-                .err(),
+                userinfo("gh", &map(bad.clone()), "login", None).err(),
                 Some(Deny::InvalidClaims),
                 "{bad}"
             );
