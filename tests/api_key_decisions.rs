@@ -13,13 +13,12 @@ mod warrant;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use jsonwebtoken::Algorithm;
 use portcullis::app::App;
 use portcullis::clock::{unix, Clock};
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest, Sha256};
-use support::Issuer;
+use support::{assert_denied, Answer, Issuer};
 use tempfile::TempDir;
 
 const KEY: &str = "pk_ci-bot_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo";
@@ -31,23 +30,6 @@ struct World {
     app: App,
     file: PathBuf,
     _dir: TempDir,
-}
-
-/// What the upstream would get, or why not.
-#[derive(Debug)]
-struct Answer {
-    status: i32,
-    reason: Option<String>,
-    /// Headers set on the upstream request.
-    set: Vec<(String, String)>,
-    /// Headers removed from it.
-    removed: Vec<String>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
 }
 
 fn entry(id: &str, key: &str, user: &str, extra: &str) -> String {
@@ -102,7 +84,7 @@ cache:
     }
 
     async fn check(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
-        answer(
+        Answer::of(
             &self
                 .app
                 .checker
@@ -122,36 +104,6 @@ cache:
     fn metrics(&self) -> String {
         self.app.metrics.render(0)
     }
-}
-
-fn answer(r: &CheckResponse) -> Answer {
-    match &r.http_response {
-        Some(HttpResponse::OkResponse(ok)) => Answer {
-            status: 200,
-            reason: None,
-            set: ok
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .map(|h| (h.key.clone(), h.value.clone()))
-                .collect(),
-            removed: ok.headers_to_remove.clone(),
-        },
-        Some(HttpResponse::DeniedResponse(d)) => {
-            let body: Value = serde_json::from_str(&d.body).unwrap_or_default();
-            Answer {
-                status: d.status.as_ref().map_or(-1, |s| s.code),
-                reason: body["reason"].as_str().map(str::to_string),
-                set: Vec::new(),
-                removed: Vec::new(),
-            }
-        }
-        other => panic!("not an OK or a denial: {other:?}"),
-    }
-}
-
-fn assert_denied(a: &Answer, status: i32, reason: &str) {
-    assert_eq!((a.status, a.reason.as_deref()), (status, Some(reason)), "{a:?}");
 }
 
 #[tokio::test]

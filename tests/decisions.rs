@@ -13,14 +13,14 @@ mod warrant;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::ext_authz::v3::pb::CheckRequest;
 use jsonwebtoken::Algorithm;
 use portcullis::check::Checker;
 use portcullis::clock::{unix, unix_i64, Clock};
 use portcullis::request::POLICY_EXTENSION;
 use portcullis::telemetry::Metrics;
 use serde_json::{json, Value};
-use support::{Issuer, RefreshAnswer, CLIENT_ID};
+use support::{assert_denied, Answer, Issuer, RefreshAnswer, CLIENT_ID};
 use tempfile::TempDir;
 use tenuo::SigningKey;
 
@@ -36,18 +36,6 @@ struct World {
     tenuo_root: SigningKey,
     agent: SigningKey,
     _dir: TempDir,
-}
-
-/// What a Check answered, read the way Envoy reads it.
-#[derive(Debug)]
-struct Answer {
-    status: i32,
-    reason: Option<String>,
-    user: Option<String>,
-    /// The injected `x-auth-request-groups`.
-    groups: Option<String>,
-    location: Option<String>,
-    set_cookies: Vec<String>,
 }
 
 impl World {
@@ -128,7 +116,7 @@ cache:
     }
 
     async fn check(&self, req: CheckRequest) -> Answer {
-        answer(&self.checker.check(&req).await)
+        Answer::of(&self.checker.check(&req).await)
     }
 
     fn bearer(&self, sub: &str) -> String {
@@ -178,55 +166,6 @@ cache:
     }
 }
 
-fn answer(r: &CheckResponse) -> Answer {
-    match &r.http_response {
-        Some(HttpResponse::OkResponse(ok)) => Answer {
-            status: 200,
-            reason: None,
-            user: ok
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .find(|h| h.key == "x-user-id")
-                .map(|h| h.value.clone()),
-            groups: ok
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .find(|h| h.key == "x-auth-request-groups")
-                .map(|h| h.value.clone()),
-            location: None,
-            set_cookies: ok
-                .response_headers_to_add
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .filter(|h| h.key.eq_ignore_ascii_case("set-cookie"))
-                .map(|h| h.value.clone())
-                .collect(),
-        },
-        Some(HttpResponse::DeniedResponse(d)) => {
-            let header = |name: &str| -> Vec<String> {
-                d.headers
-                    .iter()
-                    .filter_map(|h| h.header.as_ref())
-                    .filter(|h| h.key.eq_ignore_ascii_case(name))
-                    .map(|h| h.value.clone())
-                    .collect()
-            };
-            let body: Value = serde_json::from_str(&d.body).unwrap_or_default();
-            Answer {
-                status: d.status.as_ref().map_or(-1, |s| s.code),
-                reason: body["reason"].as_str().map(str::to_string),
-                user: None,
-                groups: None,
-                location: header("location").into_iter().next(),
-                set_cookies: header("set-cookie"),
-            }
-        }
-        other => panic!("not an OK or a denial: {other:?}"),
-    }
-}
-
 fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     warrant::request(method, path, headers, "")
 }
@@ -267,10 +206,6 @@ fn clears(set_cookies: &[String], name: &str) -> bool {
     set_cookies
         .iter()
         .any(|c| c.starts_with(&format!("{name}=;")) && c.contains("Max-Age=0"))
-}
-
-fn assert_denied(a: &Answer, status: i32, reason: &str) {
-    assert_eq!((a.status, a.reason.as_deref()), (status, Some(reason)), "{a:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -400,11 +335,7 @@ async fn require_matrix() {
             );
             if status == 200 {
                 let user = matches!(bearer, B::Valid) && require != "tenuo";
-                assert_eq!(
-                    a.user.as_deref(),
-                    user.then_some("alice@example.com"),
-                    "{require} {bearer:?}"
-                );
+                assert_eq!(a.user(), user.then_some("alice@example.com"), "{require} {bearer:?}");
             }
         }
     }
@@ -542,7 +473,7 @@ async fn a_login_lands_and_its_session_admits_the_user() {
     let w = World::new(LOGIN_RULES).await;
     let session = w.login("alice", "/home").await;
     let a = w.check(browser("/home", &[("cookie", &session)])).await;
-    assert_eq!((a.status, a.user.as_deref()), (200, Some("alice@example.com")), "{a:?}");
+    assert_eq!((a.status, a.user()), (200, Some("alice@example.com")), "{a:?}");
     // The cookie is not a credential on a bearer-only route.
     assert_denied(
         &w.check(browser("/api/x", &[("cookie", &session)])).await,
@@ -560,7 +491,7 @@ async fn tokens_from_a_slow_token_endpoint_are_judged_when_they_arrive() {
     w.issuer.set_token_endpoint_slow_by(3);
     let session = w.login("alice", "/").await;
     let a = w.check(browser("/", &[("cookie", &session)])).await;
-    assert_eq!((a.status, a.user.as_deref()), (200, Some("alice@example.com")), "{a:?}");
+    assert_eq!((a.status, a.user()), (200, Some("alice@example.com")), "{a:?}");
     // The same on refresh.
     w.issuer.set_token_ttl(120);
     let session = w.login("bob", "/").await;
@@ -616,7 +547,7 @@ async fn a_session_near_expiry_is_refreshed_once_and_renewed_in_its_cookie() {
     // Past the first tokens' expiry, the renewed cookie still works.
     w.advance(100);
     let a = w.check(browser("/", &[("cookie", &renewed)])).await;
-    assert_eq!((a.status, a.user.as_deref()), (200, Some("alice@example.com")), "{a:?}");
+    assert_eq!((a.status, a.user()), (200, Some("alice@example.com")), "{a:?}");
 }
 
 #[tokio::test]
@@ -738,7 +669,7 @@ async fn the_policy_a_route_names_decides_instead_of_the_path_rules() {
         "group_not_allowed",
     );
     let a = w.check(on_route(get("/x", &admin), "admins-only")).await;
-    assert_eq!((a.status, a.user.as_deref()), (200, Some("root@example.com")), "{a:?}");
+    assert_eq!((a.status, a.user()), (200, Some("root@example.com")), "{a:?}");
     // Closed by path, opened by the route's policy to whom it admits.
     assert_denied(&w.check(get("/admin/x", &dev)).await, 403, "group_not_allowed");
     assert_eq!(w.check(on_route(get("/admin/x", &dev), "ops-only")).await.status, 200);
@@ -863,11 +794,7 @@ async fn hundreds_of_groups_over_the_default_budget_are_refused_and_the_refusal_
 async fn a_keep_filter_injects_and_authorizes_only_the_kept_groups_in_the_idps_order() {
     let w = World::with_provider(GROUP_RULES, true, "      groups: {keep: [admins, \"team-*\"]}\n").await;
     let a = w.check(with_groups(&w, "/admin/x")).await;
-    assert_eq!(
-        (a.status, a.groups.as_deref()),
-        (200, Some("admins,team-b,team-a")),
-        "{a:?}"
-    );
+    assert_eq!((a.status, a.groups()), (200, Some("admins,team-b,team-a")), "{a:?}");
     // The token carries `ops`, but the filter does not keep it: rules never see it.
     assert_denied(&w.check(with_groups(&w, "/ops")).await, 403, "group_not_allowed");
 }
@@ -883,7 +810,7 @@ async fn over_budget_drop_keeps_the_idps_first_groups_that_fit_and_counts_the_re
     let a = w.check(with_groups(&w, "/x")).await;
     // 200 names of 4 bytes and 199 commas: 999 bytes; a 201st would make 1004.
     let kept = many_groups()[..200].join(",");
-    assert_eq!((a.status, a.groups.as_deref()), (200, Some(kept.as_str())), "{a:?}");
+    assert_eq!((a.status, a.groups()), (200, Some(kept.as_str())), "{a:?}");
     let dropped = |w: &World| {
         w.metrics
             .render(0)
@@ -912,7 +839,7 @@ async fn a_login_with_hundreds_of_groups_seals_only_the_kept_groups_in_a_small_c
     let session = w.login("frank", "/home").await;
     assert!(session.len() < 1500, "{} bytes", session.len());
     let a = w.check(browser("/home", &[("cookie", &session)])).await;
-    assert_eq!((a.status, a.groups.as_deref()), (200, Some("team-a,team-b")), "{a:?}");
+    assert_eq!((a.status, a.groups()), (200, Some("team-a,team-b")), "{a:?}");
 }
 
 #[tokio::test]
@@ -952,34 +879,15 @@ fn from_peer(mut req: CheckRequest, principal: &str) -> CheckRequest {
     req
 }
 
-/// An allowed answer's header edits: (name, value) set, names removed.
-fn edits(r: &CheckResponse) -> (Vec<(String, String)>, Vec<String>) {
-    let Some(HttpResponse::OkResponse(ok)) = &r.http_response else {
-        panic!("not allowed: {r:?}");
-    };
-    let set = ok
-        .headers
-        .iter()
-        .filter_map(|h| h.header.as_ref())
-        .map(|h| (h.key.clone(), h.value.clone()))
-        .collect();
-    (set, ok.headers_to_remove.clone())
-}
-
-fn set_value<'a>(set: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
 #[tokio::test]
 async fn require_workload_admits_listed_principals_without_a_user_credential() {
     let w = World::new(WORKLOAD_RULES).await;
     let hooks = || request("POST", "/hooks/release", &[]);
     for principal in [DEPLOYER, "spiffe://cluster.local/ns/build/sa/runner"] {
-        let r = w.checker.check(&from_peer(hooks(), principal)).await;
-        let (set, remove) = edits(&r);
-        assert_eq!(set_value(&set, "x-portcullis-principal"), Some(principal));
-        assert_eq!(set_value(&set, "x-user-id"), None, "no user was proven");
-        assert!(remove.contains(&"x-user-id".to_string()), "{remove:?}");
+        let a = w.check(from_peer(hooks(), principal)).await.allowed();
+        assert_eq!(a.header("x-portcullis-principal"), Some(principal));
+        assert_eq!(a.user(), None, "no user was proven");
+        assert!(a.removes("x-user-id"), "{a:?}");
     }
     for other in [
         "spiffe://cluster.local/ns/ci/sa/deployer-2",
@@ -1005,10 +913,9 @@ async fn require_workload_admits_listed_principals_without_a_user_credential() {
         "missing_principal",
     );
     // With the principal, the token is not read, and not forwarded unverified.
-    let r = w.checker.check(&from_peer(with_token, DEPLOYER)).await;
-    let (set, remove) = edits(&r);
-    assert_eq!(set_value(&set, "x-user-id"), None);
-    assert!(remove.contains(&"authorization".to_string()), "{remove:?}");
+    let a = w.check(from_peer(with_token, DEPLOYER)).await.allowed();
+    assert_eq!(a.user(), None);
+    assert!(a.removes("authorization"), "{a:?}");
 }
 
 #[tokio::test]
@@ -1020,10 +927,9 @@ async fn allowed_principals_combine_with_the_credential_require_asks_for() {
         None => request("GET", "/deploy/x", &[]),
     };
     // Both: the user and the workload reach the upstream.
-    let r = w.checker.check(&from_peer(deploy(Some(&bearer)), DEPLOYER)).await;
-    let (set, _) = edits(&r);
-    assert_eq!(set_value(&set, "x-portcullis-principal"), Some(DEPLOYER));
-    assert!(set_value(&set, "x-user-id").is_some_and(|u| !u.is_empty()), "{set:?}");
+    let a = w.check(from_peer(deploy(Some(&bearer)), DEPLOYER)).await.allowed();
+    assert_eq!(a.header("x-portcullis-principal"), Some(DEPLOYER));
+    assert!(a.user().is_some_and(|u| !u.is_empty()), "{a:?}");
     // Either one alone is not enough; the principal is judged first.
     assert_denied(
         &w.check(from_peer(deploy(None), DEPLOYER)).await,
@@ -1047,8 +953,8 @@ async fn allowed_principals_combine_with_the_credential_require_asks_for() {
     );
     // A rule without allowed_principals does not ask, but a verified
     // principal is still passed on with the user.
-    let r = w.checker.check(&from_peer(get("/other", &bearer), DEPLOYER)).await;
-    assert_eq!(set_value(&edits(&r).0, "x-portcullis-principal"), Some(DEPLOYER));
+    let a = w.check(from_peer(get("/other", &bearer), DEPLOYER)).await.allowed();
+    assert_eq!(a.header("x-portcullis-principal"), Some(DEPLOYER));
 }
 
 #[tokio::test]
@@ -1069,18 +975,16 @@ async fn a_client_sent_principal_header_never_reaches_the_upstream() {
     };
     // No peer certificate: the header is removed in every spelling, and the
     // XFCC header does not make a principal.
-    let r = w.checker.check(&spoofed("/other")).await;
-    let (set, remove) = edits(&r);
-    assert_eq!(set_value(&set, "x-portcullis-principal"), None);
+    let a = w.check(spoofed("/other")).await.allowed();
+    assert_eq!(a.header("x-portcullis-principal"), None);
     for name in ["x-portcullis-principal", "x_portcullis_principal"] {
-        assert!(remove.contains(&name.to_string()), "{name}: {remove:?}");
+        assert!(a.removes(name), "{name}: {a:?}");
     }
     assert_denied(&w.check(spoofed("/deploy")).await, 401, "missing_principal");
     // Another peer: its own principal overwrites the client's value.
     let other = "spiffe://cluster.local/ns/web/sa/frontend";
-    let r = w.checker.check(&from_peer(spoofed("/other"), other)).await;
-    let (set, remove) = edits(&r);
-    assert_eq!(set_value(&set, "x-portcullis-principal"), Some(other));
-    assert!(!remove.contains(&"x-portcullis-principal".to_string()), "{remove:?}");
-    assert!(remove.contains(&"x_portcullis_principal".to_string()), "{remove:?}");
+    let a = w.check(from_peer(spoofed("/other"), other)).await.allowed();
+    assert_eq!(a.header("x-portcullis-principal"), Some(other));
+    assert!(!a.removes("x-portcullis-principal"), "{a:?}");
+    assert!(a.removes("x_portcullis_principal"), "{a:?}");
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use jsonwebtoken::jwk::Jwk;
@@ -336,4 +336,92 @@ pub fn ready<F: Future>(f: F) -> F::Output {
         Poll::Ready(v) => v,
         Poll::Pending => panic!("the benchmarked path waited on I/O"),
     }
+}
+
+/// What a Check answered, read the way Envoy reads it: for an allowed
+/// request the header edits for the upstream and the `Set-Cookie`s for the
+/// client; for a denial its status, reason, `Location` and `Set-Cookie`s.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: i32,
+    pub reason: Option<String>,
+    /// Headers set on the upstream request (allowed only).
+    pub set: Vec<(String, String)>,
+    /// Headers removed from it (allowed only).
+    pub removed: Vec<String>,
+    pub location: Option<String>,
+    pub set_cookies: Vec<String>,
+}
+
+impl Answer {
+    pub fn of(r: &CheckResponse) -> Self {
+        match &r.http_response {
+            Some(HttpResponse::OkResponse(ok)) => Self {
+                status: 200,
+                reason: None,
+                set: ok
+                    .headers
+                    .iter()
+                    .filter_map(|h| h.header.as_ref())
+                    .map(|h| (h.key.clone(), h.value.clone()))
+                    .collect(),
+                removed: ok.headers_to_remove.clone(),
+                location: None,
+                set_cookies: ok
+                    .response_headers_to_add
+                    .iter()
+                    .filter_map(|h| h.header.as_ref())
+                    .filter(|h| h.key.eq_ignore_ascii_case("set-cookie"))
+                    .map(|h| h.value.clone())
+                    .collect(),
+            },
+            Some(HttpResponse::DeniedResponse(d)) => {
+                let header = |name: &str| -> Vec<String> {
+                    d.headers
+                        .iter()
+                        .filter_map(|h| h.header.as_ref())
+                        .filter(|h| h.key.eq_ignore_ascii_case(name))
+                        .map(|h| h.value.clone())
+                        .collect()
+                };
+                let body: Value = serde_json::from_str(&d.body).unwrap_or_default();
+                Self {
+                    status: d.status.as_ref().map_or(-1, |s| s.code),
+                    reason: body["reason"].as_str().map(str::to_string),
+                    set: Vec::new(),
+                    removed: Vec::new(),
+                    location: header("location").into_iter().next(),
+                    set_cookies: header("set-cookie"),
+                }
+            }
+            other => panic!("not an OK or a denial: {other:?}"),
+        }
+    }
+
+    /// This answer, which must be an allow (its edits are then what is asserted).
+    pub fn allowed(self) -> Self {
+        assert_eq!(self.status, 200, "not allowed: {self:?}");
+        self
+    }
+
+    /// A header set for the upstream.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.header("x-user-id")
+    }
+
+    pub fn groups(&self) -> Option<&str> {
+        self.header("x-auth-request-groups")
+    }
+
+    pub fn removes(&self, name: &str) -> bool {
+        self.removed.iter().any(|r| r == name)
+    }
+}
+
+pub fn assert_denied(a: &Answer, status: i32, reason: &str) {
+    assert_eq!((a.status, a.reason.as_deref()), (status, Some(reason)), "{a:?}");
 }
