@@ -68,22 +68,78 @@ sed 's/address: 0.0.0.0/address: 127.0.0.1/' envoy/envoy.yaml >"$WORK/envoy.yaml
 for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:8080/ && break; sleep 0.1; done
 
 FAILED=0
+# mask TEXT: TEXT with every token, the warrant and the PoP replaced by their variable's name.
+mask() {
+  local s=$1
+  s=${s//$ALICE/\$ALICE}; s=${s//$BOB/\$BOB}; s=${s//$CI/\$CI}; s=${s//$FORGED/\$FORGED}
+  if [ -n "${WARRANT:-}" ]; then s=${s//$WARRANT/\$WARRANT}; s=${s//$POP/\$POP}; fi
+  printf '%s' "$s"
+}
 # show TITLE EXPECTED_STATUS CURL_ARGS...: runs curl, prints the command (tokens by
-# their variable name) and the real answer.
+# their variable name) and the real answer, then checks that `portcullis explain` gives it.
 show() {
   local title=$1 want=$2; shift 2
   local shown="" a
   for a in "$@"; do case $a in *[' ?&*']*) shown+="\"$a\" " ;; *) shown+="$a " ;; esac; done
-  shown=${shown//$ALICE/\$ALICE}; shown=${shown//$BOB/\$BOB}; shown=${shown//$CI/\$CI}; shown=${shown//$FORGED/\$FORGED}
-  if [ -n "${WARRANT:-}" ]; then shown=${shown//$WARRANT/\$WARRANT}; shown=${shown//$POP/\$POP}; fi
-  printf '\n\033[1m# %s\033[0m\n$ curl -s %s\n' "$title" "$shown"
+  printf '\n\033[1m# %s\033[0m\n$ curl -s %s\n' "$title" "$(mask "$shown")"
   local out status
-  out=$(curl -s -w '\n%{http_code}' "$@")
+  out=$(curl -s -D "$WORK/headers" -w '\n%{http_code}' "$@")
   status=${out##*$'\n'}
   LAST_BODY=${out%$'\n'*}
-  printf '%s\n' "$LAST_BODY" | { grep -v '^\s*$' || true; } | sed 's/^/  /' | cut -c1-160 | head -30
+  mask "$LAST_BODY" | { grep -v '^\s*$' || true; } | sed 's/^/  /' | cut -c1-160 | head -30
   printf '  -> HTTP %s\n' "$status"
   if [ "$status" != "$want" ]; then echo "  !! expected HTTP $want"; FAILED=1; fi
+  server_answer "$status"
+  explain_same "$SERVER_ANSWER" "$@"
+}
+# server_answer STATUS: sets SERVER_ANSWER to the answer of the request show() has just
+# sent, as explain words it: "allow 200 allowed" or "deny STATUS REASON". The reason is
+# portcullis' deny header (quickstart/portcullis.yaml has debug: true), else the JSON
+# body's "reason"; when both are there they must agree.
+server_answer() {
+  local status=$1 header body
+  header=$(awk -F': *' '{ sub(/\r$/, "") } tolower($1) == "x-portcullis-deny-reason" { v = $2 } END { print v }' "$WORK/headers")
+  body=$(printf '%s' "$LAST_BODY" | sed -n 's/.*"reason":"\([^"]*\)".*/\1/p' | tail -1)
+  if [ -n "$header" ] && [ -n "$body" ] && [ "$header" != "$body" ]; then
+    echo "  !! the server's deny header says $header, its body $body"; FAILED=1
+  fi
+  if [ -n "$header$body" ]; then SERVER_ANSWER="deny $status ${header:-$body}"
+  elif [ "$status" = 200 ]; then SERVER_ANSWER="allow 200 allowed"
+  elif [ "$status" = 302 ]; then SERVER_ANSWER="deny 302 redirect"
+  else SERVER_ANSWER="deny $status (no reason in the answer)"; fi
+}
+# explain_same SERVER_ANSWER CURL_ARGS...: runs `portcullis explain --json` on the request
+# curl sent (method, host, path with query, headers; keys from the running issuer) and
+# checks that its decision, status and reason are the server's.
+explain_same() {
+  local server=$1 method=GET url="" host path; shift
+  local -a headers=()
+  while [ $# -gt 0 ]; do
+    case $1 in
+      -H) headers+=(-H "$2"); shift 2 ;;
+      -X) method=$2; shift 2 ;;
+      -o) shift 2 ;;
+      -i | -s) shift ;;
+      http://*) url=${1#http://}; shift ;;
+      *) echo "  !! explain: no mapping for the curl argument $(mask "$1")"; FAILED=1; return ;;
+    esac
+  done
+  host=${url%%/*} path=/
+  [[ $url == */* ]] && path=/${url#*/}
+  local json rc=0 got
+  json=$("$PORTCULLIS" explain --config quickstart/portcullis.yaml --json --method "$method" \
+    --host "$host" --path "$path" ${headers[@]+"${headers[@]}"} 2>"$WORK/explain.err") || rc=$?
+  got=$(printf '%s' "$json" | node -e 'let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
+    const j = JSON.parse(s); console.log([j.decision, j.status, j.reason].join(" ")); });' 2>/dev/null) || got=""
+  if [ -z "$got" ] || [ "$rc" -gt 1 ]; then
+    echo "  !! explain failed (exit $rc): $(mask "$(cat "$WORK/explain.err")" | tr -s '\n' ' ' | head -c 300)"; FAILED=1
+  elif [ "$got" != "$server" ]; then
+    echo "  !! explain: $got, but the server answered: $server"; FAILED=1
+  elif [ "$rc" != "$([ "${got%% *}" = allow ] && echo 0 || echo 1)" ]; then
+    echo "  !! explain: $got with exit code $rc"; FAILED=1
+  else
+    echo "  explain: $got (same as the server)"
+  fi
 }
 token() { curl -s "$@" http://127.0.0.1:9400/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/'; }
 

@@ -10,7 +10,9 @@
 //! quickstart's kinds of rules (a bearer API, an `/admin` group rule, a
 //! named policy): running the quickstart itself binds fixed ports (9090,
 //! 9400…) that parallel test runs share. The quickstart's own config file
-//! is explained too, offline, against the answers quickstart/run.sh expects.
+//! is explained too, offline, against the answers quickstart/run.sh expects;
+//! quickstart/run.sh itself compares `explain --json` on that file with the
+//! running quickstart server for every curl request it sends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
