@@ -12,7 +12,7 @@
 //!    browsers on `login:` routes); log and count.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
 
@@ -25,7 +25,7 @@ use crate::policy::Rule;
 use crate::request::{RequestView, Single};
 use crate::response::{self, WarrantDenialBody};
 use crate::session::{login, Reply, Sessions};
-use crate::telemetry::{CacheResult, Metrics};
+use crate::telemetry::{self, CacheResult, Metrics};
 use crate::verify::apikey::{ApiKeys, KeySet};
 use crate::verify::credential::{self, ApiKeyPlaces, Credential};
 use crate::verify::oidc::OidcVerifier;
@@ -43,6 +43,41 @@ pub struct Checker {
     cache: Arc<DecisionCache>,
     metrics: Arc<Metrics>,
     clock: Clock,
+}
+
+/// What one Check decided and how, for its trace span (`traces.rs`). Filled
+/// on every Check: a few stores, no allocation; the verifier timings read
+/// the clock only when `timed` (tracing is on).
+#[derive(Debug, Default)]
+pub struct Outcome<'a> {
+    /// Read the clock around each verifier (set by the caller).
+    pub timed: bool,
+    /// `allow`, `deny` or `redirect` (a login, or a session endpoint's answer).
+    pub decision: &'static str,
+    /// The HTTP status Envoy answers with: 200 on allow.
+    pub status: u16,
+    /// The deny reason.
+    pub reason: Option<&'static str>,
+    /// What admitted the request (`telemetry::source_label`).
+    pub source: Option<&'static str>,
+    /// The rule (path rule or named policy) that decided.
+    pub rule: Option<&'a Rule>,
+    /// The policy name the proxy's route sent, as sent.
+    pub policy: Option<&'a str>,
+    /// The identity cache's answer, when it was asked.
+    pub cache: Option<CacheResult>,
+    /// Verifying a credential the cache did not know (signature, key fetch).
+    pub verify: Option<Duration>,
+    /// Opening (and perhaps refreshing) a session cookie.
+    pub session: Option<Duration>,
+    /// Verifying the Tenuo warrant and its proof of possession.
+    pub warrant: Option<Duration>,
+}
+
+impl Outcome<'_> {
+    fn start(&self) -> Option<Instant> {
+        self.timed.then(Instant::now)
+    }
 }
 
 /// What an allowed request proved, and a renewed session cookie for the client.
@@ -129,26 +164,35 @@ impl Checker {
     }
 
     pub async fn check(&self, req: &CheckRequest) -> CheckResponse {
+        self.check_recorded(req, &mut Outcome::default()).await
+    }
+
+    /// [`check`](Self::check), telling `out` what was decided and how.
+    pub async fn check_recorded<'a>(&'a self, req: &'a CheckRequest, out: &mut Outcome<'a>) -> CheckResponse {
         let started = Instant::now();
         // The one reading of the wall clock for this decision: every expiry
         // below (tokens, cache entries, sessions, warrants) is judged by it.
         let now = self.clock.now();
         let view = match RequestView::new(req) {
             Ok(view) => view,
-            Err(deny) => return self.deny(deny.into(), None, req, started),
+            Err(deny) => return self.deny(deny.into(), None, req, started, out),
         };
+        out.policy = view.policy;
         if let Some(sessions) = &self.sessions {
             if let Some(endpoint) = sessions.endpoint(&view) {
                 // Boxed, like every rarely taken await below: inline, its
                 // future would make every Check's future (moved into place
                 // before it is polled, boxed per request by tonic) larger.
                 let reply = Box::pin(sessions.handle(endpoint, &view, &self.oidc, now)).await;
-                return self.reply(reply, &view, req, started);
+                return self.reply(reply, &view, req, started, out);
             }
         }
-        match self.decide(&view, started, now).await {
+        match self.decide(&view, started, now, out).await {
             Ok(allowed) => {
                 let (identity, grant) = (allowed.identity.as_deref(), allowed.grant.as_deref());
+                out.decision = "allow";
+                out.status = 200;
+                out.source = Some(telemetry::source_label(identity.map(|i| i.source), grant.is_some()));
                 self.metrics.allowed(
                     identity.map(|i| i.source),
                     grant.is_some(),
@@ -196,8 +240,8 @@ impl Checker {
                     None => None,
                 };
                 match redirect {
-                    Some(reply) => self.reply(reply, &view, req, started),
-                    None => self.deny(denied, Some(&view), req, started),
+                    Some(reply) => self.reply(reply, &view, req, started, out),
+                    None => self.deny(denied, Some(&view), req, started, out),
                 }
             }
         }
@@ -233,9 +277,18 @@ impl Checker {
     }
 
     /// A session reply (login, callback, logout) as a response.
-    fn reply(&self, reply: Reply, view: &RequestView<'_>, req: &CheckRequest, started: Instant) -> CheckResponse {
+    fn reply(
+        &self,
+        reply: Reply,
+        view: &RequestView<'_>,
+        req: &CheckRequest,
+        started: Instant,
+        out: &mut Outcome<'_>,
+    ) -> CheckResponse {
         match reply {
             Reply::Redirect { location, set_cookies } => {
+                out.decision = "redirect";
+                out.status = 302;
                 self.metrics.redirected(started.elapsed().as_secs_f64());
                 tracing::debug!(event = "session_redirect", path = %view.path);
                 response::redirect(&location, set_cookies)
@@ -245,7 +298,7 @@ impl Checker {
                     set_cookies,
                     ..deny.into()
                 };
-                self.deny(denied, Some(view), req, started)
+                self.deny(denied, Some(view), req, started, out)
             }
         }
     }
@@ -256,7 +309,11 @@ impl Checker {
         view: Option<&RequestView<'_>>,
         req: &CheckRequest,
         started: Instant,
+        out: &mut Outcome<'_>,
     ) -> CheckResponse {
+        out.decision = "deny";
+        out.status = denied.deny.status().code();
+        out.reason = Some(denied.deny.reason());
         self.metrics
             .denied(denied.deny.reason(), started.elapsed().as_secs_f64());
         let request_id = request_id(req, view);
@@ -274,8 +331,15 @@ impl Checker {
         }
     }
 
-    async fn decide(&self, view: &RequestView<'_>, started: Instant, now: SystemTime) -> Result<Allowed, Refusal> {
+    async fn decide<'a>(
+        &'a self,
+        view: &RequestView<'_>,
+        started: Instant,
+        now: SystemTime,
+        out: &mut Outcome<'a>,
+    ) -> Result<Allowed, Refusal> {
         let rule = self.config.policy.rule_for_request(view)?;
+        out.rule = Some(rule);
         // The connection's principal first: no token is verified for a
         // workload the rule does not admit anyway.
         rule.admits_principal(view.principal)?;
@@ -305,7 +369,10 @@ impl Checker {
         let bearer_verified = matches!(credential, Some(Credential::Bearer(_)));
         let (identity, set_cookie) = match credential {
             Some(Credential::Session(value)) => {
-                let (identity, set_cookie) = self.session(value, now).await?;
+                let timer = out.start();
+                let opened = self.session(value, now).await;
+                out.session = timer.map(|t| t.elapsed());
+                let (identity, set_cookie) = opened?;
                 self.check_origin(&identity, view).map_err(|deny| Refusal {
                     identity: Some(identity.clone()),
                     set_cookies: set_cookie.iter().cloned().collect(),
@@ -313,11 +380,14 @@ impl Checker {
                 })?;
                 (Some(identity), set_cookie)
             }
-            Some(other) => (Some(self.identify(other, now).await?), None),
+            Some(other) => (Some(self.identify(other, now, out).await?), None),
             None => (None, None),
         };
         let grant = if wants_warrant {
-            Some(self.verify_warrant(view, started, now).map_err(|d| Refusal {
+            let timer = out.start();
+            let verified = self.verify_warrant(view, started, now);
+            out.warrant = timer.map(|t| t.elapsed());
+            Some(verified.map_err(|d| Refusal {
                 identity: identity.clone(),
                 set_cookies: set_cookie.iter().cloned().collect(),
                 ..d.into()
@@ -416,7 +486,12 @@ impl Checker {
         result
     }
 
-    async fn identify(&self, credential: Credential<'_>, now: SystemTime) -> Result<Arc<Identity>, Deny> {
+    async fn identify(
+        &self,
+        credential: Credential<'_>,
+        now: SystemTime,
+        out: &mut Outcome<'_>,
+    ) -> Result<Arc<Identity>, Deny> {
         // An API key is verified against one key set, loaded once: its
         // generation is in the cache key, so a reload drops what it decided.
         let key_set = match credential {
@@ -427,20 +502,23 @@ impl Checker {
             Some(set) => self.cache.api_key(set.generation(), credential.as_bytes()),
             None => self.cache.key(self.oidc.generation(), credential.as_bytes()),
         };
-        let result = match self.cache.get(&key, now) {
-            Some(Cached::Allowed(identity)) => {
-                self.metrics.cache_lookup(CacheResult::Hit);
-                Ok(identity)
-            }
-            Some(Cached::Denied(deny)) => {
-                self.metrics.cache_lookup(CacheResult::NegativeHit);
-                Err(deny)
-            }
+        let cached = self.cache.get(&key, now);
+        let looked_up = match &cached {
+            Some(Cached::Allowed(_)) => CacheResult::Hit,
+            Some(Cached::Denied(_)) => CacheResult::NegativeHit,
+            None => CacheResult::Miss,
+        };
+        self.metrics.cache_lookup(looked_up);
+        out.cache = Some(looked_up);
+        let result = match cached {
+            Some(Cached::Allowed(identity)) => Ok(identity),
+            Some(Cached::Denied(deny)) => Err(deny),
             None => {
-                self.metrics.cache_lookup(CacheResult::Miss);
                 // A miss verifies a signature (and may fetch keys): one allocation
                 // more is nothing there, and keeps the hit's future small.
+                let timer = out.start();
                 let result = Box::pin(self.verify(credential, key_set.as_deref(), now)).await;
+                out.verify = timer.map(|t| t.elapsed());
                 self.cache.insert(key, &result, now);
                 result
             }
@@ -469,6 +547,12 @@ impl Checker {
                 .verify(presented, now)
                 .map(Arc::new),
         }
+    }
+
+    /// Where `rule` stands among the path rules (`None`: a named policy's,
+    /// or the built-in rule of a config without rules).
+    pub fn rule_index(&self, rule: &Rule) -> Option<usize> {
+        self.config.policy.rules().iter().position(|r| std::ptr::eq(r, rule))
     }
 
     /// For benchmarks and tests that load keys or verify a token directly.
@@ -535,7 +619,7 @@ fn log_denial(denied: &Refusal, view: Option<&RequestView<'_>>, request_id: &str
 /// it holds.
 const LOGGED_NAME_MAX: usize = 64;
 
-fn bounded(name: &str) -> &str {
+pub(crate) fn bounded(name: &str) -> &str {
     let mut end = name.len().min(LOGGED_NAME_MAX);
     while !name.is_char_boundary(end) {
         end -= 1;

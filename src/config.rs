@@ -4,7 +4,7 @@
 //!
 //! One module per section, each with its raw type, its validation and its
 //! compiled type: `headers`, `oidc`, `tenuo`, `rules` (with `policies`),
-//! `cache`, `sessions`.
+//! `cache`, `sessions`, `api_keys`, `groups`, `traces` (`tracing:`).
 //! This file keeps the top level, the environment overlay, reading the file
 //! and the error types. Every key is documented, with its default, in
 //! `portcullis.example.yaml` at the repository root.
@@ -33,6 +33,7 @@ pub mod oidc;
 pub mod rules;
 pub mod sessions;
 pub mod tenuo;
+pub mod traces;
 
 pub use self::api_keys::{ApiKeysConfig, RawApiKeys};
 pub use self::cache::{CacheConfig, RawCache};
@@ -40,6 +41,7 @@ pub use self::headers::RawHeaders;
 pub use self::oidc::{is_local_host, OidcConfig, ProviderConfig, RawClientCredentials, RawOidc, RawProvider};
 pub use self::rules::{check_path_prefix, RawPolicy, RawRule};
 pub use self::tenuo::{read_tenuo, GatewaySource, RawTenuo, TenuoConfig};
+pub use self::traces::{RawTracing, TracingConfig};
 pub use crate::policy::Require;
 pub use sessions::{LoginConfig, LoginKind, RawLogin, RawSessions, SessionsConfig};
 
@@ -151,6 +153,8 @@ pub struct RawConfig {
     pub sessions: Option<RawSessions>,
     /// Hashed keys of machine clients; see `config/api_keys.rs`.
     pub api_keys: Option<RawApiKeys>,
+    /// OpenTelemetry spans of Checks; see `config/traces.rs`.
+    pub tracing: RawTracing,
 }
 
 impl Default for RawConfig {
@@ -170,6 +174,7 @@ impl Default for RawConfig {
             cache: RawCache::default(),
             sessions: None,
             api_keys: None,
+            tracing: RawTracing::default(),
         }
     }
 }
@@ -190,6 +195,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub sessions: Option<SessionsConfig>,
     pub api_keys: Option<ApiKeysConfig>,
+    /// `None`: tracing is off.
+    pub tracing: Option<TracingConfig>,
 }
 
 impl RawConfig {
@@ -218,12 +225,8 @@ impl RawConfig {
         let mut errs = Errors::default();
         let listen = errs.addr("listen", &self.listen);
         let admin_listen = errs.addr("admin_listen", &self.admin_listen);
-        if self.realm.is_empty()
-            || !self
-                .realm
-                .chars()
-                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
-        {
+        let realm = &self.realm;
+        if realm.is_empty() || !realm.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\') {
             errs.push(
                 "realm",
                 "must be non-empty printable ASCII without quotes or backslashes",
@@ -244,6 +247,7 @@ impl RawConfig {
             }
         }
         let cache = cache::validate(&self.cache, &mut errs);
+        let tracing = traces::validate(&self.tracing, &mut errs);
         let api_keys = self
             .api_keys
             .as_ref()
@@ -271,11 +275,9 @@ impl RawConfig {
                 cache,
                 sessions,
                 api_keys,
+                tracing,
             }),
-            _ => Err(ConfigError::Invalid(vec![FieldError {
-                path: "listen".into(),
-                message: "invalid address".into(),
-            }])),
+            _ => Err(ConfigError::Parse("listen: invalid address".into())),
         }
     }
 }

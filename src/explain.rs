@@ -591,7 +591,7 @@ fn describe_request(
         "ok",
         format!(
             "{named}; require {}; admits {who}{}",
-            format!("{:?}", rule.require()).to_lowercase(),
+            rule.require().name(),
             rule.login()
                 .map(|l| format!("; browsers log in with {l:?}"))
                 .unwrap_or_default()

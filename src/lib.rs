@@ -25,4 +25,5 @@ pub mod response;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+pub mod traces;
 pub mod verify;

@@ -35,6 +35,19 @@ pub enum Require {
     Workload,
 }
 
+impl Require {
+    /// As the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Require::Oidc => "oidc",
+            Require::Tenuo => "tenuo",
+            Require::Any => "any",
+            Require::All => "all",
+            Require::Workload => "workload",
+        }
+    }
+}
+
 /// One entry of `allowed_principals`: a whole principal, or a prefix when
 /// written with a trailing `*` (validated at load: non-empty, no other `*`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,8 +20,9 @@ use tonic_health::ServingStatus;
 
 use crate::admin::{self, AdminState};
 use crate::app::{App, Readiness};
-use crate::check::Checker;
+use crate::check::{Checker, Outcome};
 use crate::config::Config;
+use crate::traces::{Traces, TracesError};
 use crate::verify::warrant::reload::Reloader;
 use crate::verify::warrant::LoadError;
 
@@ -47,6 +48,8 @@ pub enum ServeError {
     },
     #[error("{0}")]
     ApiKeys(#[from] crate::verify::apikey::LoadError),
+    #[error("{0}")]
+    Traces(#[from] TracesError),
 }
 
 /// Largest CheckRequest decoded. Envoy's own request carries the HTTP headers
@@ -67,12 +70,32 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 pub struct AuthzService {
     checker: Arc<Checker>,
+    /// `None`: tracing is off, and a Check pays nothing for it.
+    traces: Option<Arc<Traces>>,
 }
 
 #[tonic::async_trait]
 impl Authorization for AuthzService {
     async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        Ok(Response::new(self.checker.check(request.get_ref()).await))
+        let response = match &self.traces {
+            None => self.checker.check(request.get_ref()).await,
+            // Boxed: the span would otherwise enlarge every Check's future.
+            Some(traces) => Box::pin(self.traced(traces, &request)).await,
+        };
+        Ok(Response::new(response))
+    }
+}
+
+impl AuthzService {
+    async fn traced(&self, traces: &Traces, request: &Request<CheckRequest>) -> CheckResponse {
+        let span = traces.start(request.metadata(), request.get_ref());
+        let mut out = Outcome {
+            timed: opentelemetry::trace::Span::is_recording(&span),
+            ..Outcome::default()
+        };
+        let response = self.checker.check_recorded(request.get_ref(), &mut out).await;
+        traces.finish(span, &out, &self.checker);
+        response
     }
 }
 
@@ -129,6 +152,7 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let (listen, admin_listen) = (config.listen, config.admin_listen);
     let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
     let reload_every = config.tenuo.as_ref().map(|t| t.reload_interval);
+    let traces = config.tracing.as_ref().map(Traces::new).transpose()?.map(Arc::new);
     let app = App::new(config)?;
     if let Some(keys) = &app.api_keys {
         tokio::spawn(keys.clone().watch(app.metrics.clone()));
@@ -165,8 +189,11 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let incoming = TcpIncoming::from(grpc)
         .with_nodelay(Some(true))
         .with_keepalive(Some(TCP_KEEPALIVE));
-    let authz = AuthorizationServer::new(AuthzService { checker: app.checker })
-        .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
+    let authz = AuthorizationServer::new(AuthzService {
+        checker: app.checker,
+        traces: traces.clone(),
+    })
+    .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
     let mut grpc_server = tokio::spawn(
         tonic::transport::Server::builder()
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
@@ -199,6 +226,7 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
             health.set_not_serving::<AuthorizationServer<AuthzService>>().await;
             let _ = stop_grpc.send(());
             let _ = stop_admin.send(());
+            shut_down_traces(traces).await;
             return Err(error);
         }
     };
@@ -221,8 +249,18 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
         Ok(Err(join)) => tracing::error!(event = "shutdown", error = %join, "gRPC server task failed"),
         Err(_) => tracing::warn!(event = "shutdown", "grace period over; in-flight Checks dropped"),
     }
+    shut_down_traces(traces).await;
     tracing::info!(event = "shutdown_complete");
     Ok(())
+}
+
+/// Exports the spans still queued. The SDK blocks its caller while it
+/// waits for the collector (at most the export timeout), so not on a
+/// runtime thread.
+async fn shut_down_traces(traces: Option<Arc<Traces>>) {
+    if let Some(traces) = traces {
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
 }
 
 /// What ended serving: a stop signal, or a server task that ended by itself.

@@ -85,6 +85,29 @@ pub struct Metrics {
     cache_by_result: [OnceLock<Counter>; CACHE_RESULTS.len()],
 }
 
+/// What admitted a request, as `authz_allow`'s `source` label (and a
+/// Check span's `portcullis.source`) names it.
+pub fn source_label(identity: Option<Source>, warrant: bool) -> &'static str {
+    SOURCES[source_index(identity, warrant)]
+}
+
+fn source_index(identity: Option<Source>, warrant: bool) -> usize {
+    match (identity, warrant) {
+        (Some(Source::OidcUser), false) => 0,
+        (Some(Source::OidcClient), false) => 1,
+        (Some(Source::Session), false) => 2,
+        (Some(Source::OidcUser), true) => 3,
+        (Some(Source::OidcClient), true) => 4,
+        (Some(Source::Session), true) => 5,
+        (None, true) => 6,
+        // Neither a user nor a warrant: only a `require: workload`
+        // rule (its mTLS principal) admits that.
+        (None, false) => 7,
+        (Some(Source::ApiKey), false) => 8,
+        (Some(Source::ApiKey), true) => 9,
+    }
+}
+
 /// `authz_allow`'s `source` label values.
 const SOURCES: [&str; 10] = [
     "oidc_user",
@@ -103,11 +126,18 @@ const SOURCES: [&str; 10] = [
 const CACHE_RESULTS: [&str; 3] = ["hit", "negative_hit", "miss"];
 
 /// Cache lookup outcome, for `portcullis_cache_lookups_total{result}`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheResult {
-    Hit,
-    NegativeHit,
-    Miss,
+    Hit = 0,
+    NegativeHit = 1,
+    Miss = 2,
+}
+
+impl CacheResult {
+    /// The `result` label (and a Check span's `portcullis.cache`).
+    pub fn label(self) -> &'static str {
+        CACHE_RESULTS[self as usize]
+    }
 }
 
 // === impl Metrics ===
@@ -240,20 +270,7 @@ impl Metrics {
 
     /// `source`: the identity's kind, with `+tenuo` when a warrant was verified too.
     pub fn allowed(&self, identity: Option<Source>, warrant: bool, seconds: f64) {
-        let i = match (identity, warrant) {
-            (Some(Source::OidcUser), false) => 0,
-            (Some(Source::OidcClient), false) => 1,
-            (Some(Source::Session), false) => 2,
-            (Some(Source::OidcUser), true) => 3,
-            (Some(Source::OidcClient), true) => 4,
-            (Some(Source::Session), true) => 5,
-            (None, true) => 6,
-            // Neither a user nor a warrant: only a `require: workload`
-            // rule (its mTLS principal) admits that.
-            (None, false) => 7,
-            (Some(Source::ApiKey), false) => 8,
-            (Some(Source::ApiKey), true) => 9,
-        };
+        let i = source_index(identity, warrant);
         counter(&self.allow, &self.allow_by_source[i], || SourceLabels {
             source: SOURCES[i],
         })
@@ -318,11 +335,7 @@ impl Metrics {
     }
 
     pub fn cache_lookup(&self, r: CacheResult) {
-        let i = match r {
-            CacheResult::Hit => 0,
-            CacheResult::NegativeHit => 1,
-            CacheResult::Miss => 2,
-        };
+        let i = r as usize;
         counter(&self.cache, &self.cache_by_result[i], || ResultLabels {
             result: CACHE_RESULTS[i],
         })

