@@ -41,6 +41,8 @@ pub struct Traces {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     propagator: TraceContextPropagator,
+    /// Also how long shutdown waits for the last export.
+    export_timeout: std::time::Duration,
 }
 
 impl Traces {
@@ -72,6 +74,7 @@ impl Traces {
             provider,
             tracer,
             propagator: TraceContextPropagator::new(),
+            export_timeout: config.export_timeout,
         })
     }
 
@@ -149,7 +152,7 @@ impl Traces {
 
     /// Exports what is queued (within the export timeout) and stops the exporter.
     pub fn shutdown(&self) {
-        if let Err(error) = self.provider.shutdown() {
+        if let Err(error) = self.provider.shutdown_with_timeout(self.export_timeout) {
             tracing::warn!(event = "tracing_shutdown", error = %error, "spans may be lost");
         }
     }

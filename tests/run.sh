@@ -27,7 +27,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # machine: started now, they overlap the installs and Rust builds below (whose last
 # steps use one core); each is awaited where it is needed. All are required: a failed
 # build fails the run.
-command -v go >/dev/null || die "go not found (Go 1.25+ builds helm and Dex from the Go module proxy)"
+command -v go >/dev/null || die "go not found (Go 1.26+ builds helm, Dex and the OpenTelemetry Collector from the Go module proxy)"
 mkdir -p target
 ./charts/install-helm.sh >target/install-helm.log 2>&1 &
 helm_job=$!

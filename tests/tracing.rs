@@ -371,35 +371,57 @@ fn without_envoy_tracing_the_request_s_traceparent_is_the_parent() {
     }
 }
 
-#[test]
-fn a_collector_that_is_down_costs_no_check() {
-    let closed = free_port();
-    let mut s = Stack::builder()
-        .config(move |c| {
-            c["tracing"] = json!({
-                "otlp_endpoint": format!("http://127.0.0.1:{closed}"),
-                "export_timeout_seconds": 1
-            });
-        })
-        .start();
-    let alice = s.token_for("alice", &["users"]);
-    let mut slowest = Duration::ZERO;
-    for i in 0..200 {
-        let started = Instant::now();
-        if i % 2 == 0 {
-            assert_allowed(&s.get_bearer("/app/x", &alice));
-        } else {
-            assert_denied(&s.get("/app/x", &[]), 401, "missing_credential");
+/// A collector that takes connections and never answers: each export
+/// waits its whole timeout, the worst case for anything on the request path.
+fn black_hole() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
         }
-        slowest = slowest.max(started.elapsed());
+    });
+    port
+}
+
+#[test]
+fn a_collector_that_is_down_or_hangs_costs_no_check() {
+    for (what, port) in [("closed port", free_port()), ("black hole", black_hole())] {
+        let mut s = Stack::builder()
+            .config(move |c| {
+                c["tracing"] = json!({
+                    "otlp_endpoint": format!("http://127.0.0.1:{port}"),
+                    "export_timeout_seconds": 1
+                });
+            })
+            .start();
+        let alice = s.token_for("alice", &["users"]);
+        let mut slowest = Duration::ZERO;
+        for i in 0..200 {
+            let started = Instant::now();
+            if i % 2 == 0 {
+                assert_allowed(&s.get_bearer("/app/x", &alice));
+            } else {
+                assert_denied(&s.get("/app/x", &[]), 401, "missing_credential");
+            }
+            slowest = slowest.max(started.elapsed());
+        }
+        // A coarse guard against a stall (an export in the request path
+        // would wait for the collector); a request here takes about 1 ms.
+        assert!(
+            slowest < Duration::from_millis(500),
+            "{what}: slowest request {slowest:?}"
+        );
+        // Shutdown gives up on the collector within the export timeout.
+        let started = Instant::now();
+        stop(&mut s);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: {:?}",
+            started.elapsed()
+        );
     }
-    // A coarse guard against a stall (an export in the request path would
-    // wait for connect failures); a request here takes about 1 ms.
-    assert!(slowest < Duration::from_millis(500), "slowest request {slowest:?}");
-    // Shutdown gives up on the collector within the export timeout.
-    let started = Instant::now();
-    stop(&mut s);
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
 #[test]

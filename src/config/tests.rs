@@ -98,7 +98,7 @@ fn example_values_are_the_defaults() {
     let provider = &example["oidc"]["providers"][0];
     let oauth2 = &example["sessions"]["oauth2_providers"][0];
     let sections = [
-        "headers", "oidc", "tenuo", "rules", "policies", "cache", "sessions", "api_keys",
+        "headers", "oidc", "tenuo", "rules", "policies", "cache", "sessions", "api_keys", "tracing",
     ];
     assert_example_shows_defaults::<RawConfig>("top level", &example, &sections, &[]);
     assert_example_shows_defaults::<RawHeaders>("headers", &example["headers"], &["strip"], &[]);
@@ -123,6 +123,7 @@ fn example_values_are_the_defaults() {
         &[],
     );
     assert_example_shows_defaults::<RawCache>("cache", &example["cache"], &[], &[]);
+    assert_example_shows_defaults::<RawTracing>("tracing", &example["tracing"], &[], &[]);
     assert_example_shows_defaults::<RawApiKeys>("api_keys", &example["api_keys"], &["file", "header"], &[]);
     assert_example_shows_defaults::<RawPolicy>(
         "policies.admins-only",
