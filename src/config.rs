@@ -253,10 +253,7 @@ impl RawConfig {
             .as_ref()
             .map(|k| api_keys::validate(k, &self.headers, &mut errs));
         if self.oidc.providers.is_empty() && self.tenuo.is_none() && self.api_keys.is_none() {
-            errs.push(
-                "oidc.providers",
-                "configure at least one OIDC provider, an `api_keys` or a `tenuo` section",
-            );
+            rules::check_workload_only(self, &mut errs);
         }
         errs.finish()?;
         // finish() returned Ok only if every Option above is Some.

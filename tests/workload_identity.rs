@@ -331,3 +331,31 @@ fn a_principal_and_a_bearer_token_are_both_required_on_an_oidc_rule() {
     let echo = assert_allowed(&get(&s, &intruder, "/other", &[("authorization", &bearer)]).unwrap());
     assert_eq!(echo.header_all("x-portcullis-principal"), [INTRUDER]);
 }
+
+/// A mesh-only deployment: no IdP, no OIDC provider, no API keys, no
+/// Tenuo; the rules admit workloads by principal alone. It starts, is
+/// ready, and decides by the certificate Envoy verified.
+#[test]
+fn a_config_of_workload_rules_alone_serves_without_any_idp() {
+    let certs = Certs::make();
+    let mut s = Stack::builder()
+        .idps(0)
+        .without_envoy()
+        .config(|c| {
+            c["oidc"] = json!({"providers": []});
+            c["rules"] = json!([
+                {"path_prefix": "/hooks", "require": "workload", "allowed_principals": [DEPLOYER]},
+            ]);
+        })
+        .start();
+    s.start_envoy_edited(|r| with_mtls(r, &certs));
+    let deployer = certs.client(Some("deployer"));
+    let echo = assert_allowed(&get(&s, &deployer, "/hooks/x", &[]).expect("mTLS request"));
+    assert_eq!(echo.header("x-portcullis-principal"), Some(DEPLOYER));
+    let intruder = certs.client(Some("intruder"));
+    let r = get(&s, &intruder, "/hooks/x", &[]).expect("mTLS request");
+    assert_denied(&r, 403, "principal_not_allowed");
+    // Outside the rules: refused, whoever asks; a bearer token proves nothing here.
+    let r = get(&s, &deployer, "/other", &[("authorization", "Bearer x.y.z")]).expect("mTLS request");
+    assert_denied(&r, 403, "no_matching_rule");
+}

@@ -159,6 +159,24 @@ pub(super) fn validate(raw: &RawConfig, errs: &mut Errors) -> Policy {
     Policy::new(rules, any).with_named(named)
 }
 
+/// A config with no credential source (no OIDC provider, API keys or
+/// Tenuo) can still admit workloads by their mTLS principal: every rule and
+/// policy must then say `require: workload`, and there must be one. A rule
+/// that does not say it would wait for a credential nobody can verify.
+pub(super) fn check_workload_only(raw: &RawConfig, errs: &mut Errors) {
+    let rules = raw.rules.iter().map(|r| r.require);
+    let policies = raw.policies.values().map(|p| p.require);
+    let mut requires = rules.chain(policies).peekable();
+    let workload_only = requires.peek().is_some() && requires.all(|r| r == Some(Require::Workload));
+    if !workload_only {
+        errs.push(
+            "oidc.providers",
+            "configure at least one OIDC provider, an `api_keys` or a `tenuo` section \
+             (or only rules and policies with `require: workload`)",
+        );
+    }
+}
+
 /// A rule's (or a named policy's) access, checked against what is configured.
 fn compile(path: &str, r: &RawRule, cx: &Context<'_>, errs: &mut Errors) -> Rule {
     let Context {

@@ -673,6 +673,27 @@ fn allowed_principals_are_exact_or_a_trailing_star_prefix_and_workload_needs_the
 }
 
 #[test]
+fn a_mesh_config_of_workload_rules_alone_needs_no_credential_source() {
+    let ci = "allowed_principals: [\"spiffe://td/ns/ci/*\"]";
+    let c = RawConfig::from_yaml(&format!(
+        "rules:\n  - {{path_prefix: /hooks, require: workload, {ci}}}\npolicies:\n  ci: {{require: workload, {ci}}}\n"
+    ))
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(c.policy.rule_for("/hooks/x").unwrap().require(), Require::Workload);
+    assert_eq!(c.policy.rule_for("/other").err(), Some(Deny::NoMatchingRule));
+    // Nothing to verify on a rule that does not say `workload`, or without rules.
+    for yaml in [
+        format!("rules:\n  - {{path_prefix: /hooks, require: workload, {ci}}}\n  - {{path_prefix: /, {ci}}}\n"),
+        format!("policies:\n  ci: {{{ci}}}\n"),
+        "rules: []\n".to_string(),
+    ] {
+        assert_eq!(paths(&yaml), ["oidc.providers"], "{yaml}");
+    }
+}
+
+#[test]
 fn the_principal_header_is_a_distinct_header_name() {
     let c = RawConfig::from_yaml(MINIMAL).unwrap().validate().unwrap();
     assert_eq!(c.headers.principal, "x-portcullis-principal");
