@@ -52,6 +52,9 @@ pub struct Checker {
 pub struct Outcome<'a> {
     /// Read the clock around each verifier (set by the caller).
     pub timed: bool,
+    /// The trace this Check's span is in (set by the caller when tracing):
+    /// a denial's log line names it, so a log line leads to its trace.
+    pub trace_id: Option<String>,
     /// `allow`, `deny` or `redirect` (a login, or a session endpoint's answer).
     pub decision: &'static str,
     /// The HTTP status Envoy answers with: 200 on allow.
@@ -317,7 +320,7 @@ impl Checker {
         self.metrics
             .denied(denied.deny.reason(), started.elapsed().as_secs_f64());
         let request_id = request_id(req, view);
-        log_denial(&denied, view, request_id);
+        log_denial(&denied, view, request_id, out.trace_id.as_deref());
         let warrant = denied.warrant.as_deref().map(|denial| WarrantDenialBody {
             denial,
             request_id,
@@ -587,7 +590,7 @@ fn request_id<'a>(req: &'a CheckRequest, view: Option<&RequestView<'a>>) -> &'a 
 /// One JSON line per denial: reason, who (if known), where; for warrants the
 /// fields of Tenuo's guide (`tool`, `constraint`, `expected`, `actual`).
 /// Never the token or the warrant.
-fn log_denial(denied: &Refusal, view: Option<&RequestView<'_>>, request_id: &str) {
+fn log_denial(denied: &Refusal, view: Option<&RequestView<'_>>, request_id: &str, trace_id: Option<&str>) {
     let id = denied.identity.as_deref();
     let w = denied.warrant.as_deref();
     let actual = w.and_then(|w| w.actual.as_ref()).map(|a| match a {
@@ -611,6 +614,7 @@ fn log_denial(denied: &Refusal, view: Option<&RequestView<'_>>, request_id: &str
         path = view.map(|v| v.path),
         policy = view.and_then(|v| v.policy).map(bounded),
         request_id,
+        trace_id,
     );
 }
 

@@ -89,8 +89,10 @@ impl Authorization for AuthzService {
 impl AuthzService {
     async fn traced(&self, traces: &Traces, request: &Request<CheckRequest>) -> CheckResponse {
         let span = traces.start(request.metadata(), request.get_ref());
+        let recording = opentelemetry::trace::Span::is_recording(&span);
         let mut out = Outcome {
-            timed: opentelemetry::trace::Span::is_recording(&span),
+            timed: recording,
+            trace_id: recording.then(|| opentelemetry::trace::Span::span_context(&span).trace_id().to_string()),
             ..Outcome::default()
         };
         let response = self.checker.check_recorded(request.get_ref(), &mut out).await;

@@ -306,6 +306,16 @@ fn the_check_span_is_a_child_of_envoy_s_ext_authz_span_and_says_what_was_decided
     assert_eq!(third.text("portcullis.rule.prefix").as_deref(), Some("/admin"));
     assert_eq!(third.text("portcullis.rule.index").as_deref(), Some("0"));
     assert_eq!(third.attr("portcullis.cache"), None);
+    // Its log line names the trace.
+    let logged: Vec<Value> = s
+        .portcullis
+        .stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["event"] == "authorization_denied")
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert_eq!(logged[0]["trace_id"], json!(traces[2]));
     // The trace Envoy started: portcullis is in it too.
     let fourth = mine
         .iter()
