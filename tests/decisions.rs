@@ -55,46 +55,9 @@ impl World {
         let clock = Clock::manual(std::time::SystemTime::now());
         let issuer = Issuer::start_at(clock.clone()).await;
         let dir = TempDir::new().unwrap();
-        let key = dir.path().join("session-key");
-        std::fs::write(&key, [7u8; 32]).unwrap();
+        std::fs::write(dir.path().join("session-key"), [7u8; 32]).unwrap();
         let tenuo_root = warrant::key();
-        let gateway: String = warrant::GATEWAY.lines().map(|l| format!("    {l}\n")).collect();
-        let yaml = format!(
-            r#"listen: 127.0.0.1:0
-admin_listen: 127.0.0.1:0
-oidc:
-  clock_skew_seconds: 0
-  providers:
-    - issuer: {issuer}
-      audiences: [portcullis]
-      user_claim: email
-{provider}      login:
-        name: idp
-        client_id: {CLIENT_ID}
-        redirect_path: /oauth2/callback
-        logout_path: /oauth2/logout
-        post_logout_redirect: {PUBLIC_URL}/
-sessions:
-  cookie_name: {COOKIE}
-  keys: [{{file: {key}}}]
-  max_age_seconds: 7200
-  login_timeout_seconds: 300
-  refresh: {{enabled: {refresh}, before_expiry_seconds: 60}}
-  public_url: {PUBLIC_URL}
-tenuo:
-  trusted_issuers: ["{root}"]
-  gateway:
-{gateway}
-rules:
-{rules}
-cache:
-  max_ttl_seconds: 600
-  negative_ttl_seconds: 10
-"#,
-            issuer = issuer.url,
-            key = key.display(),
-            root = warrant::hex_key(&tenuo_root),
-        );
+        let yaml = config(&issuer, &dir, &tenuo_root, rules, refresh, provider);
         let app = issuer.app_for(&yaml).await;
         Self {
             clock,
@@ -105,6 +68,13 @@ cache:
             agent: warrant::key(),
             _dir: dir,
         }
+    }
+
+    /// Another replica (or this one, restarted) with the same issuer,
+    /// session key and Tenuo root, and the provider keys of `provider`.
+    async fn reconfigured(&self, rules: &str, provider: &str) -> Arc<Checker> {
+        let yaml = config(&self.issuer, &self._dir, &self.tenuo_root, rules, true, provider);
+        self.issuer.app_for(&yaml).await.checker
     }
 
     fn advance(&self, seconds: u64) {
@@ -842,6 +812,52 @@ async fn a_login_with_hundreds_of_groups_seals_only_the_kept_groups_in_a_small_c
     assert_eq!((a.status, a.groups()), (200, Some("team-a,team-b")), "{a:?}");
 }
 
+/// The groups a cookie sealed at login pass again through the provider's
+/// filter as it is configured now: tightening it (a restart, a new replica)
+/// takes effect on existing sessions, not only on the next login.
+#[tokio::test]
+async fn a_tightened_group_filter_applies_to_sessions_sealed_before_it() {
+    let keep = "      groups: {keep: [\"team-*\", \"group-00*\"]}\n";
+    let w = World::with_provider(LOGIN_RULES, true, keep).await;
+    w.issuer.set_id_token_groups(login_groups());
+    let session = w.login("frank", "/home").await;
+    let req = || browser("/home", &[("cookie", &session)]);
+    let sealed: Vec<String> = (0..10)
+        .map(|i| format!("group-00{i}"))
+        .chain(["team-a".into(), "team-b".into()])
+        .collect();
+    // Unchanged, the filter keeps what it kept.
+    let same = w.reconfigured(LOGIN_RULES, keep).await;
+    let a = Answer::of(&same.check(&req()).await);
+    assert_eq!((a.status, a.groups()), (200, Some(sealed.join(",").as_str())), "{a:?}");
+    let tighter = w.reconfigured(LOGIN_RULES, "      groups: {keep: [team-b]}\n").await;
+    let a = Answer::of(&tighter.check(&req()).await);
+    assert_eq!((a.status, a.groups()), (200, Some("team-b")), "{a:?}");
+    // Over a `deny` budget now (the 12 groups take 103 bytes): refused, and the cookie cleared.
+    let small = w
+        .reconfigured(
+            LOGIN_RULES,
+            "      groups: {keep: [\"team-*\", \"group-00*\"], max_bytes: 64}\n",
+        )
+        .await;
+    let a = Answer::of(&small.check(&req()).await);
+    assert_denied(&a, 403, "groups_over_budget");
+    assert!(clears(&a.set_cookies, COOKIE), "{:?}", a.set_cookies);
+}
+
+#[tokio::test]
+async fn a_session_of_a_login_moved_to_another_issuer_is_void() {
+    let w = World::new(LOGIN_RULES).await;
+    let session = w.login("alice", "/home").await;
+    let other = Issuer::start_at(w.clock.clone()).await;
+    let yaml = config(&other, &w._dir, &w.tenuo_root, LOGIN_RULES, true, "");
+    let moved = other.app_for(&yaml).await.checker;
+    // An API call (a browser would be sent to log in again).
+    let a = Answer::of(&moved.check(&request("GET", "/home", &[("cookie", &session)])).await);
+    assert_denied(&a, 401, "session_invalid");
+    assert!(clears(&a.set_cookies, COOKIE), "{:?}", a.set_cookies);
+}
+
 #[tokio::test]
 async fn a_login_over_the_budget_is_refused_at_the_callback() {
     let w = World::with_provider(LOGIN_RULES, true, "").await;
@@ -987,4 +1003,53 @@ async fn a_client_sent_principal_header_never_reaches_the_upstream() {
     assert_eq!(a.header("x-portcullis-principal"), Some(other));
     assert!(!a.removes("x-portcullis-principal"), "{a:?}");
     assert!(a.removes("x_portcullis_principal"), "{a:?}");
+}
+
+/// The World's config: one OIDC provider (bearer tokens and a login `idp`,
+/// more keys in `provider`), browser sessions, Tenuo with the fixture gateway.
+fn config(
+    issuer: &Issuer,
+    dir: &TempDir,
+    tenuo_root: &SigningKey,
+    rules: &str,
+    refresh: bool,
+    provider: &str,
+) -> String {
+    let gateway: String = warrant::GATEWAY.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        r#"listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+oidc:
+  clock_skew_seconds: 0
+  providers:
+    - issuer: {issuer}
+      audiences: [portcullis]
+      user_claim: email
+{provider}      login:
+        name: idp
+        client_id: {CLIENT_ID}
+        redirect_path: /oauth2/callback
+        logout_path: /oauth2/logout
+        post_logout_redirect: {PUBLIC_URL}/
+sessions:
+  cookie_name: {COOKIE}
+  keys: [{{file: {key}}}]
+  max_age_seconds: 7200
+  login_timeout_seconds: 300
+  refresh: {{enabled: {refresh}, before_expiry_seconds: 60}}
+  public_url: {PUBLIC_URL}
+tenuo:
+  trusted_issuers: ["{root}"]
+  gateway:
+{gateway}
+rules:
+{rules}
+cache:
+  max_ttl_seconds: 600
+  negative_ttl_seconds: 10
+"#,
+        issuer = issuer.url,
+        key = dir.path().join("session-key").display(),
+        root = warrant::hex_key(tenuo_root),
+    )
 }

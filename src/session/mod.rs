@@ -38,7 +38,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::clock::{unix, Clock};
 use crate::config::sessions::KEY_BYTES;
-use crate::config::SessionsConfig;
+use crate::config::{LoginKind, SessionsConfig};
 use crate::deny::Deny;
 use crate::headers::{self, CookieEdit};
 use crate::identity::Identity;
@@ -286,7 +286,7 @@ impl Sessions {
             None => {
                 let data = self.open_session(value)?;
                 let o = Arc::new(Opened {
-                    identity: Arc::new(data.identity()),
+                    identity: Arc::new(self.identity_of(&data, oidc)?),
                     exp: data.exp,
                     end: data.end,
                     refreshable: data.rt.is_some(),
@@ -378,6 +378,26 @@ impl Sessions {
             return Err(Deny::SessionInvalid);
         }
         Ok(data)
+    }
+
+    /// A session's identity, its groups passed again through the `groups:`
+    /// filter its login's provider has now: a filter tightened since the
+    /// login applies to cookies sealed before it (a group no longer kept is
+    /// gone; over a `deny` budget, the session is refused). Unchanged, the
+    /// filter keeps what it kept at login. An OIDC login that now names
+    /// another issuer voids the sessions its old issuer made.
+    fn identity_of(&self, data: &SessionData, oidc: &OidcVerifier) -> Result<Identity, Deny> {
+        let provider = self.provider(&data.p).ok_or(Deny::SessionInvalid)?;
+        let filter = match &provider.config.kind {
+            // A login moved to another issuer voids the sessions of the old one.
+            LoginKind::Oidc { issuer } if **issuer != *data.iss => return Err(Deny::SessionInvalid),
+            LoginKind::Oidc { issuer } => oidc.group_filter(issuer).ok_or(Deny::SessionInvalid)?,
+            LoginKind::OAuth2 { groups, .. } => groups,
+        };
+        let identity = data.identity();
+        let sealed = identity.groups().map(String::from).collect();
+        let selected = filter.select(sealed, None)?;
+        Ok(identity.with_groups(&selected.groups))
     }
 
     /// Seals a session into a `Set-Cookie` value that fits a browser's

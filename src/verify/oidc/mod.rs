@@ -88,6 +88,12 @@ impl OidcVerifier {
         }
     }
 
+    /// The `groups:` filter of the provider of `issuer` (sessions re-apply
+    /// it to the groups a cookie sealed at login).
+    pub fn group_filter(&self, issuer: &str) -> Option<&crate::groups::GroupFilter> {
+        self.by_issuer.get(issuer).map(|&i| &self.providers[i].config.groups)
+    }
+
     /// Every provider has keys (readiness).
     pub fn is_ready(&self) -> bool {
         self.providers.iter().all(|p| p.is_loaded())
