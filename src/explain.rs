@@ -4,10 +4,14 @@
 //! goes through [`Checker::check`] of an [`App`] built from the config, as
 //! the server builds it. Around it, informational steps say what each stage
 //! saw (the path as judged, the rule, the credential, the token's claims as
-//! *claimed*, the verification's result). They never replace the decision:
-//! when a step and the response disagree, the response is what the server
-//! answers. No secret is printed: a token is shown by its length and hash,
-//! cookie values by their length.
+//! *claimed*, the verification's result; for a Tenuo warrant the tool and
+//! arguments, the chain as claimed and the PoP's window, see [`warrant`]).
+//! They never replace the decision: when a step and the response disagree,
+//! the response is what the server answers. No secret is printed: a token,
+//! a warrant or a PoP is shown by its length and hash, cookie values by
+//! their length.
+
+mod warrant;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +33,7 @@ use crate::config::Config;
 use crate::deny::Deny;
 use crate::identity::Source;
 use crate::request::{RequestView, Single};
+use crate::response::TENUO_DEBUG_HEADER;
 use crate::verify::credential::{self, ApiKeyPlaces, Credential};
 use crate::verify::oidc::jwks::KeySet;
 use crate::verify::warrant::WarrantVerifier;
@@ -645,12 +650,7 @@ fn describe_credentials(
         Err(deny) => step(steps, "credential", "refused", deny.reason()),
     }
     if let Some(w) = warrant {
-        let presented = if w.is_presented(view) {
-            "a warrant is presented (chain, tool, arguments, constraints and PoP are judged by the decision)"
-        } else {
-            "no warrant presented"
-        };
-        step(steps, "warrant", "info", presented);
+        warrant::describe(w, view, clock::unix_i64(now), steps);
     }
     token
 }
@@ -707,13 +707,7 @@ fn describe_token(config: &Config, token: &str, now: SystemTime, steps: &mut Vec
             Some(t) => {
                 // Whole seconds are enough to read a ticket by.
                 let t = t as i64;
-                let d = t - i64::try_from(now).unwrap_or(i64::MAX);
-                let rel = if d >= 0 {
-                    format!("in {d}s")
-                } else {
-                    format!("{}s ago", -d)
-                };
-                format!("{k} {t} ({rel})")
+                format!("{k} {t} ({})", relative(t, i64::try_from(now).unwrap_or(i64::MAX)))
             }
         }
     };
@@ -747,6 +741,16 @@ fn describe_token(config: &Config, token: &str, now: SystemTime, steps: &mut Vec
     );
 }
 
+/// A time against the clock: `in 30s`, `10s ago`.
+fn relative(t: i64, now: i64) -> String {
+    let d = t.saturating_sub(now);
+    if d >= 0 {
+        format!("in {d}s")
+    } else {
+        format!("{}s ago", d.unsigned_abs())
+    }
+}
+
 /// A claim for a step line, cut short: claims are the sender's words.
 fn short(v: &Value) -> String {
     let text = match v {
@@ -767,7 +771,8 @@ fn short(v: &Value) -> String {
 /// Headers whose values are credentials or cookies: shown by length only.
 fn is_secret_header(name: &str) -> bool {
     matches!(name, "authorization" | "cookie" | "set-cookie" | "proxy-authorization")
-        || name.starts_with("x-tenuo-warrant")
+        // The warrant, not `x-tenuo-warrant-id`: an id is what logs and tickets name.
+        || name == "x-tenuo-warrant"
 }
 
 fn conclude(
@@ -806,7 +811,17 @@ fn conclude(
                 .unwrap_or_default();
             if let Some(w) = body.as_ref().filter(|b| b.get("message").is_some()) {
                 // Only a warrant denial's body has a `message` (tenuo-authorizer's shape).
-                step(&mut steps, "warrant", "refused", warrant_denial(w));
+                let debug = d
+                    .headers
+                    .iter()
+                    .filter_map(|h| h.header.as_ref())
+                    .find(|h| h.key == TENUO_DEBUG_HEADER);
+                let detail = match debug {
+                    // Tenuo's debug mode names the failing constraint and value.
+                    Some(h) => format!("{}; {TENUO_DEBUG_HEADER}: {}", warrant_denial(w), h.value),
+                    None => warrant_denial(w),
+                };
+                step(&mut steps, "warrant", "refused", detail);
             }
             ("deny", status, reason)
         }
@@ -1111,5 +1126,6 @@ mod tests {
             assert!(is_secret_header(h), "{h}");
         }
         assert!(!is_secret_header("x-user-id"));
+        assert!(!is_secret_header("x-tenuo-warrant-id"));
     }
 }

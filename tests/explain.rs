@@ -13,6 +13,11 @@
 //! is explained too, offline, against the answers quickstart/run.sh expects;
 //! quickstart/run.sh itself compares `explain --json` on that file with the
 //! running quickstart server for every curl request it sends.
+//!
+//! Warrants (minted by Tenuo's Python SDK, tests/tenuo/mint.py) get the same
+//! comparison, and explain's warrant steps are checked exactly: the tool and
+//! arguments, each link of the chain as claimed, the PoP's window against
+//! the clock, with no warrant or PoP bytes in the output.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
@@ -21,6 +26,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::tenuo::{tenuo_section, write_gateway, Key, Minted, Minter, Pop, GATEWAY};
 use common::*;
 use serde_json::{json, Value};
 
@@ -437,4 +443,551 @@ fn the_quickstart_config_gives_the_answers_run_sh_expects() {
         (&json!("oidc_client"), &json!(["client:ci-pipeline"])),
         "{out}"
     );
+}
+
+// --- Tenuo warrants -----------------------------------------------------------
+
+/// A stack whose every path needs a warrant (the Tenuo tests' gateway
+/// config: `GET /files` is the tool `read_file`, its argument `path` from
+/// the query), and Tenuo's Python SDK to mint warrants and PoPs.
+struct Warrants {
+    stack: Stack,
+    minter: Minter,
+    issuer: Key,
+    agent: Key,
+    _logs: std::sync::Arc<Logs>,
+}
+
+fn warrants() -> Warrants {
+    let logs = Logs::new();
+    let minter = Minter::start(&logs);
+    let (issuer, agent) = (minter.key(), minter.key());
+    let gateway = write_gateway(&logs, GATEWAY);
+    let tenuo = tenuo_section(&issuer.public_hex, &gateway);
+    let stack = Stack::builder()
+        .config(move |c| {
+            c["tenuo"] = tenuo;
+            c["rules"] = json!([{"path_prefix": "/", "require": "tenuo"}]);
+        })
+        .start();
+    Warrants {
+        stack,
+        minter,
+        issuer,
+        agent,
+        _logs: logs,
+    }
+}
+
+/// A warrant request: the path (with its query) and the two Tenuo headers.
+struct WarrantReq {
+    path: String,
+    warrant: Option<String>,
+    pop: Option<String>,
+}
+
+impl WarrantReq {
+    fn new(path: &str, warrant: &str, pop: &Pop) -> Self {
+        WarrantReq {
+            path: path.into(),
+            warrant: Some(warrant.into()),
+            pop: Some(pop.std.clone()),
+        }
+    }
+
+    fn headers(&self) -> Vec<(&str, &str)> {
+        let mut h = Vec::new();
+        if let Some(w) = &self.warrant {
+            h.push(("x-tenuo-warrant", w.as_str()));
+        }
+        if let Some(p) = &self.pop {
+            h.push(("x-tenuo-pop", p.as_str()));
+        }
+        h
+    }
+
+    /// `explain` arguments for this request, then `extra` (`--at`).
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["--path".to_string(), self.path.clone()];
+        for (k, v) in self.headers() {
+            args.extend(["--header".to_string(), format!("{k}: {v}")]);
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+}
+
+/// `explain --json` of a warrant request.
+fn explain_warrant(config: &Path, req: &WarrantReq, extra: &[&str]) -> (i32, Value, String) {
+    let args = req.args(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    explain(config, &args)
+}
+
+/// The `(result, detail)` of every step named `name`, in order.
+fn steps_named(e: &Value, name: &str) -> Vec<(String, String)> {
+    e["steps"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .filter(|s| s["step"] == name)
+                .map(|s| {
+                    (
+                        s["result"].as_str().unwrap_or_default().to_string(),
+                        s["detail"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The one step named `name` (a test fails if there is not exactly one).
+fn the_step(e: &Value, name: &str, out: &str) -> (String, String) {
+    let mut found = steps_named(e, name);
+    assert_eq!(found.len(), 1, "one {name} step expected:\n{out}");
+    found.remove(0)
+}
+
+/// How explain shows a secret (a warrant, a PoP): length and SHA-256 prefix.
+fn shown_as(secret: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(secret.as_bytes());
+    format!("{} bytes, sha256 {}", secret.len(), hex::encode(&digest[..6]))
+}
+
+/// A key as explain shows it: its fingerprint (first 8 bytes) and `…`.
+fn key_shown(hex_key: &str) -> String {
+    format!("{}…", &hex_key[..16])
+}
+
+/// `in 30s` / `10s ago`, as explain says a time against its clock.
+fn rel(t: i64, at: i64) -> String {
+    if t >= at {
+        format!("in {}s", t - at)
+    } else {
+        format!("{}s ago", at - t)
+    }
+}
+
+/// A link of the chain, as explain claims it.
+struct Link<'a> {
+    minted: &'a Minted,
+    ttl: i64,
+    of: usize,
+    position: &'a str,
+    issuer_is: &'a str,
+    /// The SDK's default `max_depth`.
+    max_depth: u32,
+    tools: &'a str,
+}
+
+impl Link<'_> {
+    fn text(&self, at: i64) -> String {
+        let m = self.minted;
+        // The SDK issues at its clock's second and expires `ttl` later.
+        let issued = m.expires_at - self.ttl;
+        format!(
+            "claimed: link {} of {} ({}): id {}, issuer {} ({}), holder {}, depth {} (max {}), issued {issued} ({}), \
+             expires {} ({}); tools: {}",
+            m.depth + 1,
+            self.of,
+            self.position,
+            m.id,
+            key_shown(&m.issuer_hex),
+            self.issuer_is,
+            key_shown(&m.holder_hex),
+            m.depth,
+            self.max_depth,
+            rel(issued, at),
+            m.expires_at,
+            rel(m.expires_at, at),
+            self.tools
+        )
+    }
+}
+
+/// No warrant, PoP or warrant signature, in any encoding, in the output.
+fn assert_no_warrant_bytes(out: &str, warrants: &[&str], pops: &[&Pop]) {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    for header in warrants {
+        assert!(!out.contains(header), "a warrant was printed:\n{out}");
+        // Any part of it, too: every 16 characters.
+        for chunk in header.as_bytes().chunks(16).filter(|c| c.len() == 16) {
+            let chunk = std::str::from_utf8(chunk).unwrap();
+            assert!(!out.contains(chunk), "part of a warrant ({chunk}) was printed:\n{out}");
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(header.trim_end_matches('='))
+            .or_else(|_| STANDARD.decode(header))
+            .unwrap();
+        // A tampered warrant does not decode: its text alone is checked.
+        let links = ::tenuo::wire::decode_stack(&bytes)
+            .map(|s| s.0)
+            .or_else(|_| ::tenuo::wire::decode(&bytes).map(|w| vec![w]))
+            .unwrap_or_default();
+        for link in &links {
+            let sig = link.signature().to_bytes();
+            for shown in [hex::encode(sig), STANDARD.encode(sig), URL_SAFE_NO_PAD.encode(sig)] {
+                assert!(!out.contains(&shown[..24]), "a warrant signature was printed:\n{out}");
+            }
+        }
+    }
+    for pop in pops {
+        for shown in [&pop.std, &pop.urlsafe, &pop.hex] {
+            assert!(!out.contains(&shown[..24]), "a PoP was printed:\n{out}");
+        }
+    }
+}
+
+/// Every warrant request below gets the server's status and reason from
+/// explain, and explain shows what the verifier read: the tool and
+/// arguments, each link as claimed, the PoP's window against the clock.
+#[test]
+fn explain_shows_a_warrant_s_tool_arguments_chain_and_pop() {
+    let w = warrants();
+    let m = &w.minter;
+    let config = &w.stack.config_path;
+    let ttl = 3600;
+    let root = m.mint(
+        &w.issuer,
+        &w.agent,
+        json!({"read_file": {"path": {"pattern": "/data/*"}}}),
+        ttl as u64,
+    );
+    let q3 = json!({"path": "/data/reports/q3.txt"});
+    let pop = m.pop(&root, &w.agent, "read_file", &q3, None);
+    let t0 = pop.ts;
+    let at = t0.to_string();
+    let allowed = WarrantReq::new("/files?path=/data/reports/q3.txt", &root.warrant, &pop);
+    // A constraint violation, with a PoP over exactly those arguments.
+    let passwd_pop = m.pop(&root, &w.agent, "read_file", &json!({"path": "/etc/passwd"}), Some(t0));
+    let passwd = WarrantReq::new("/files?path=/etc/passwd", &root.warrant, &passwd_pop);
+    // A PoP signed half an hour before the clock.
+    let stale_pop = m.pop(&root, &w.agent, "read_file", &q3, Some(t0 - 1800));
+    let stale = WarrantReq::new("/files?path=/data/reports/q3.txt", &root.warrant, &stale_pop);
+    // A PoP over other arguments.
+    let other_pop = m.pop(&root, &w.agent, "read_file", &json!({"path": "/data/x"}), Some(t0));
+    let other = WarrantReq::new("/files?path=/data/reports/q3.txt", &root.warrant, &other_pop);
+    let no_pop = WarrantReq {
+        pop: None,
+        ..WarrantReq::new("/files?path=/data/reports/q3.txt", &root.warrant, &pop)
+    };
+    // Delegated once: the stack root → child, the PoP by the child's holder.
+    let sub = m.key();
+    let child = m.grant(
+        &root,
+        &w.agent,
+        &sub,
+        "read_file",
+        json!({"path": {"pattern": "/data/reports/*"}}),
+        600,
+    );
+    let stack_header = m.stack(&[&root, &child]);
+    let child_pop = m.pop(&child, &sub, "read_file", &q3, Some(t0));
+    let delegated = WarrantReq::new("/files?path=/data/reports/q3.txt", &stack_header, &child_pop);
+    // The delegated leaf sent without its parent.
+    let alone = WarrantReq::new("/files?path=/data/reports/q3.txt", &child.warrant, &child_pop);
+    let none = WarrantReq {
+        path: "/files?path=/data/reports/q3.txt".into(),
+        warrant: None,
+        pop: None,
+    };
+    // One character of the warrant changed: its signature no longer holds.
+    let mut tampered = root.warrant.clone().into_bytes();
+    let middle = tampered.len() / 2;
+    tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let forged = WarrantReq::new("/files?path=/data/reports/q3.txt", &tampered, &pop);
+
+    let cases: [(&WarrantReq, u64, &str); 9] = [
+        (&allowed, 200, "allowed"),
+        (&forged, 400, "invalid_warrant"),
+        (&passwd, 403, "constraint_violation"),
+        (&stale, 403, "invalid_pop"),
+        (&other, 403, "invalid_pop"),
+        (&no_pop, 403, "missing_pop"),
+        (&delegated, 200, "allowed"),
+        (&alone, 403, "untrusted_root"),
+        (&none, 401, "missing_warrant"),
+    ];
+    let warrant_headers = [
+        root.warrant.as_str(),
+        child.warrant.as_str(),
+        stack_header.as_str(),
+        tampered.as_str(),
+    ];
+    let pops = [&pop, &passwd_pop, &stale_pop, &other_pop, &child_pop];
+    for (req, status, reason) in cases {
+        let server = through_envoy(&w.stack, &req.path, &req.headers());
+        assert_eq!(server, (status, reason.to_string()), "{}", req.path);
+        let (code, e, out) = explain_warrant(config, req, &[]);
+        assert_eq!(
+            (e["status"].as_u64(), e["reason"].as_str()),
+            (Some(status), Some(reason)),
+            "{reason}: explain disagrees with the server\n{out}"
+        );
+        assert_eq!(code, if status == 200 { 0 } else { 1 }, "{out}");
+        assert_no_warrant_bytes(&out, &warrant_headers, &pops);
+    }
+
+    // Allowed, at the PoP's time: every step exactly.
+    let (code, e, out) = explain_warrant(config, &allowed, &["--at", &at]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(e["edits"]["set"]["x-tenuo-warrant-id"], json!(root.id), "{out}");
+    let window = t0.div_euclid(30) * 30;
+    let accepted = format!("accepted: 5 windows of 30s around the clock's {window} (±60s)");
+    let signs = "signed by the leaf's holder over tool \"read_file\" and the arguments above,";
+    assert_eq!(
+        the_step(&e, "warrant", &out),
+        (
+            "ok".into(),
+            format!(
+                "presented in x-tenuo-warrant: {}; 1 warrant(s), claimed root issuer {}: in the trust set",
+                shown_as(&root.warrant),
+                key_shown(&w.issuer.public_hex)
+            )
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        the_step(&e, "tool", &out),
+        (
+            "ok".into(),
+            "route GET /files -> tool \"read_file\"; arguments: path=\"/data/reports/q3.txt\"".into()
+        ),
+        "{out}"
+    );
+    let root_link = Link {
+        minted: &root,
+        ttl,
+        of: 1,
+        position: "root and leaf",
+        issuer_is: "trusted root",
+        max_depth: 64,
+        tools: "read_file {path: Pattern \"/data/*\"}",
+    };
+    assert_eq!(
+        steps_named(&e, "chain"),
+        vec![("info".to_string(), root_link.text(t0))],
+        "{out}"
+    );
+    assert_eq!(
+        the_step(&e, "pop", &out),
+        (
+            "ok".into(),
+            format!(
+                "presented in x-tenuo-pop: {}; {signs} for the window {window} (the clock's); {accepted}",
+                shown_as(&pop.std)
+            )
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        the_step(&e, "constraints", &out),
+        (
+            "ok".into(),
+            "the arguments satisfy the leaf's constraints for \"read_file\"".into()
+        ),
+        "{out}"
+    );
+    // The text output has the same steps, one a line.
+    let text = explain_text(config, &allowed.args(&["--at", &at]));
+    for s in e["steps"].as_array().unwrap() {
+        let mark = match s["result"].as_str().unwrap() {
+            "ok" => "ok",
+            "refused" => "REFUSED",
+            _ => "..",
+        };
+        let line = format!(
+            "{:<13} {mark:<7} {}\n",
+            s["step"].as_str().unwrap(),
+            s["detail"].as_str().unwrap()
+        );
+        assert!(text.contains(&line), "no line {line:?} in:\n{text}");
+    }
+    assert!(text.ends_with("=> ALLOW 200 allowed\n"), "{text}");
+    assert_no_warrant_bytes(&text, &warrant_headers, &pops);
+
+    // A constraint violation: the arguments as extracted, a good PoP, and
+    // the failing constraint in the denial.
+    let (_, e, out) = explain_warrant(config, &passwd, &["--at", &at]);
+    assert_eq!(e["reason"], "constraint_violation", "{out}");
+    assert_eq!(
+        the_step(&e, "tool", &out).1,
+        "route GET /files -> tool \"read_file\"; arguments: path=\"/etc/passwd\"",
+        "{out}"
+    );
+    assert_eq!(the_step(&e, "pop", &out).0, "ok", "{out}");
+    assert_eq!(
+        the_step(&e, "constraints", &out),
+        (
+            "refused".into(),
+            "path=\"/etc/passwd\" does not satisfy Pattern \"/data/*\": value does not match constraint".into()
+        ),
+        "{out}"
+    );
+    // The denial as the server sends it (Tenuo's debug mode is on in GATEWAY).
+    let refused: Vec<_> = steps_named(&e, "warrant")
+        .into_iter()
+        .filter(|(r, _)| r == "refused")
+        .collect();
+    assert_eq!(
+        refused,
+        vec![(
+            "refused".to_string(),
+            format!(
+                "error constraint-violation, tool read_file, warrant_id {}: Constraint not satisfied; \
+                 x-tenuo-deny-reason: constraint_violation: path=\"/etc/passwd\" exceeds value does not match \
+                 constraint",
+                root.id
+            )
+        )],
+        "{out}"
+    );
+
+    // A PoP half an hour old: out of window, and dated.
+    let (_, e, out) = explain_warrant(config, &stale, &["--at", &at]);
+    assert_eq!(e["reason"], "invalid_pop", "{out}");
+    assert_eq!(
+        the_step(&e, "pop", &out),
+        (
+            "refused".into(),
+            format!(
+                "presented in x-tenuo-pop: {}; {signs} for the window {} (1800s before the clock's): outside the \
+                 accepted ±60s; {accepted}",
+                shown_as(&stale_pop.std),
+                window - 1800
+            )
+        ),
+        "{out}"
+    );
+    // The fresh PoP judged half an hour later: the same answer.
+    let later = t0 + 1800;
+    let (_, e, out) = explain_warrant(config, &allowed, &["--at", &later.to_string()]);
+    assert_eq!(e["reason"], "invalid_pop", "{out}");
+    let later_window = later.div_euclid(30) * 30;
+    assert_eq!(
+        the_step(&e, "pop", &out).1,
+        format!(
+            "presented in x-tenuo-pop: {}; {signs} for the window {window} (1800s before the clock's): outside the \
+             accepted ±60s; accepted: 5 windows of 30s around the clock's {later_window} (±60s)",
+            shown_as(&pop.std)
+        ),
+        "{out}"
+    );
+    assert_eq!(steps_named(&e, "chain")[0].1, root_link.text(later), "{out}");
+    // Judged before the warrant was issued: the link says so.
+    let earlier = t0 - 1800;
+    let (_, e, out) = explain_warrant(config, &allowed, &["--at", &earlier.to_string()]);
+    assert_eq!(e["reason"], "chain_invalid", "{out}");
+    let link = &steps_named(&e, "chain")[0].1;
+    assert!(link.contains("(in 1800s: beyond the 30s tolerance)"), "{out}");
+    assert!(
+        the_step(&e, "pop", &out)
+            .1
+            .contains("(1800s after the clock's): outside"),
+        "{out}"
+    );
+
+    // A PoP over other arguments verifies in no window.
+    let (_, e, out) = explain_warrant(config, &other, &["--at", &at]);
+    assert_eq!(
+        the_step(&e, "pop", &out),
+        (
+            "refused".into(),
+            format!(
+                "presented in x-tenuo-pop: {}; not {} in any window from {} to {} (2881 tried): it signs another \
+                 tool, other arguments or another warrant, or is by another key; {accepted}",
+                shown_as(&other_pop.std),
+                signs.trim_end_matches(','),
+                window - 1440 * 30,
+                window + 1440 * 30
+            )
+        ),
+        "{out}"
+    );
+
+    // A chain of two: each link, the child issued by the root's holder.
+    let (code, e, out) = explain_warrant(config, &delegated, &["--at", &at]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        the_step(&e, "warrant", &out).1,
+        format!(
+            "presented in x-tenuo-warrant: {}; 2 warrant(s), claimed root issuer {}: in the trust set",
+            shown_as(&stack_header),
+            key_shown(&w.issuer.public_hex)
+        ),
+        "{out}"
+    );
+    let child_link = Link {
+        minted: &child,
+        ttl: 600,
+        of: 2,
+        position: "leaf",
+        issuer_is: "link 1's holder",
+        max_depth: 64,
+        tools: "read_file {path: Pattern \"/data/reports/*\"}",
+    };
+    let root_of_two = Link {
+        of: 2,
+        position: "root",
+        ..root_link
+    };
+    assert_eq!(
+        steps_named(&e, "chain"),
+        vec![
+            ("info".to_string(), root_of_two.text(t0)),
+            ("info".to_string(), child_link.text(t0))
+        ],
+        "{out}"
+    );
+    assert_eq!(the_step(&e, "pop", &out).0, "ok", "{out}");
+
+    // The child alone: its issuer (the agent) is no trusted root.
+    let (_, e, out) = explain_warrant(config, &alone, &["--at", &at]);
+    let presented = steps_named(&e, "warrant");
+    assert_eq!(
+        presented[0],
+        (
+            "refused".to_string(),
+            format!(
+                "presented in x-tenuo-warrant: {}; 1 warrant(s), claimed root issuer {}: NOT in the trust set",
+                shown_as(&child.warrant),
+                key_shown(&w.agent.public_hex)
+            )
+        ),
+        "{out}"
+    );
+    assert!(steps_named(&e, "chain")[0].1.contains("(NOT a trusted root)"), "{out}");
+
+    // A tampered warrant: not decodable, no link claimed.
+    let (_, e, out) = explain_warrant(config, &forged, &["--at", &at]);
+    let (result, detail) = &steps_named(&e, "warrant")[0];
+    let want = format!("presented in x-tenuo-warrant: {}; not decodable (", shown_as(&tampered));
+    assert!(result == "refused" && detail.starts_with(&want), "{out}");
+    assert!(steps_named(&e, "chain").is_empty(), "{out}");
+
+    // No warrant: the tool it would need.
+    let (_, e, out) = explain_warrant(config, &none, &["--at", &at]);
+    assert_eq!(steps_named(&e, "warrant")[0].1, "no warrant presented", "{out}");
+    assert_eq!(
+        the_step(&e, "tool", &out).1,
+        "route GET /files -> tool \"read_file\"; arguments: path=\"/data/reports/q3.txt\"",
+        "{out}"
+    );
+}
+
+/// `portcullis explain` without `--json`: its text output.
+fn explain_text(config: &Path, args: &[String]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("explain")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run portcullis explain");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }

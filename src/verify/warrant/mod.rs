@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 use siphasher::sip128::Hasher128;
 use tenuo::{ErrorCode, Warrant, WarrantType};
 
-use self::args::Args;
+pub use self::args::Args;
 pub use self::trust::{check_files, LoadError, Trust};
 use crate::deny::Deny;
 use crate::request::{RequestView, Single};
@@ -43,6 +43,17 @@ pub struct Grant {
     pub root_issuer: Box<str>,
     /// Unix seconds; the earliest expiry in the chain.
     pub expires_at: i64,
+}
+
+/// What a request asks of a warrant (see [`WarrantVerifier::tool_call`]).
+#[derive(Debug)]
+pub struct ToolCall {
+    /// The gateway route's pattern.
+    pub route: String,
+    pub tool: Arc<str>,
+    /// The arguments the PoP must sign and the constraints judge, or why
+    /// they cannot be extracted (an `extraction_failed` denial).
+    pub args: Result<Args, String>,
 }
 
 /// A warrant's [`Deny`] reason with Tenuo's details (tool, constraint,
@@ -214,42 +225,26 @@ impl WarrantVerifier {
         !matches!(view.single(&self.trust.load().names.warrant), Single::Absent)
     }
 
+    /// The request's tool and arguments, read exactly as [`Self::verify`]
+    /// reads them (same route, same refusals, same extraction), without
+    /// looking at any warrant: `portcullis explain` shows them beside the
+    /// decision, so they must not be read any other way.
+    pub fn tool_call(&self, view: &RequestView<'_>) -> Result<ToolCall, Box<WarrantDenial>> {
+        let trust = self.trust.load();
+        let (route, tool) = tool_route(&trust, view)?;
+        let args = args::extract(&trust.gateway, &route, view).map_err(|e| e.to_string());
+        Ok(ToolCall {
+            route: route.route.config.pattern.clone(),
+            tool,
+            args,
+        })
+    }
+
     /// Route → warrant → (exact-repeat cache) → chain (stack cache) →
     /// expiry → arguments → PoP → constraints.
     pub fn verify(&self, view: &RequestView<'_>, now: i64) -> Result<Arc<Grant>, Arc<WarrantDenial>> {
         let trust = self.trust.load();
-        // As tenuo-authorizer: routes match the target as Envoy sent it
-        // (`RequestView::path` is exactly that, minus the query), so path
-        // parameters are what the client signed (`a%20b` stays `a%20b`).
-        let target = view.path;
-        let Some(route) = trust.gateway.match_route(view.method, target) else {
-            return Err(WarrantDenial::new(Deny::NoRoute, format!("no route matches {} {target}", view.method)).into());
-        };
-        let tool = route.route.tool.clone();
-        if let Some(why) = ambiguous_target(target) {
-            return Err(WarrantDenial::new(Deny::ExtractionFailed, why)
-                .about(&tool, None)
-                .into());
-        }
-        // A case-insensitive upstream router (Express, IIS) would pick the
-        // route whose literal text matches ignoring case: if that is another
-        // tool, the warrant would be checked for the wrong one.
-        // When neither the routes nor the target have an upper-case letter,
-        // the folded match is the match above (same routes, same input).
-        let same_when_folded = trust.routes_fold_to_themselves && !target.bytes().any(|b| b.is_ascii_uppercase());
-        if !same_when_folded
-            && trust
-                .folded
-                .match_route(view.method, &target.to_ascii_lowercase())
-                .map(|r| &*r.route.tool)
-                != Some(&*tool)
-        {
-            return Err(
-                WarrantDenial::new(Deny::ExtractionFailed, "the tool depends on the path's letter case")
-                    .about(&tool, None)
-                    .into(),
-            );
-        }
+        let (route, tool) = tool_route(&trust, view).map_err(Arc::from)?;
         let header = match view.single(&trust.names.warrant) {
             Single::Absent => return Err(WarrantDenial::new(Deny::MissingWarrant, "").about(&tool, None).into()),
             Single::Unusable => {
@@ -331,6 +326,47 @@ impl WarrantVerifier {
             }
         }
     }
+}
+
+/// The gateway route a request matches and its tool, or why the request is
+/// refused before any warrant is read: no route, or a target whose tool or
+/// arguments an upstream could read another way.
+fn tool_route<'t>(
+    trust: &'t Trust,
+    view: &RequestView<'_>,
+) -> Result<(tenuo::RouteMatch<'t>, Arc<str>), Box<WarrantDenial>> {
+    // As tenuo-authorizer: routes match the target as Envoy sent it
+    // (`RequestView::path` is exactly that, minus the query), so path
+    // parameters are what the client signed (`a%20b` stays `a%20b`).
+    let target = view.path;
+    let Some(route) = trust.gateway.match_route(view.method, target) else {
+        return Err(WarrantDenial::new(
+            Deny::NoRoute,
+            format!("no route matches {} {target}", view.method),
+        ));
+    };
+    let tool = route.route.tool.clone();
+    if let Some(why) = ambiguous_target(target) {
+        return Err(WarrantDenial::new(Deny::ExtractionFailed, why).about(&tool, None));
+    }
+    // A case-insensitive upstream router (Express, IIS) would pick the
+    // route whose literal text matches ignoring case: if that is another
+    // tool, the warrant would be checked for the wrong one.
+    // When neither the routes nor the target have an upper-case letter,
+    // the folded match is the match above (same routes, same input).
+    let same_when_folded = trust.routes_fold_to_themselves && !target.bytes().any(|b| b.is_ascii_uppercase());
+    if !same_when_folded
+        && trust
+            .folded
+            .match_route(view.method, &target.to_ascii_lowercase())
+            .map(|r| &*r.route.tool)
+            != Some(&*tool)
+    {
+        return Err(
+            WarrantDenial::new(Deny::ExtractionFailed, "the tool depends on the path's letter case").about(&tool, None),
+        );
+    }
+    Ok((route, tool))
 }
 
 fn verify_chain(trust: &Trust, header: &str, now: i64) -> Result<Chain, Box<WarrantDenial>> {

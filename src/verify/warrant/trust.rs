@@ -109,6 +109,8 @@ pub struct Trust {
     pub(super) decisions: Cache<u128, Decision, MacKeyHasher>,
     /// Trusted issuer keys, for refusing an untrusted root before any signature work.
     pub(super) roots: Vec<[u8; 32]>,
+    /// How far in the future a warrant may be issued (the authorizer has no getter).
+    clock_tolerance: chrono::Duration,
     keys: (u64, u64),
 }
 
@@ -220,6 +222,7 @@ impl Trust {
                 .expire_after(UntilDecisionEnds)
                 .build_with_hasher(MacKeyHasher::default()),
             roots: keys.iter().map(PublicKey::to_bytes).collect(),
+            clock_tolerance: tolerance,
             keys: (rand::random(), rand::random()),
         })
     }
@@ -239,6 +242,31 @@ impl Trust {
                 self.decisions.weighted_size(),
             ),
         ]
+    }
+
+    // What the verifier applies, read by `portcullis explain` to show a
+    // warrant's parts against it (it decides nothing with them).
+
+    /// Whether `key` is a trusted root issuer.
+    pub fn is_trusted_root(&self, key: &[u8; 32]) -> bool {
+        self.roots.contains(key)
+    }
+
+    /// The PoP's window length (seconds) and how many windows are tried.
+    pub fn pop_window(&self) -> (i64, u32) {
+        self.authorizer.pop_window_config()
+    }
+
+    pub fn clock_tolerance(&self) -> chrono::Duration {
+        self.clock_tolerance
+    }
+
+    pub fn max_warrant_bytes(&self) -> usize {
+        self.max_warrant_bytes
+    }
+
+    pub fn max_chain(&self) -> usize {
+        self.max_chain
     }
 
     /// Keyed 128-bit hash: cache keys cannot be predicted or made to collide.
