@@ -6,10 +6,11 @@
 # portcullis answered, captured first) get the same Checks from grpc-load
 # (benches/load/tools: closed-loop streams on HTTP/2, a latency histogram, the
 # server's CPU per Check from /proc/PID/task/*/schedstat), at several
-# concurrencies, in the same run, interleaved: per round, each scenario and
-# concurrency runs null-authz and portcullis back to back (order alternating).
+# concurrencies, in the same run, interleaved: per round and concurrency, each
+# scenario in turn (the order rotating by round) runs null-authz and portcullis
+# back to back (order alternating).
 #
-# Scenarios (one portcullis serving all of them; rules by path):
+# Scenarios (one portcullis serving all of them but bearer-traced*; rules by path):
 #   bearer        the same RS256 bearer token again (cache hit)        GET /bench
 #   cold-rs256    a new RS256 token per Check (each sent once)         GET /bench
 #   cold-eddsa    a new EdDSA token per Check (each sent once)         GET /bench
@@ -340,17 +341,21 @@ load() { # server scenario concurrency round
 }
 
 # --- load -------------------------------------------------------------------------------
+# Per concurrency, the scenarios in turn (their order rotated by round), so
+# scenarios compared with each other (tracing off and on) run minutes apart at most.
+read -r -a SCEN <<<"$SCENARIOS"
 for ((r = 1; r <= RUNS; r++)); do
   step "round $r/$RUNS"
-  for s in $SCENARIOS; do
-    run_null "$s"
-    for c in $CONCURRENCY; do
+  for c in $CONCURRENCY; do
+    for ((i = 0; i < ${#SCEN[@]}; i++)); do
+      s=${SCEN[$(((i + r - 1) % ${#SCEN[@]}))]}
+      run_null "$s"
       case $s in cold-* | warrant) fresh "$s" ;; warrant-exact) fresh_exact ;; esac
       if (((r + c) % 2)); then order=(null portcullis); else order=(portcullis null); fi
       for server in "${order[@]}"; do load "$server" "$s" "$c" "$r"; done
+      kill "$NULL_PID"
+      wait "$NULL_PID" 2>/dev/null || true
     done
-    kill "$NULL_PID"
-    wait "$NULL_PID" 2>/dev/null || true
   done
 done
 kill -0 "$PC_PID" || die "portcullis died during the run"

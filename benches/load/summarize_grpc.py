@@ -51,7 +51,8 @@ print(
     f"- Load: `grpc-load` (benches/load/tools), closed loop: c streams in flight on {meta['connections']} HTTP/2 "
     f"connection(s); duration scenarios {meta['duration']} s after {meta['warmup']} s warm-up; send-once scenarios "
     f"{meta['once']} Checks, each request used once (new token / new PoP); {meta['runs']} rounds, medians; "
-    "null-authz and portcullis back to back per round, order alternating."
+    "per round and concurrency every scenario in turn (order rotating by round), null-authz and portcullis back "
+    "to back, order alternating."
 )
 print(
     "- null-authz: a tonic ext_authz server that does no work and answers with the very bytes portcullis "
