@@ -6,10 +6,11 @@
 # portcullis answered, captured first) get the same Checks from grpc-load
 # (benches/load/tools: closed-loop streams on HTTP/2, a latency histogram, the
 # server's CPU per Check from /proc/PID/task/*/schedstat), at several
-# concurrencies, in the same run, interleaved: per round, each scenario and
-# concurrency runs null-authz and portcullis back to back (order alternating).
+# concurrencies, in the same run, interleaved: per round and concurrency, each
+# scenario in turn (the order rotating by round) runs null-authz and portcullis
+# back to back (order alternating).
 #
-# Scenarios (one portcullis serving all of them; rules by path):
+# Scenarios (one portcullis serving all of them but bearer-traced*; rules by path):
 #   bearer        the same RS256 bearer token again (cache hit)        GET /bench
 #   cold-rs256    a new RS256 token per Check (each sent once)         GET /bench
 #   cold-eddsa    a new EdDSA token per Check (each sent once)         GET /bench
@@ -18,6 +19,17 @@
 #   warrant-exact the same warrant + PoP again (exact repeat)          GET /w/bench
 #   warrant       the same warrant, a new argument and PoP per Check
 #                 (each sent once; minted by Tenuo's Python SDK)       GET /w/bench-N
+#   bearer-traced `bearer` against a second portcullis, the same config plus
+#                 `tracing:` exporting to a real OpenTelemetry Collector
+#                 (tests/otelcol: OTLP/gRPC receiver, file exporter), every
+#                 Check with its own sampled W3C traceparent request header
+#                 (a new trace id per Check: grpc-load --traceparent 01), so
+#                 every Check makes and exports a span                  GET /bench
+#   bearer-traced-unsampled  the same, traceparent flags 00: a span is
+#                 started but not recorded, nothing exported             GET /bench
+# After a traced run the traced portcullis is stopped (its shutdown exports
+# what is queued), then the collector; the spans in its file are counted and
+# compared with the sampled Checks sent (warm-up included).
 # Tokens come from the test IdP (tests/idp/idp.mjs), warrants and PoPs from
 # tests/tenuo/mint.py (PyPI tenuo). Every Check must be allowed, or the run fails.
 #
@@ -31,6 +43,8 @@
 #   BENCH_GRPC_CONNECTIONS=1       HTTP/2 connections the streams share (Envoy: one per worker)
 #   BENCH_ONCE_COUNT=2000 Checks per run in the send-once scenarios
 #   BENCH_SCENARIOS="bearer cold-rs256 cold-eddsa session warrant-exact warrant"
+#                         (bearer-traced, bearer-traced-unsampled: on request)
+#   OTELCOL_BIN           the collector for the traced scenarios (default: tests/otelcol/install.sh)
 #   ENVOY_BIN             envoy for the login (default: envoy/install.sh)
 #   TENUO_PYTHON          python with the Tenuo SDK (default: tests/tenuo/install.sh)
 #   PORTCULLIS_BIN        a prebuilt portcullis (default: cargo build --release)
@@ -49,7 +63,7 @@ GRPC_CONNS=${BENCH_GRPC_CONNECTIONS:-1}
 ONCE=${BENCH_ONCE_COUNT:-2000}
 SCENARIOS=${BENCH_SCENARIOS:-bearer cold-rs256 cold-eddsa session warrant-exact warrant}
 RESULTS=${BENCH_RESULTS:-$HERE/RESULTS-grpc.md}
-COMMAND_LINE="$(knobs_set PORTCULLIS_BIN BENCH_DURATION BENCH_WARMUP BENCH_RUNS BENCH_CONCURRENCY BENCH_GRPC_CONNECTIONS \
+COMMAND_LINE="$(knobs_set PORTCULLIS_BIN OTELCOL_BIN BENCH_DURATION BENCH_WARMUP BENCH_RUNS BENCH_CONCURRENCY BENCH_GRPC_CONNECTIONS \
   BENCH_ONCE_COUNT BENCH_SCENARIOS)$0${*:+ $*}"
 for c in $CONCURRENCY $GRPC_CONNS $ONCE; do
   [[ $c =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONCURRENCY, BENCH_GRPC_CONNECTIONS and BENCH_ONCE_COUNT take positive integers"
@@ -57,8 +71,14 @@ for c in $CONCURRENCY $GRPC_CONNS $ONCE; do
 done
 [ "$DURATION" -le 25 ] || die "bounds: BENCH_DURATION <= 25 s (a PoP window)"
 for s in $SCENARIOS; do
-  case $s in bearer | cold-rs256 | cold-eddsa | session | warrant-exact | warrant) ;; *) die "unknown scenario $s" ;; esac
+  case $s in
+  bearer | cold-rs256 | cold-eddsa | session | warrant-exact | warrant) ;;
+  bearer-traced | bearer-traced-unsampled) TRACED=1 ;;
+  *) die "unknown scenario $s" ;;
+  esac
 done
+TRACED=${TRACED:-0}
+SERVICE_NAME=portcullis-bench
 
 # --- tools, builds -----------------------------------------------------------------
 step "tools"
@@ -66,17 +86,24 @@ for t in curl node python3 cargo lscpu; do command -v "$t" >/dev/null || die "$t
 ENVOY_BIN=${ENVOY_BIN:-$(./envoy/install.sh)}
 ENVOY_VERSION_LINE=$("$ENVOY_BIN" --version | sed -n 's/.*version: //p' | head -n1)
 TENUO_PYTHON=${TENUO_PYTHON:-$(./tests/tenuo/install.sh)}
+if [ "$TRACED" = 1 ]; then
+  OTELCOL_BIN=${OTELCOL_BIN:-$(./tests/otelcol/install.sh)}
+  [ -x "$OTELCOL_BIN" ] || die "collector not executable: $OTELCOL_BIN"
+  OTELCOL_VERSION=$("$OTELCOL_BIN" --version | head -n1)
+  note "collector: $OTELCOL_BIN ($OTELCOL_VERSION)"
+fi
 [ -d tests/idp/node_modules/oauth2-mock-server ] || (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error) >&2
 
 build_portcullis
 step "cargo build --release (benches/load/tools)"
-(cd "$HERE/tools" && CARGO_TARGET_DIR=$ROOT/target/load-tools cargo build --release >&2) || die "load tools build failed"
-LOAD=$ROOT/target/load-tools/release/grpc-load
-NULL_AUTHZ=$ROOT/target/load-tools/release/null-authz
+(cd "$HERE/tools" && CARGO_TARGET_DIR=$TARGET/load-tools cargo build --release >&2) || die "load tools build failed"
+LOAD=$TARGET/load-tools/release/grpc-load
+NULL_AUTHZ=$TARGET/load-tools/release/null-authz
 
 init_work portcullis-grpc-load
-read -r -a PORTS < <(free_ports 8)
+read -r -a PORTS < <(free_ports 9)
 PC_GRPC=${PORTS[0]} PC_ADMIN=${PORTS[1]} NULL_GRPC=${PORTS[2]} UP_PORT=${PORTS[3]}
+TR_GRPC=${PORTS[6]} TR_ADMIN=${PORTS[7]} OTLP_PORT=${PORTS[8]}
 declare -A LISTEN ADMIN
 LISTEN[login]=${PORTS[4]} ADMIN[login]=${PORTS[5]}
 HOST=127.0.0.1:${LISTEN[login]}
@@ -148,6 +175,46 @@ rules:
   - path_prefix: /bench
 EOF
 start_portcullis "$PORTCULLIS"
+
+wait_port() { # port seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    (exec 9<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+TR_PID=- COL_PID=- SMOKE_TRACED=0
+if [ "$TRACED" = 1 ]; then
+  step "OpenTelemetry Collector, and a second portcullis with tracing on"
+  # JSON is YAML. The file exporter writes protobuf (4-byte length, then an
+  # ExportTraceServiceRequest), the cheaper of its formats; no own metrics port.
+  cat >"$WORK/otelcol.yaml" <<EOF
+{"receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:$OTLP_PORT"}}}},
+ "exporters": {"file": {"path": "$WORK/spans.pb", "format": "proto", "flush_interval": "1s"}},
+ "service": {"telemetry": {"metrics": {"level": "none"}, "logs": {"level": "warn"}},
+             "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}}}}
+EOF
+  "$OTELCOL_BIN" --config "$WORK/otelcol.yaml" >"$WORK/otelcol.log" 2>&1 3>&- &
+  COL_PID=$!
+  PIDS+=("$COL_PID")
+  wait_port "$OTLP_PORT" 30 || die "collector did not start: $(tail -n 5 "$WORK/otelcol.log")"
+  {
+    sed -e "s/^listen: .*/listen: 127.0.0.1:$TR_GRPC/" -e "s/^admin_listen: .*/admin_listen: 127.0.0.1:$TR_ADMIN/" \
+      "$WORK/portcullis.yaml"
+    cat <<EOF
+tracing:
+  otlp_endpoint: http://127.0.0.1:$OTLP_PORT
+  service_name: $SERVICE_NAME
+  sample_ratio: 1.0
+  export_timeout_seconds: 5
+EOF
+  } >"$WORK/portcullis-traced.yaml"
+  PLAIN_PID=$PC_PID
+  start_portcullis "$PORTCULLIS" "$WORK/portcullis-traced.yaml" "$TR_ADMIN" "$WORK/portcullis-traced.log"
+  TR_PID=$PC_PID PC_PID=$PLAIN_PID
+  note "collector on 127.0.0.1:$OTLP_PORT (pid $COL_PID); traced portcullis on 127.0.0.1:$TR_GRPC (pid $TR_PID)"
+fi
 
 # --- a session cookie, by a real login through Envoy --------------------------------------
 step "login through Envoy (envoy/envoy.yaml) for a session cookie"
@@ -221,6 +288,27 @@ done
 cp "$WORK/resp-bearer.pb" "$WORK/resp-cold-rs256.pb"
 cp "$WORK/resp-bearer.pb" "$WORK/resp-cold-eddsa.pb"
 cp "$WORK/resp-warrant-exact.pb" "$WORK/resp-warrant.pb"
+cp "$WORK/resp-bearer.pb" "$WORK/resp-bearer-traced.pb"
+cp "$WORK/resp-bearer.pb" "$WORK/resp-bearer-traced-unsampled.pb"
+
+count_spans() { # -> JSON on stdout: what the collector's file holds
+  python3 "$HERE/otlp_spans.py" "$WORK/spans.pb" "$SERVICE_NAME"
+}
+if [ "$TRACED" = 1 ]; then
+  # One sampled Check first: the span must reach the collector's file (the
+  # batch processor exports every 5 s), or the traced runs would measure a
+  # tracer that exports nothing.
+  step "smoke: one traced Check reaches the collector"
+  "$LOAD" --addr "127.0.0.1:$TR_GRPC" --requests "$WORK/req-bearer.json" --concurrency 1 --once \
+    --traceparent 01 --expect allow >/dev/null || die "the traced portcullis did not allow the request"
+  SMOKE_TRACED=1
+  for _ in $(seq 1 150); do
+    [ "$(count_spans | json 'd["spans"]')" -ge 1 ] && break
+    sleep 0.1
+  done
+  [ "$(count_spans | json 'd["spans"]')" -ge 1 ] || die "no span reached the collector in 15 s: $(tail -n 5 "$WORK/otelcol.log")"
+  note "ok: $(count_spans)"
+fi
 
 run_null() { # scenario -> starts null-authz serving that scenario's answer; NULL_PID
   "$NULL_AUTHZ" "127.0.0.1:$NULL_GRPC" 600 "$WORK/resp-$1.pb" >>"$WORK/null-authz.log" 2>&1 3>&- &
@@ -233,31 +321,62 @@ run_null() { # scenario -> starts null-authz serving that scenario's answer; NUL
 }
 
 load() { # server scenario concurrency round
-  local addr=127.0.0.1:$PC_GRPC pid=$PC_PID mode
-  [ "$1" = null ] && addr=127.0.0.1:$NULL_GRPC pid=$NULL_PID
+  local addr=127.0.0.1:$PC_GRPC pid=$PC_PID mode req=$2 extra=()
+  case $2 in
+  bearer-traced) req=bearer extra=(--traceparent 01) ;;
+  bearer-traced-unsampled) req=bearer extra=(--traceparent 00) ;;
+  esac
+  # The traced scenarios go to the traced portcullis; its collector's CPU is counted too.
+  if [ "$1" = null ]; then
+    addr=127.0.0.1:$NULL_GRPC pid=$NULL_PID
+  elif [ "$req" != "$2" ]; then
+    addr=127.0.0.1:$TR_GRPC pid=$TR_PID extra+=(--peer-pid "$COL_PID")
+  fi
   case $2 in cold-* | warrant) mode=(--once) ;; *) mode=(--duration "$DURATION" --warmup "$WARMUP") ;; esac
-  "$LOAD" --addr "$addr" --requests "$WORK/req-$2.json" --concurrency "$3" \
-    --connections "$((GRPC_CONNS < $3 ? GRPC_CONNS : $3))" "${mode[@]}" --pid "$pid" --expect allow \
+  "$LOAD" --addr "$addr" --requests "$WORK/req-$req.json" --concurrency "$3" \
+    --connections "$((GRPC_CONNS < $3 ? GRPC_CONNS : $3))" "${mode[@]}" --pid "$pid" "${extra[@]}" --expect allow \
     >"$WORK/res-$1-$2-$3-$4.json" || die "$1 $2 c=$3: $(cat "$WORK/res-$1-$2-$3-$4.json")"
-  note "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("{0:>10} {1:<13} c={2:<4} ".format(*sys.argv[2:5]) + "{rps:>9,.0f}/s  p50 {p50_us:>7.0f} us  p99 {p99_us:>7.0f} us  p99.9 {p999_us:>7.0f} us  cpu {server_cpu_us_per_check:>6.1f} us/check".format(**d))' \
+  note "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("{0:>10} {1:<23} c={2:<4} ".format(*sys.argv[2:5]) + "{rps:>9,.0f}/s  p50 {p50_us:>7.0f} us  p99 {p99_us:>7.0f} us  p99.9 {p999_us:>7.0f} us  cpu {server_cpu_us_per_check:>6.1f} us/check".format(**d) + ("  collector {:>5.1f} us/check".format(d["peer_cpu_us_per_check"]) if d.get("peer_cpu_us_per_check") is not None else "") + "  others {:.2f} CPUs".format(d["others_busy_cpus"]))' \
     "$WORK/res-$1-$2-$3-$4.json" "$1" "$2" "$3")"
 }
 
 # --- load -------------------------------------------------------------------------------
+# Per concurrency, the scenarios in turn (their order rotated by round), so
+# scenarios compared with each other (tracing off and on) run minutes apart at most.
+read -r -a SCEN <<<"$SCENARIOS"
 for ((r = 1; r <= RUNS; r++)); do
   step "round $r/$RUNS"
-  for s in $SCENARIOS; do
-    run_null "$s"
-    for c in $CONCURRENCY; do
+  for c in $CONCURRENCY; do
+    for ((i = 0; i < ${#SCEN[@]}; i++)); do
+      s=${SCEN[$(((i + r - 1) % ${#SCEN[@]}))]}
+      run_null "$s"
       case $s in cold-* | warrant) fresh "$s" ;; warrant-exact) fresh_exact ;; esac
       if (((r + c) % 2)); then order=(null portcullis); else order=(portcullis null); fi
       for server in "${order[@]}"; do load "$server" "$s" "$c" "$r"; done
+      kill "$NULL_PID"
+      wait "$NULL_PID" 2>/dev/null || true
     done
-    kill "$NULL_PID"
-    wait "$NULL_PID" 2>/dev/null || true
   done
 done
 kill -0 "$PC_PID" || die "portcullis died during the run"
+if [ "$TRACED" = 1 ]; then
+  kill -0 "$TR_PID" || die "the traced portcullis died during the run"
+  kill -0 "$COL_PID" || die "the collector died during the run: $(tail -n 5 "$WORK/otelcol.log")"
+  step "spans: stop the traced portcullis (shutdown exports what is queued), then the collector (flushes its file)"
+  kill -TERM "$TR_PID"
+  for _ in $(seq 1 300); do kill -0 "$TR_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$TR_PID" 2>/dev/null && die "the traced portcullis did not stop in 30 s"
+  wait "$TR_PID" 2>/dev/null || true
+  kill -TERM "$COL_PID"
+  for _ in $(seq 1 300); do kill -0 "$COL_PID" 2>/dev/null || break; sleep 0.1; done
+  wait "$COL_PID" 2>/dev/null || true
+  count_spans >"$WORK/spans.json" || die "cannot read $WORK/spans.pb"
+  note "collector file: $(cat "$WORK/spans.json")"
+  if grep -q -E '"level":"(WARN|ERROR)"|\b(WARN|ERROR)\b' "$WORK/portcullis-traced.log"; then
+    grep -E '"level":"(WARN|ERROR)"|\b(WARN|ERROR)\b' "$WORK/portcullis-traced.log" | head -n 5 >&2
+    note "(the traced portcullis logged the above)"
+  fi
+fi
 
 # --- report -----------------------------------------------------------------------------
 cat >"$WORK/meta.env" <<EOF
@@ -273,7 +392,15 @@ once=$ONCE
 connections=$GRPC_CONNS
 scenarios=$SCENARIOS
 concurrency=$CONCURRENCY
+traced=$TRACED
 EOF
+if [ "$TRACED" = 1 ]; then
+  cat >>"$WORK/meta.env" <<EOF
+otelcol=$OTELCOL_VERSION
+service_name=$SERVICE_NAME
+smoke_traced=$SMOKE_TRACED
+EOF
+fi
 python3 "$HERE/summarize_grpc.py" "$WORK" >"$RESULTS"
 cat "$RESULTS"
 if [ -z "${BENCH_RESULTS:-}" ]; then python3 "$HERE/readme.py" "$RESULTS" grpc; fi

@@ -8,6 +8,8 @@
 
 ROOT=$(cd "$HERE/../.." && pwd)
 cd "$ROOT" # paths below (envoy/, tests/, target/) are relative to the repo
+# Cargo's target directory: CARGO_TARGET_DIR when set (the builds below honour it), else target/.
+TARGET=$(mkdir -p "${CARGO_TARGET_DIR:-$ROOT/target}" && cd "${CARGO_TARGET_DIR:-$ROOT/target}" && pwd)
 
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
@@ -186,18 +188,19 @@ build_portcullis() {
   else
     step "cargo build --release (portcullis)"
     cargo build --release --bin portcullis >&2 || die "cargo build --release failed"
-    PORTCULLIS=$ROOT/target/release/portcullis
+    PORTCULLIS=$TARGET/release/portcullis
   fi
 }
 
-# check-config, then serve $WORK/portcullis.yaml in the background -> PC_PID; returns once
-# /readyz on PC_ADMIN answers 200.
-start_portcullis() { # binary
-  "$1" check-config --config "$WORK/portcullis.yaml" >&2 || die "check-config failed"
-  "$1" serve --config "$WORK/portcullis.yaml" >"$WORK/portcullis.log" 2>&1 3>&- &
+# check-config, then serve $WORK/portcullis.yaml (or another config, with its admin
+# port and log) in the background -> PC_PID; returns once /readyz on PC_ADMIN answers 200.
+start_portcullis() { # binary [config admin-port log]
+  local config=${2:-$WORK/portcullis.yaml} admin=${3:-$PC_ADMIN} log=${4:-$WORK/portcullis.log}
+  "$1" check-config --config "$config" >&2 || die "check-config failed ($config)"
+  "$1" serve --config "$config" >"$log" 2>&1 3>&- &
   PC_PID=$!
   PIDS+=("$PC_PID")
-  wait_http "http://127.0.0.1:$PC_ADMIN/readyz" 200 20 || die "portcullis not ready: $(tail -n 5 "$WORK/portcullis.log")"
+  wait_http "http://127.0.0.1:$admin/readyz" 200 20 || die "portcullis not ready: $(tail -n 5 "$log")"
 }
 
 # A browser login as curl makes it, through a front Envoy in front of portcullis:

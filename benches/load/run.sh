@@ -102,9 +102,9 @@ fi
 
 build_portcullis
 step "cargo build --release (benches/load/tools)"
-(cd "$HERE/tools" && CARGO_TARGET_DIR=$ROOT/target/load-tools cargo build --release >&2) || die "load tools build failed"
-NULL_AUTHZ=$ROOT/target/load-tools/release/null-authz
-GRPC_LOAD=$ROOT/target/load-tools/release/grpc-load
+(cd "$HERE/tools" && CARGO_TARGET_DIR=$TARGET/load-tools cargo build --release >&2) || die "load tools build failed"
+NULL_AUTHZ=$TARGET/load-tools/release/null-authz
+GRPC_LOAD=$TARGET/load-tools/release/grpc-load
 
 # --- work dir, ports ----------------------------------------------------------------------
 init_work portcullis-load

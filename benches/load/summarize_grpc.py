@@ -38,6 +38,8 @@ LABEL = {
     "session": "session cookie",
     "warrant-exact": "warrant, exact repeat",
     "warrant": "warrant, new PoP",
+    "bearer-traced": "bearer, cache hit, tracing on",
+    "bearer-traced-unsampled": "bearer, cache hit, tracing on, unsampled",
 }
 scenarios = meta["scenarios"].split()
 conc = [int(c) for c in meta["concurrency"].split()]
@@ -49,13 +51,24 @@ print(
     f"- Load: `grpc-load` (benches/load/tools), closed loop: c streams in flight on {meta['connections']} HTTP/2 "
     f"connection(s); duration scenarios {meta['duration']} s after {meta['warmup']} s warm-up; send-once scenarios "
     f"{meta['once']} Checks, each request used once (new token / new PoP); {meta['runs']} rounds, medians; "
-    "null-authz and portcullis back to back per round, order alternating."
+    "per round and concurrency every scenario in turn (order rotating by round), null-authz and portcullis back "
+    "to back, order alternating."
 )
 print(
     "- null-authz: a tonic ext_authz server that does no work and answers with the very bytes portcullis "
     "answered for the scenario (captured first): the floor of the hop on this stack."
 )
-print("- All processes (load generator, server) share the machine's CPUs; nothing is pinned.\n")
+traced = meta.get("traced") == "1"
+if traced:
+    print(
+        f"- Tracing on (`bearer-traced*`): a second portcullis, the same config plus `tracing:` (sample_ratio 1.0), "
+        f"exporting over OTLP/gRPC to the OpenTelemetry Collector ({meta['otelcol']}; tests/otelcol: OTLP receiver, "
+        "file exporter writing protobuf to the work directory) on the same machine. Every Check carries its own W3C "
+        "`traceparent` request header with a new trace id (`grpc-load --traceparent 01`: sampled; `00` for "
+        "`bearer-traced-unsampled`); null-authz gets the same requests. \"CPU µs/Check\" is the server process's "
+        "(its batch export thread included); the collector's is shown apart."
+    )
+print("- All processes (load generator, server, collector) share the machine's CPUs; nothing is pinned.\n")
 cmax = max(conc)
 print("## Summary\n")
 print(f"Direct gRPC Checks (`{meta['command']}`; {meta['runs']} rounds, medians, {meta['date'][:10]}); "
@@ -70,6 +83,79 @@ for s in scenarios:
     lat = f"{us(med('portcullis', s, c1, 'p50_us'))} / {us(med('portcullis', s, c1, 'p99_us'))}"
     pc, nc = med("portcullis", s, cmax, "server_cpu_us_per_check"), med("null", s, cmax, "server_cpu_us_per_check")
     print(f"| {LABEL.get(s, s)} | {p:,.0f} ({p / n:.2f}×) | {lat} | {pc:.1f} ({nc:.1f}) |")
+
+
+def cpu(v):
+    return "–" if v is None else f"{v:.1f}"
+
+
+def tracing_table():
+    cols = [("null", "bearer" if runs.get(("null", "bearer", cmax)) else "bearer-traced", "null-authz"),
+            ("portcullis", "bearer", "tracing off (`bearer`)"),
+            ("portcullis", "bearer-traced", "tracing on, sampled (`bearer-traced`)"),
+            ("portcullis", "bearer-traced-unsampled", "tracing on, unsampled")]
+    cols = [col for col in cols if runs.get((col[0], col[1], cmax))]
+    off = ("portcullis", "bearer") if runs.get(("portcullis", "bearer", cmax)) else None
+    print(f"\nTracing off vs on, the same cached bearer Check ({meta['runs']} rounds, medians; "
+          "× = Checks/s relative to tracing off):\n")
+    print("| | " + " | ".join(c[2] for c in cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    for c in conc:
+        cells = []
+        for srv, sc, _ in cols:
+            v = med(srv, sc, c, "rps")
+            o = med(*off, c, "rps") if off else None
+            rel = f" ({v / o:.2f}×)" if o and sc.startswith("bearer-traced") else ""
+            cells.append(f"{v:,.0f}{rel}")
+        print(f"| Checks/s, c={c} | " + " | ".join(cells) + " |")
+    for c in sorted({min(conc), cmax}):
+        print(f"| p50 / p99, c={c} | " + " | ".join(
+            f"{us(med(srv, sc, c, 'p50_us'))} / {us(med(srv, sc, c, 'p99_us'))}" for srv, sc, _ in cols) + " |")
+    for c in conc:
+        print(f"| server CPU µs/Check, c={c} | " + " | ".join(
+            cpu(med(srv, sc, c, "server_cpu_us_per_check")) for srv, sc, _ in cols) + " |")
+    for c in conc:
+        print(f"| collector CPU µs/Check, c={c} | " + " | ".join(
+            cpu(med(srv, sc, c, "peer_cpu_us_per_check")) if srv == "portcullis" and sc.startswith("bearer-traced")
+            else "–" for srv, sc, _ in cols) + " |")
+    spans_path = os.path.join(work, "spans.json")
+    if not os.path.exists(spans_path):
+        print("\nSpans: **not counted** (no spans.json).")
+        return
+    got = json.load(open(spans_path))
+    sent = lambda sc: sum(d["requests"] + d.get("warmup_requests", 0)
+                          for (srv, s2, _), ds in runs.items() if srv == "portcullis" and s2 == sc for d in ds)
+    sampled = sent("bearer-traced") + int(meta.get("smoke_traced", 0))
+    unsampled = sent("bearer-traced-unsampled")
+    n = got["portcullis_spans"]
+    print(
+        f"\nSpans: the collector's file holds **{n:,}** portcullis Check spans ({got['traces']:,} distinct trace ids, "
+        f"{got['with_parent']:,} with a parent span, decisions {got['decisions']}; {got['exports']:,} exports) for "
+        f"**{sampled:,}** sampled Checks sent to the traced portcullis (warm-up and a one-Check smoke test included)"
+        + (f" and {unsampled:,} unsampled ones (no span expected)" if unsampled else "")
+        + (f": {n / sampled:.1%} of the sampled Checks." if sampled else ".")
+    )
+    if sampled and n < sampled:
+        print(
+            f"\n**{sampled - n:,} spans missing** ({1 - n / sampled:.1%}): the SDK's batch processor drops a span when "
+            "its queue (2,048 spans by default, OTEL_BSP_MAX_QUEUE_SIZE) is full, silently; the traced numbers above "
+            "include the work of making the dropped spans but not of exporting them."
+        )
+    elif n > sampled:
+        print(f"\n**{n - sampled:,} more spans than sampled Checks**: unsampled Checks were exported?")
+
+
+if traced:
+    tracing_table()
+others = [d["others_busy_cpus"] for ds in runs.values() for d in ds if d.get("others_busy_cpus") is not None]
+if others:
+    busy = sorted(others)
+    print(
+        f"\nOutside load (the machine's busy CPUs from /proc/stat minus the server's, the collector's and grpc-load's, "
+        f"per measured run; {meta['cpu'].split(', ')[-1]}): median {statistics.median(busy):.2f}, max {busy[-1]:.2f} CPUs"
+        + (f"; {sum(b > 0.25 for b in busy)} of {len(busy)} runs above 0.25 CPUs: **those may have been disturbed**."
+           if busy[-1] > 0.25 else ": undisturbed.")
+    )
 print("\n## Every concurrency\n")
 print("| scenario | c | portcullis Checks/s | null Checks/s | ratio | portcullis p50 / p99 / p99.9 | null p50 / p99 / p99.9 | CPU µs/Check portcullis / null |")
 print("|---|---:|---:|---:|---:|---|---|---:|")

@@ -107,16 +107,16 @@ elif [ -n "${PORTCULLIS_BIN:-}" ]; then
 else
   step "cargo build --release (portcullis)"
   if cargo build --release --bin portcullis >&2; then
-    PORTCULLIS=$ROOT/target/release/portcullis
+    PORTCULLIS=$TARGET/release/portcullis
   else
     [ "$PC_MODE" = 1 ] && die "cargo build --release failed"
     PC_SKIP="not measured: cargo build --release failed"
   fi
 fi
 step "cargo build --release (benches/load/tools: null-authz, grpc-load)"
-(cd "$HERE/tools" && CARGO_TARGET_DIR=$ROOT/target/load-tools cargo build --release >&2) || die "load tools build failed"
-NULL_AUTHZ=$ROOT/target/load-tools/release/null-authz
-GRPC_LOAD=$ROOT/target/load-tools/release/grpc-load
+(cd "$HERE/tools" && CARGO_TARGET_DIR=$TARGET/load-tools cargo build --release >&2) || die "load tools build failed"
+NULL_AUTHZ=$TARGET/load-tools/release/null-authz
+GRPC_LOAD=$TARGET/load-tools/release/grpc-load
 # A reason portcullis is left out: fatal with BENCH_PORTCULLIS=1, a note otherwise.
 pc_skip() {
   [ "$PC_MODE" = 1 ] && die "portcullis: $1"

@@ -4,7 +4,8 @@
 //! ```text
 //! grpc-load --addr 127.0.0.1:PORT --requests FILE --concurrency C
 //!           [--connections K] (--duration S [--warmup S] | --once)
-//!           [--pid PID] [--expect allow|deny] [--capture FILE]
+//!           [--pid PID] [--peer-pid PID] [--traceparent 01|00]
+//!           [--expect allow|deny] [--capture FILE]
 //! ```
 //!
 //! FILE is a JSON array of requests as Envoy describes them:
@@ -19,7 +20,16 @@
 //! `--pid` names the server process: the CPU time of all its threads during
 //! the measured part (from /proc/PID/task/*/schedstat, nanoseconds) divided by
 //! the Checks answered. `--capture` writes the first response (protobuf) to a
-//! file, for null-authz to serve the very same bytes.
+//! file, for null-authz to serve the very same bytes. `--peer-pid` names
+//! another process whose CPU per Check is reported too (an OpenTelemetry
+//! Collector receiving the server's spans). The machine's busy CPUs (from
+//! /proc/stat) minus those of the server, the peer and grpc-load itself are
+//! reported as `others_busy_cpus`: load from outside the measurement.
+//!
+//! `--traceparent FLAGS` gives every Check (warm-up included) its own W3C
+//! `traceparent` request header, `00-<new trace id>-<new parent id>-FLAGS`
+//! (01: sampled, 00: not), as a client that traces would send; the ids come
+//! from a per-run seed and the Check's sequence number (no two alike).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -56,18 +66,22 @@ struct Args {
     duration: Option<f64>,
     warmup: f64,
     pid: Option<u32>,
+    peer_pid: Option<u32>,
+    traceparent: Option<String>,
     expect: Option<bool>,
     capture: Option<String>,
 }
 
 const USAGE: &str = "usage: grpc-load --addr 127.0.0.1:PORT --requests FILE --concurrency C \
-[--connections K] (--duration S [--warmup S] | --once) [--pid PID] [--expect allow|deny] [--capture FILE]";
+[--connections K] (--duration S [--warmup S] | --once) [--pid PID] [--peer-pid PID] [--traceparent 01|00] \
+[--expect allow|deny] [--capture FILE]";
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut addr, mut requests, mut concurrency) = (None, None, None);
     let (mut connections, mut duration, mut warmup, mut once) = (1, None, 0.0, false);
     let (mut pid, mut expect, mut capture) = (None, None, None);
+    let (mut peer_pid, mut traceparent) = (None, None);
     while let Some(flag) = it.next() {
         if flag == "--once" {
             once = true;
@@ -83,6 +97,13 @@ fn parse_args() -> Result<Args, String> {
             "--duration" => duration = Some(num(&v)?),
             "--warmup" => warmup = num(&v)?,
             "--pid" => pid = Some(num(&v)? as u32),
+            "--peer-pid" => peer_pid = Some(num(&v)? as u32),
+            "--traceparent" => {
+                if v != "01" && v != "00" {
+                    return Err("--traceparent: 01 (sampled) or 00 (not sampled)".into());
+                }
+                traceparent = Some(v)
+            }
             "--capture" => capture = Some(v),
             "--expect" => {
                 expect = Some(match v.as_str() {
@@ -114,6 +135,8 @@ fn parse_args() -> Result<Args, String> {
         duration,
         warmup,
         pid,
+        peer_pid,
+        traceparent,
         expect,
         capture,
     })
@@ -138,6 +161,35 @@ fn check_request(s: Spec, n: usize) -> CheckRequest {
             ..Default::default()
         }),
     }
+}
+
+/// SplitMix64: distinct, well-mixed ids from a seed and a counter.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A W3C traceparent for Check number `i` of this run: a trace id of the
+/// run's seed and `i` (unique within the run), a nonzero parent span id.
+fn traceparent(seed: u64, i: usize, flags: &str) -> String {
+    let (hi, lo) = (mix(seed), mix(seed ^ mix(i as u64)));
+    format!("00-{hi:016x}{lo:016x}-{:016x}-{flags}", mix(lo) | 1)
+}
+
+/// Busy time of the whole machine so far (all CPUs), in nanoseconds: user,
+/// nice, system, irq, softirq and steal from /proc/stat, in USER_HZ (100 on Linux).
+fn machine_busy_ns() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0;
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    busy * 10_000_000
 }
 
 /// CPU time of every thread of `pid` so far, in nanoseconds.
@@ -167,6 +219,9 @@ struct Shared {
     once: bool,
     stop: AtomicBool,
     expect: Option<bool>,
+    /// (seed, flags): a new traceparent per Check, numbered by `next`
+    /// (never reset, so warm-up and measured Checks differ too).
+    traceparent: Option<(u64, String)>,
 }
 
 async fn stream(client: AuthorizationClient<Channel>, shared: Arc<Shared>) -> Tally {
@@ -181,7 +236,17 @@ async fn stream(client: AuthorizationClient<Channel>, shared: Arc<Shared>) -> Ta
         if shared.once && i >= n {
             break;
         }
-        let req = shared.requests[i % n].clone();
+        let mut req = shared.requests[i % n].clone();
+        if let Some((seed, flags)) = &shared.traceparent {
+            if let Some(http) = req
+                .attributes
+                .as_mut()
+                .and_then(|a| a.request.as_mut())
+                .and_then(|r| r.http.as_mut())
+            {
+                http.headers.insert("traceparent".into(), traceparent(*seed, i, flags));
+            }
+        }
         let t0 = Instant::now();
         let res = client.check(req).await;
         let ns = t0.elapsed().as_nanos() as u64;
@@ -310,23 +375,36 @@ async fn main() {
         }
     }
 
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 32);
     let shared = Arc::new(Shared {
         requests,
         next: AtomicUsize::new(0),
         once: args.duration.is_none(),
         stop: AtomicBool::new(false),
         expect: args.expect,
+        traceparent: args.traceparent.clone().map(|f| (seed, f)),
     });
+    let mut warmup_answered = 0;
     if args.duration.is_some() && args.warmup > 0.0 {
-        phase(&clients, &shared, args.concurrency, Some(args.warmup)).await;
+        let w = phase(&clients, &shared, args.concurrency, Some(args.warmup)).await;
+        warmup_answered = w.allowed + w.denied + w.errors;
     }
     let cpu0 = args.pid.map(cpu_ns);
+    let peer0 = args.peer_pid.map(cpu_ns);
     let own0 = cpu_ns(std::process::id());
+    let busy0 = machine_busy_ns();
     let t0 = Instant::now();
     let t = phase(&clients, &shared, args.concurrency, args.duration).await;
     let secs = t0.elapsed().as_secs_f64();
+    let busy = machine_busy_ns().saturating_sub(busy0);
     let server_cpu = args.pid.zip(cpu0).map(|(p, c0)| cpu_ns(p).saturating_sub(c0));
+    let peer_cpu = args.peer_pid.zip(peer0).map(|(p, c0)| cpu_ns(p).saturating_sub(c0));
     let own = cpu_ns(std::process::id()).saturating_sub(own0);
+    let known = server_cpu.unwrap_or(0) + peer_cpu.unwrap_or(0) + own;
 
     let answered = t.allowed + t.denied;
     let per_check = |ns: u64| {
@@ -358,7 +436,12 @@ async fn main() {
         "p999_us": q(0.999),
         "max_us": t.hist.as_ref().map(|h| h.max() as f64 / 1000.0).unwrap_or(0.0),
         "server_cpu_us_per_check": server_cpu.map(per_check),
+        "peer_cpu_us_per_check": peer_cpu.map(per_check),
         "client_cpu_us_per_check": per_check(own),
+        "machine_busy_cpus": busy as f64 / 1e9 / secs,
+        "others_busy_cpus": (busy as f64 - known as f64) / 1e9 / secs,
+        "warmup_requests": warmup_answered,
+        "traceparent": args.traceparent,
         "wrapped": !shared.once && shared.next.load(Ordering::Relaxed) > shared.requests.len(),
         "first_surprise": t.first_surprise,
     });
