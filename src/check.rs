@@ -243,7 +243,11 @@ impl Checker {
                     None => None,
                 };
                 match redirect {
-                    Some(reply) => self.reply(reply, &view, req, started, out),
+                    Some(reply) => {
+                        // Why this browser is sent to log in (its span says so).
+                        out.reason = Some(denied.deny.reason());
+                        self.reply(reply, &view, req, started, out)
+                    }
                     None => self.deny(denied, Some(&view), req, started, out),
                 }
             }

@@ -32,6 +32,7 @@ use crate::clock::{self, Clock};
 use crate::config::Config;
 use crate::deny::Deny;
 use crate::identity::Source;
+use crate::policy::{PrincipalPattern, Require};
 use crate::request::{RequestView, Single};
 use crate::response::TENUO_DEBUG_HEADER;
 use crate::verify::credential::{self, ApiKeyPlaces, Credential};
@@ -580,10 +581,19 @@ fn describe_request(
         None => policy.rules().iter().position(|r| std::ptr::eq(r, rule)),
     };
     let (users, groups) = rule.allowed();
-    let who = if users.is_empty() && groups.is_empty() {
+    let principals: Vec<String> = rule.principals().iter().map(PrincipalPattern::pattern).collect();
+    let who = if rule.require() == Require::Workload {
+        // No credential is read: the mTLS peer alone decides.
+        format!("workloads {principals:?}")
+    } else if users.is_empty() && groups.is_empty() {
         "anyone verified".to_string()
     } else {
         format!("users {users:?}, groups {groups:?}")
+    };
+    let who = if principals.is_empty() || rule.require() == Require::Workload {
+        who
+    } else {
+        format!("{who}, over a connection from {principals:?}")
     };
     let named = match (view.policy, index) {
         (Some(p), _) => format!("policy {p:?}"),
@@ -602,6 +612,17 @@ fn describe_request(
                 .unwrap_or_default()
         ),
     );
+    if !principals.is_empty() {
+        let (result, detail) = match (view.principal, rule.admits_principal(view.principal)) {
+            (Some(p), Ok(())) => ("ok", format!("mTLS peer {p:?} is listed")),
+            (Some(p), Err(d)) => ("fail", format!("mTLS peer {p:?} is not listed: {}", d.reason())),
+            (None, _) => (
+                "fail",
+                format!("no mTLS peer principal: {}", Deny::MissingPrincipal.reason()),
+            ),
+        };
+        step(steps, "principal", result, detail);
+    }
     let token = describe_credentials(config, warrant, &view, rule.accepts_sessions(), now, steps);
     let rule = RuleRef {
         index,

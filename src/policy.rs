@@ -65,6 +65,14 @@ impl PrincipalPattern {
         }
     }
 
+    /// As written in the config (`…*` for a prefix).
+    pub fn pattern(&self) -> String {
+        match self {
+            PrincipalPattern::Exact(p) => p.clone(),
+            PrincipalPattern::Prefix(p) => format!("{p}*"),
+        }
+    }
+
     pub fn matches(&self, principal: &str) -> bool {
         match self {
             PrincipalPattern::Exact(p) => p == principal,
@@ -77,7 +85,9 @@ impl PrincipalPattern {
 pub struct Policy {
     rules: Vec<Rule>,
     /// Used when no rules are configured: every path, any configured credential.
-    fallback: Rule,
+    /// Decides every path when there are no path rules; none in a config
+    /// without a credential source (see [`Policy::without_fallback`]).
+    fallback: Option<Rule>,
     /// Named policies, chosen by the proxy's route instead of by the path.
     named: BTreeMap<String, Rule>,
 }
@@ -120,9 +130,18 @@ impl Policy {
     pub fn new(rules: Vec<Rule>, default_require: Require) -> Self {
         Self {
             rules,
-            fallback: Rule::new("/", &[], &[], default_require),
+            fallback: Some(Rule::new("/", &[], &[], default_require)),
             named: BTreeMap::new(),
         }
+    }
+
+    /// No built-in rule: with no path rules, every path that no policy
+    /// decides is `no_matching_rule`. For a config with no credential
+    /// source (workload principals only), where the built-in rule would
+    /// wait for a credential nothing could verify.
+    pub fn without_fallback(mut self) -> Self {
+        self.fallback = None;
+        self
     }
 
     /// Adds the named policies (`policies:`); their rules' prefixes are
@@ -166,7 +185,7 @@ impl Policy {
     /// than judged by the open rule.
     pub fn rule_for(&self, path: &str) -> Result<&Rule, Deny> {
         if self.rules.is_empty() {
-            return Ok(&self.fallback);
+            return self.fallback.as_ref().ok_or(Deny::NoMatchingRule);
         }
         let mut folded: Option<&Rule> = None;
         for rule in &self.rules {
@@ -285,6 +304,11 @@ impl Rule {
     /// Who may pass (`allowed_users`, `allowed_groups`; both empty: anyone verified).
     pub fn allowed(&self) -> (&[String], &[String]) {
         (&self.access.allowed_users, &self.access.allowed_groups)
+    }
+
+    /// The workload principals admitted here (empty: any connection).
+    pub fn principals(&self) -> &[PrincipalPattern] {
+        &self.access.allowed_principals
     }
 
     pub fn forwards_unverified_authorization(&self) -> bool {

@@ -62,8 +62,12 @@ pub const MAX_CHECK_REQUEST_BYTES: usize = 1 << 20;
 /// more concurrency than a peer allows.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// gRPC metadata (the HTTP/2 header block of a Check call, not the checked
-/// request's headers, which travel in the message) is a few hundred bytes.
-const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// request's headers, which travel in the message) is a few hundred bytes,
+/// except when Envoy traces: its span then carries the client's
+/// `tracestate` (unbounded by Envoy, up to its `max_request_headers_kb`,
+/// 60 KiB by default) into the call. Refused here, the call would fail
+/// (503, or with `failure_mode_allow: true` an unchecked pass).
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// Detects peers that vanished without closing (a dead node, a dropped NAT
 /// entry), so their connections do not linger.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -88,11 +92,13 @@ impl Authorization for AuthzService {
 
 impl AuthzService {
     async fn traced(&self, traces: &Traces, request: &Request<CheckRequest>) -> CheckResponse {
+        // Dropped with this future if the caller gives up (Envoy's timeout):
+        // the span then still ends, marked cancelled.
         let span = traces.start(request.metadata(), request.get_ref());
-        let recording = opentelemetry::trace::Span::is_recording(&span);
+        let trace_id = span.trace_id();
         let mut out = Outcome {
-            timed: recording,
-            trace_id: recording.then(|| opentelemetry::trace::Span::span_context(&span).trace_id().to_string()),
+            timed: trace_id.is_some(),
+            trace_id,
             ..Outcome::default()
         };
         let response = self.checker.check_recorded(request.get_ref(), &mut out).await;
@@ -154,8 +160,12 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let (listen, admin_listen) = (config.listen, config.admin_listen);
     let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
     let reload_every = config.tenuo.as_ref().map(|t| t.reload_interval);
-    let traces = config.tracing.as_ref().map(Traces::new).transpose()?.map(Arc::new);
+    let tracing_config = config.tracing.clone();
     let app = App::new(config)?;
+    let traces = tracing_config
+        .map(|c| Traces::new(&c, app.metrics.clone()))
+        .transpose()?
+        .map(Arc::new);
     if let Some(keys) = &app.api_keys {
         tokio::spawn(keys.clone().watch(app.metrics.clone()));
     }
@@ -246,12 +256,20 @@ pub async fn run(config: Config, source: PathBuf) -> Result<(), ServeError> {
     let drained = tokio::time::timeout(grace, grpc_server).await;
     let _ = stop_admin.send(());
     let _ = tokio::time::timeout(admin::SHUTDOWN_GRACE + Duration::from_secs(1), admin_server).await;
-    match drained {
-        Ok(Ok(result)) => result?,
-        Ok(Err(join)) => tracing::error!(event = "shutdown", error = %join, "gRPC server task failed"),
-        Err(_) => tracing::warn!(event = "shutdown", "grace period over; in-flight Checks dropped"),
-    }
+    let served = match drained {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => {
+            tracing::error!(event = "shutdown", error = %join, "gRPC server task failed");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(event = "shutdown", "grace period over; in-flight Checks dropped");
+            Ok(())
+        }
+    };
+    // Whatever the gRPC server's end, the spans of the Checks it answered go out.
     shut_down_traces(traces).await;
+    served?;
     tracing::info!(event = "shutdown_complete");
     Ok(())
 }

@@ -77,6 +77,8 @@ pub struct Metrics {
     api_key_checks: Family<KeyResultLabels, Counter>,
     api_key_reloads: Family<ResultLabels, Counter>,
     session_redirects: Counter,
+    trace_exports: Family<ResultLabels, Counter>,
+    trace_export_spans: Family<ResultLabels, Counter>,
     groups_dropped: Family<ProviderLabels, Counter>,
     /// Handles on `allow`'s and `cache`'s counters, taken from the family at
     /// first use (so a series still appears only once it has counted): a
@@ -163,6 +165,18 @@ impl Metrics {
         let jwks_last_success = Family::<IssuerLabels, Gauge<f64, AtomicU64>>::default();
         let session_redirects = Counter::default();
         let groups_dropped = Family::<ProviderLabels, Counter>::default();
+        let trace_exports = Family::<ResultLabels, Counter>::default();
+        let trace_export_spans = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "trace_exports",
+            "Batches of spans sent to the OTLP collector, by result (success, failure)",
+            trace_exports.clone(),
+        );
+        registry.register(
+            "trace_export_spans",
+            "Spans sent to the OTLP collector, by the result of their batch (success, failure)",
+            trace_export_spans.clone(),
+        );
         registry.register(
             "groups_dropped",
             "Groups dropped to fit a provider's groups.max_bytes (over_budget: drop), by provider",
@@ -262,6 +276,8 @@ impl Metrics {
             jwks_keys,
             jwks_last_success,
             session_redirects,
+            trace_exports,
+            trace_export_spans,
             groups_dropped,
             allow_by_source: Default::default(),
             cache_by_result: Default::default(),
@@ -326,6 +342,17 @@ impl Metrics {
     pub fn api_keys_reloaded(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.api_key_reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// One batch of `spans` sent to the OTLP collector, by result.
+    pub fn trace_exported(&self, ok: bool, spans: usize) {
+        let labels = ResultLabels {
+            result: if ok { "success" } else { "failure" },
+        };
+        self.trace_exports.get_or_create(&labels).inc();
+        self.trace_export_spans
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(spans).unwrap_or(u64::MAX));
     }
 
     /// A login, callback or logout redirect.

@@ -1,6 +1,10 @@
 //! OpenTelemetry: one span per Check (`tracing:`), exported in batches over
-//! OTLP/gRPC by the SDK's own thread, so a slow or absent collector costs
-//! spans, never a Check's latency.
+//! OTLP/gRPC. A Check only queues its ended span; the SDK's batch thread
+//! hands full or timed-out batches to the exporter, whose gRPC channel runs
+//! on the Tokio runtime. A slow or absent collector costs spans (a full
+//! queue drops them), never a Check's latency. Failed exports are counted
+//! (`portcullis_trace_exports_total{result="failure"}`) and logged at most
+//! once a minute.
 //!
 //! The span joins the trace the request is part of. Its parent is, first,
 //! the `traceparent` of the gRPC call: Envoy's own ext_authz client span
@@ -11,9 +15,10 @@
 //!
 //! What the span says is bounded and secret-free: the decision, status,
 //! deny reason, rule or policy, what admitted the request, the identity
-//! cache's answer and the verifiers' times. Never a user, a token, a
-//! header value or a path: those are Envoy's span's to show, under
-//! Envoy's own redaction.
+//! cache's answer and the verifiers' times. Never a user, a token, a path
+//! or a header value other than the trace context itself (`tracestate`,
+//! which the SDK keeps in the span, only up to 512 bytes): those are
+//! Envoy's span's to show, under Envoy's own redaction.
 
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
@@ -25,13 +30,41 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
 use opentelemetry_sdk::Resource;
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
 use crate::check::{Checker, Outcome};
 use crate::config::TracingConfig;
+use crate::telemetry::Metrics;
 
 /// The span's name: `{rpc.service}/{rpc.method}`, as OpenTelemetry's RPC
 /// conventions name a server span.
 const SPAN_NAME: &str = "envoy.service.auth.v3.Authorization/Check";
 const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+/// A `traceparent` is 55 bytes (version 00); later versions may append
+/// fields, but nothing a parser needs is beyond this.
+const MAX_TRACEPARENT_BYTES: usize = 256;
+/// W3C Trace Context §3.3.1.5: a `tracestate` over 512 characters may be
+/// dropped. It comes from the client (directly, or through Envoy's span),
+/// and the SDK copies it into every span it queues: at the SDK's limits
+/// (32 members of 512 bytes) ~16 KiB per span, ~2,048 spans queued.
+const MAX_TRACESTATE_BYTES: usize = 512;
+
+/// `value` of header `key`, or `None` (no parent, or no trace state) when
+/// it is longer than a trace context header needs to be.
+fn bounded<'a>(key: &str, value: &'a str) -> Option<&'a str> {
+    let max = if key == TRACEPARENT {
+        MAX_TRACEPARENT_BYTES
+    } else {
+        MAX_TRACESTATE_BYTES
+    };
+    (value.len() <= max).then_some(value)
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("tracing.otlp_endpoint: {0}")]
@@ -48,12 +81,17 @@ pub struct Traces {
 impl Traces {
     /// Within the Tokio runtime: the exporter's gRPC channel runs on it.
     /// Connects lazily: a collector that is not up yet is no start-up error.
-    pub fn new(config: &TracingConfig) -> Result<Self, TracesError> {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+    pub fn new(config: &TracingConfig, metrics: Arc<Metrics>) -> Result<Self, TracesError> {
+        let otlp = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(config.otlp_endpoint.clone())
             .with_timeout(config.export_timeout)
             .build()?;
+        let exporter = Counted {
+            inner: otlp,
+            metrics,
+            last_warning: Mutex::new(None),
+        };
         let resource = Resource::builder()
             .with_service_name(config.service_name.clone())
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
@@ -79,7 +117,7 @@ impl Traces {
     }
 
     /// The Check's span, started now, as a child of its parent (see the module docs).
-    pub fn start(&self, metadata: &tonic::metadata::MetadataMap, req: &CheckRequest) -> Span {
+    pub fn start(&self, metadata: &tonic::metadata::MetadataMap, req: &CheckRequest) -> CheckSpan {
         let from_call = self.propagator.extract(&Metadata(metadata));
         let parent = if from_call.span().span_context().is_valid() {
             from_call
@@ -94,21 +132,21 @@ impl Traces {
                 None => Context::new(),
             }
         };
-        self.tracer
+        let span = self
+            .tracer
             .span_builder(SPAN_NAME)
             .with_kind(SpanKind::Server)
-            .start_with_context(&self.tracer, &parent)
+            .with_attributes(RPC_ATTRIBUTES.map(|(k, v)| KeyValue::new(k, v)))
+            .start_with_context(&self.tracer, &parent);
+        CheckSpan(Some(span))
     }
 
     /// Ends the span with what the Check decided.
-    pub fn finish(&self, mut span: Span, out: &Outcome<'_>, checker: &Checker) {
-        if !span.is_recording() {
+    pub fn finish(&self, mut check: CheckSpan, out: &Outcome<'_>, checker: &Checker) {
+        let Some(mut span) = check.0.take().filter(Span::is_recording) else {
             return;
-        }
+        };
         let mut attributes = vec![
-            KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", "envoy.service.auth.v3.Authorization"),
-            KeyValue::new("rpc.method", "Check"),
             KeyValue::new("portcullis.decision", out.decision),
             KeyValue::new("portcullis.status", i64::from(out.status)),
         ];
@@ -158,6 +196,90 @@ impl Traces {
     }
 }
 
+const RPC_ATTRIBUTES: [(&str, &str); 3] = [
+    ("rpc.system", "grpc"),
+    ("rpc.service", "envoy.service.auth.v3.Authorization"),
+    ("rpc.method", "Check"),
+];
+
+/// A Check's span, from `Traces::start` until `Traces::finish` ends it with
+/// what was decided. Dropped before (the caller gave up, e.g. at Envoy's
+/// timeout, and the Check's future was dropped mid-await), it ends marked
+/// `portcullis.decision=cancelled`.
+pub struct CheckSpan(Option<Span>);
+
+impl CheckSpan {
+    /// The trace's id, when this Check is sampled (for its log lines).
+    pub fn trace_id(&self) -> Option<String> {
+        let span = self.0.as_ref().filter(|s| s.is_recording())?;
+        Some(span.span_context().trace_id().to_string())
+    }
+}
+
+impl Drop for CheckSpan {
+    fn drop(&mut self) {
+        if let Some(span) = self.0.as_mut().filter(|s| s.is_recording()) {
+            span.set_attribute(KeyValue::new("portcullis.decision", "cancelled"));
+        }
+    }
+}
+
+/// How often a failing collector is logged: its failures are counted each
+/// time, but a collector that is down for an hour is one story, not 720.
+const EXPORT_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// The OTLP exporter, with each export's result counted and failures logged
+/// (the SDK reports them nowhere without its `internal-logs`, which would
+/// log every failed batch: several a second under load).
+struct Counted {
+    inner: opentelemetry_otlp::SpanExporter,
+    metrics: Arc<Metrics>,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counted")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpanExporter for Counted {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        self.metrics.trace_exported(result.is_ok(), spans);
+        if let Err(error) = &result {
+            let now = Instant::now();
+            // A poisoned lock (a panic while held) only skips the warning.
+            let due = self.last_warning.lock().is_ok_and(|mut last| {
+                let due = last.is_none_or(|t| now.duration_since(t) >= EXPORT_WARNING_EVERY);
+                if due {
+                    *last = Some(now);
+                }
+                due
+            });
+            if due {
+                tracing::warn!(event = "trace_export_failed", spans, error = %error, "spans lost; counted in portcullis_trace_exports_total");
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
 /// The gRPC call's metadata (HTTP/2 headers from Envoy).
 struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
 
@@ -165,7 +287,7 @@ impl Extractor for Metadata<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         let mut values = self.0.get_all(key).iter();
         match (values.next(), values.next()) {
-            (Some(one), None) => one.to_str().ok(),
+            (Some(one), None) => one.to_str().ok().and_then(|v| bounded(key, v)),
             _ => None,
         }
     }
@@ -182,18 +304,19 @@ struct RequestHeaders<'a>(&'a HttpRequest);
 
 impl Extractor for RequestHeaders<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        if key != TRACEPARENT && key != "tracestate" {
+        if key != TRACEPARENT && key != TRACESTATE {
             return None;
         }
         let Some(map) = &self.0.header_map else {
-            return self.0.headers.get(key).map(String::as_str);
+            return self.0.headers.get(key).and_then(|v| bounded(key, v));
         };
         let mut values = map.headers.iter().filter(|h| h.key.eq_ignore_ascii_case(key));
-        match (values.next(), values.next()) {
+        let value = match (values.next(), values.next()) {
             (Some(h), None) if h.raw_value.is_empty() => Some(h.value.as_str()),
             (Some(h), None) => std::str::from_utf8(&h.raw_value).ok(),
             _ => None,
-        }
+        };
+        value.and_then(|v| bounded(key, v))
     }
 
     fn keys(&self) -> Vec<&str> {

@@ -579,7 +579,15 @@ async fn without_refresh_a_session_ends_with_its_tokens_and_a_browser_logs_in_ag
     let a = w.check(request("GET", "/", &[("cookie", &session)])).await;
     assert_denied(&a, 401, "session_expired");
     assert!(clears(&a.set_cookies, COOKIE), "{:?}", a.set_cookies);
-    assert_eq!(w.check(browser("/", &[("cookie", &session)])).await.status, 302);
+    // What the Check's span is told: a redirect, and why.
+    let req = browser("/", &[("cookie", &session)]);
+    let mut out = portcullis::check::Outcome::default();
+    let redirect = w.checker.check_recorded(&req, &mut out).await;
+    assert_eq!(Answer::of(&redirect).status, 302);
+    assert_eq!(
+        (out.decision, out.status, out.reason),
+        ("redirect", 302, Some("session_expired"))
+    );
     assert_eq!(w.issuer.refreshes(), 0);
 }
 
@@ -1052,4 +1060,32 @@ cache:
         key = dir.path().join("session-key").display(),
         root = warrant::hex_key(tenuo_root),
     )
+}
+
+/// A refresh without a new ID token (plain OAuth2; OIDC Core §12.2 makes it
+/// optional) renews the session with the groups sealed at login: they pass
+/// the provider's filter as configured now, on the refreshing request and in
+/// the renewed cookie.
+#[tokio::test]
+async fn a_refresh_without_an_id_token_applies_the_groups_filter_of_now() {
+    let rules = "  - {path_prefix: /team-a, login: idp, allowed_groups: [team-a]}\n  - {path_prefix: /, login: idp}";
+    let w = World::with_provider(rules, true, "      groups: {keep: [\"team-*\"]}\n").await;
+    w.issuer.set_id_token_groups(json!(["team-a", "team-b"]));
+    w.issuer.set_token_ttl(120);
+    let session = w.login("frank", "/").await;
+    let tighter = w.reconfigured(rules, "      groups: {keep: [team-b]}\n").await;
+    w.issuer.set_refresh(RefreshAnswer::RenewWithoutIdToken);
+    w.advance(60); // refresh due
+    let a = Answer::of(&tighter.check(&browser("/", &[("cookie", &session)])).await);
+    assert_eq!(
+        (a.status, a.groups(), w.issuer.refreshes()),
+        (200, Some("team-b"), 1),
+        "{a:?}"
+    );
+    let renewed = cookie_pair(&a.set_cookies, COOKIE).expect("renewed cookie");
+    w.advance(100); // past the first tokens' expiry: only the renewed cookie counts
+    let a = Answer::of(&tighter.check(&browser("/team-a/x", &[("cookie", &renewed)])).await);
+    assert_denied(&a, 403, "group_not_allowed");
+    let a = Answer::of(&tighter.check(&browser("/", &[("cookie", &renewed)])).await);
+    assert_eq!((a.status, a.groups()), (200, Some("team-b")), "{a:?}");
 }

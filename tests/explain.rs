@@ -991,3 +991,59 @@ fn explain_text(config: &Path, args: &[String]) -> String {
         .expect("run portcullis explain");
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// A mesh-only config (no IdP): explain names the principals a rule admits
+/// and says of the peer whether it is one of them, as the server decides.
+#[test]
+fn explain_names_the_workloads_a_rule_admits_and_judges_the_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &config,
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nrules:\n  - {path_prefix: /hooks, require: workload, allowed_principals: [\"spiffe://td/ns/ci/*\"]}\n",
+    )
+    .unwrap();
+    let config = config.as_path();
+    let deployer = "spiffe://td/ns/ci/sa/deployer";
+    let (code, e, out) = explain(config, &["--path", "/hooks/x", "--principal", deployer]);
+    assert_eq!(
+        (code, e["decision"].as_str(), e["status"].as_u64()),
+        (0, Some("allow"), Some(200)),
+        "{out}"
+    );
+    let (_, rule) = the_step(&e, "rule", &out);
+    assert!(
+        rule.contains("require workload; admits workloads [\"spiffe://td/ns/ci/*\"]"),
+        "{rule}"
+    );
+    assert_eq!(
+        the_step(&e, "principal", &out),
+        ("ok".into(), format!("mTLS peer {deployer:?} is listed"))
+    );
+    let (_, e, out) = explain(
+        config,
+        &["--path", "/hooks/x", "--principal", "spiffe://td/ns/web/sa/x"],
+    );
+    assert_eq!(
+        (e["status"].as_u64(), e["reason"].as_str()),
+        (Some(403), Some("principal_not_allowed")),
+        "{out}"
+    );
+    assert_eq!(the_step(&e, "principal", &out).0, "fail");
+    let (_, e, out) = explain(config, &["--path", "/hooks/x"]);
+    assert_eq!(
+        (e["status"].as_u64(), e["reason"].as_str()),
+        (Some(401), Some("missing_principal")),
+        "{out}"
+    );
+    assert_eq!(
+        the_step(&e, "principal", &out),
+        ("fail".into(), "no mTLS peer principal: missing_principal".into())
+    );
+    let (_, e, out) = explain(config, &["--path", "/other", "--principal", deployer]);
+    assert_eq!(
+        (e["status"].as_u64(), e["reason"].as_str()),
+        (Some(403), Some("no_matching_rule")),
+        "{out}"
+    );
+}

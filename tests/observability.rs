@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 const DASHBOARD: &str = "deploy/observability/portcullis-dashboard.json";
 const RULES: &str = "deploy/observability/portcullis-alerts.yaml";
@@ -399,12 +400,33 @@ fn dashboard_and_alert_rules_use_only_metrics_portcullis_exports() {
     // Two issuers, the second one down: its JWKS fetches fail (and its
     // tokens are denied keys_unavailable) while the first one works.
     // A Tenuo section too, so its families have samples (a trust set loaded at start).
+    // An API key file (one key), so the API key families have samples.
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_file = keys.path().join("api-keys.yaml");
+    let key = "pk_ci-bot_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo";
+    std::fs::write(
+        &key_file,
+        format!(
+            "keys:\n  ci-bot: {{sha256: {}, user: ci}}\n",
+            hex::encode(Sha256::digest(key))
+        ),
+    )
+    .expect("write keys");
+    let key_file = key_file.display().to_string();
+    // And tracing to a collector that is not there: exports fail, counted.
+    let collector = free_port();
     let s = Stack::builder()
         .idps(2)
         .idps_down_at_start(&[1])
         // A small budget that drops, so portcullis_groups_dropped_total has a sample.
         .provider0(|p| p["groups"] = serde_json::json!({"max_bytes": 64, "over_budget": "drop"}))
-        .config(|c| {
+        .rules(serde_json::json!([
+            {"path_prefix": "/deploy", "providers": ["api-keys"]},
+            {"path_prefix": "/"}
+        ]))
+        .config(move |c| {
+            c["api_keys"] = serde_json::json!({"file": key_file});
+            c["tracing"] = serde_json::json!({"otlp_endpoint": format!("http://127.0.0.1:{collector}")});
             c["tenuo"] = serde_json::json!({
                 "trusted_issuers": ["d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"],
                 "gateway": {
@@ -454,6 +476,22 @@ fn dashboard_and_alert_rules_use_only_metrics_portcullis_exports() {
         400,
         "invalid_warrant",
     );
+    assert_allowed(&s.get("/deploy/x", &[("authorization", &format!("ApiKey {key}"))]));
+    let unknown = "pk_nobody_Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo";
+    assert_denied(
+        &s.get("/deploy/x", &[("authorization", &format!("ApiKey {unknown}"))]),
+        401,
+        "unknown_api_key",
+    );
+    // The batch processor exports every 5 s: wait for the first failure.
+    wait_until("a failed span export", READY_TIMEOUT, POLL, || {
+        let text = s.admin("/metrics").text();
+        if text.contains(r#"portcullis_trace_exports_total{result="failure"}"#) {
+            Ok(())
+        } else {
+            Err("no failed export counted yet".to_string())
+        }
+    });
     // A broken config file, then SIGHUP: the reload is refused (and counted).
     std::fs::write(&s.config_path, "tenuo: [broken").expect("write config");
     s.portcullis.signal("HUP");

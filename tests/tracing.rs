@@ -15,7 +15,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use common::*;
+use portcullis::config::TracingConfig;
+use portcullis::telemetry::Metrics;
+use portcullis::traces::Traces;
 use serde_json::{json, Value};
 
 /// Envoy's OpenTelemetry tracer flushes every 5 s; portcullis's batch
@@ -381,6 +386,92 @@ fn without_envoy_tracing_the_request_s_traceparent_is_the_parent() {
     }
 }
 
+/// Envoy's span carries the client's `tracestate` into the Check call's
+/// gRPC metadata, unbounded up to Envoy's own header limit (60 KiB). A
+/// large one still gets its Check answered (a refused call would be a 503,
+/// or with `failure_mode_allow` an unchecked pass), and is not copied into
+/// portcullis's span; a small one is.
+#[test]
+fn a_client_s_large_tracestate_neither_fails_the_check_nor_rides_in_the_span() {
+    let logs = Logs::new();
+    let collector = Collector::start(&logs);
+    let endpoint = collector.endpoint();
+    let mut s = Stack::builder()
+        .config(move |c| {
+            c["tracing"] = json!({"otlp_endpoint": endpoint, "service_name": SERVICE});
+        })
+        .without_envoy()
+        .start();
+    let port = collector.port;
+    s.start_envoy_edited(|r| with_envoy_tracing(r, port));
+    let alice = s.token_for("alice", &["users"]);
+    // 80 members of 254 bytes: ~20 KiB, over the 16 KiB a gRPC server
+    // commonly takes as a header block.
+    let large: String = (0..80)
+        .map(|i| format!("k{i:02}={}", "v".repeat(250)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let [small_trace, large_trace, denied_trace] = ["c1", "c2", "c3"].map(|t| format!("{t:0>32}"));
+    let sent = |trace: &str, state: &str, token: Option<&str>| {
+        let mut req = Req::get("/app/x")
+            .header("traceparent", &traceparent(trace, "00000000000000c0", "01"))
+            .header("tracestate", state);
+        if let Some(token) = token {
+            req = req.bearer(token);
+        }
+        s.send(&req)
+    };
+    assert_allowed(&sent(&small_trace, "vendor=a1", Some(&alice)));
+    assert_allowed(&sent(&large_trace, &large, Some(&alice)));
+    assert_denied(&sent(&denied_trace, &large, None), 401, "missing_credential");
+    stop(&mut s);
+
+    let spans = collector.await_spans("3 portcullis spans", |spans| ours(spans).len() >= 3);
+    let mine = ours(&spans);
+    let state_in = |trace: &str| {
+        let span = mine
+            .iter()
+            .find(|s| s.trace_id() == trace)
+            .unwrap_or_else(|| panic!("no span in trace {trace}: {mine:#?}"));
+        span.json["traceState"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(state_in(&small_trace), "vendor=a1");
+    assert_eq!(state_in(&large_trace), "");
+    assert_eq!(state_in(&denied_trace), "");
+}
+
+/// A Check its caller gave up on (Envoy's timeout cancels the call; the
+/// Check's future is dropped mid-await) still ends its span, marked so.
+#[test]
+fn a_check_dropped_before_its_decision_ends_its_span_as_cancelled() {
+    let logs = Logs::new();
+    let collector = Collector::start(&logs);
+    let trace = format!("{:0>32}", "d1");
+    let parent = "00000000000000d2";
+    let req = check_request("/x", &[("traceparent", &traceparent(&trace, parent, "01"))]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = TracingConfig {
+            otlp_endpoint: collector.endpoint(),
+            service_name: SERVICE.into(),
+            sample_ratio: 1.0,
+            export_timeout: Duration::from_secs(5),
+        };
+        let traces = Traces::new(&config, Arc::new(Metrics::new())).unwrap();
+        let span = traces.start(&tonic::metadata::MetadataMap::new(), &req);
+        assert_eq!(span.trace_id().as_deref(), Some(trace.as_str()));
+        drop(span);
+        tokio::task::spawn_blocking(move || traces.shutdown()).await.unwrap();
+    });
+    let spans = collector.await_spans("the cancelled Check's span", |spans| !ours(spans).is_empty());
+    let mine = ours(&spans);
+    assert_eq!(mine.len(), 1, "{mine:#?}");
+    assert_eq!((mine[0].trace_id(), mine[0].parent()), (trace.as_str(), parent));
+    assert_eq!(mine[0].text("portcullis.decision").as_deref(), Some("cancelled"));
+    assert_eq!(mine[0].text("rpc.method").as_deref(), Some("Check"));
+    assert_eq!(mine[0].attr("portcullis.status"), None);
+}
+
 /// A collector that takes connections and never answers: each export
 /// waits its whole timeout, the worst case for anything on the request path.
 fn black_hole() -> u16 {
@@ -408,7 +499,9 @@ fn a_collector_that_is_down_or_hangs_costs_no_check() {
             .start();
         let alice = s.token_for("alice", &["users"]);
         let mut slowest = Duration::ZERO;
-        for i in 0..200 {
+        // Over two batches (512 spans each), so exports fail more than once.
+        const CHECKS: u64 = 1100;
+        for i in 0..CHECKS {
             let started = Instant::now();
             if i % 2 == 0 {
                 assert_allowed(&s.get_bearer("/app/x", &alice));
@@ -423,6 +516,34 @@ fn a_collector_that_is_down_or_hangs_costs_no_check() {
             slowest < Duration::from_millis(500),
             "{what}: slowest request {slowest:?}"
         );
+        // Each failed export is counted, with its spans (every Check's, in
+        // the end); the log says so once.
+        let failed = |series: &str| -> u64 {
+            let metrics = s.admin("/metrics").text();
+            let line = format!("portcullis_{series}_total{{result=\"failure\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .map_or(0, |v| v.trim().parse().unwrap())
+        };
+        let deadline = Instant::now() + SPANS_TIMEOUT;
+        while failed("trace_export_spans") < CHECKS {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} spans counted as lost",
+                failed("trace_export_spans")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(failed("trace_export_spans"), CHECKS, "{what}");
+        assert!(failed("trace_exports") >= 3, "{what}");
+        let warnings = s
+            .portcullis
+            .stdout()
+            .lines()
+            .filter(|l| l.contains("\"trace_export_failed\""))
+            .count();
+        assert_eq!(warnings, 1, "{what}: {}", s.portcullis.stdout());
         // Shutdown gives up on the collector within the export timeout.
         let started = Instant::now();
         stop(&mut s);

@@ -155,8 +155,14 @@ pub(super) fn validate(raw: &RawConfig, errs: &mut Errors) -> Policy {
             (name.clone(), compile(&path, &p.as_rule(), &cx, errs))
         })
         .collect();
-    // No rules: every OIDC provider's tokens, no session cookie.
-    Policy::new(rules, any).with_named(named)
+    // No rules: every OIDC provider's tokens, no session cookie; with no
+    // credential source at all, only what the policies admit.
+    let policy = Policy::new(rules, any).with_named(named);
+    if has_oidc || has_tenuo {
+        policy
+    } else {
+        policy.without_fallback()
+    }
 }
 
 /// A config with no credential source (no OIDC provider, API keys or

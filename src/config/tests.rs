@@ -683,6 +683,14 @@ fn a_mesh_config_of_workload_rules_alone_needs_no_credential_source() {
     .unwrap();
     assert_eq!(c.policy.rule_for("/hooks/x").unwrap().require(), Require::Workload);
     assert_eq!(c.policy.rule_for("/other").err(), Some(Deny::NoMatchingRule));
+    // Policies alone: a route that names none has no rule (no built-in one
+    // that would wait for a credential).
+    let c = RawConfig::from_yaml(&format!("policies:\n  ci: {{require: workload, {ci}}}\n"))
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(c.policy.rule_for("/").err(), Some(Deny::NoMatchingRule));
+    assert_eq!(c.policy.named("ci").map(Rule::require), Some(Require::Workload));
     // Nothing to verify on a rule that does not say `workload`, or without rules.
     for yaml in [
         format!("rules:\n  - {{path_prefix: /hooks, require: workload, {ci}}}\n  - {{path_prefix: /, {ci}}}\n"),

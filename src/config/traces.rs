@@ -68,6 +68,11 @@ pub(super) fn validate(t: &RawTracing, errs: &mut Errors) -> Option<TracingConfi
 /// path of its own, and credentials in a URL would end up in logs.
 fn check_endpoint(endpoint: &str, errs: &mut Errors) {
     const PATH: &str = "tracing.otlp_endpoint";
+    // The exporter parses it as an `http::Uri`, which takes no spaces,
+    // tabs or non-ASCII host (`url` would strip or encode them).
+    if endpoint.parse::<tonic::codegen::http::Uri>().is_err() {
+        return errs.push(PATH, format!("{endpoint:?} is not a URL like http://127.0.0.1:4317"));
+    }
     let url = match url::Url::parse(endpoint) {
         Ok(url) => url,
         Err(e) => {
@@ -161,6 +166,14 @@ mod tests {
                 "tracing.export_timeout_seconds: must be between 1 and 60",
             ]
         );
+        // What `url` would clean up, and the exporter's URI parser refuses.
+        for endpoint in [
+            "\"http://collector:4317 \"",
+            "\"http://coll\\tector:4317\"",
+            "\"http://collé:4317\"",
+        ] {
+            assert_eq!(problems(&format!("otlp_endpoint: {endpoint}")).len(), 1, "{endpoint}");
+        }
         assert_eq!(
             problems("sample_ratio: .nan"),
             ["tracing.sample_ratio: must be between 0 and 1"]

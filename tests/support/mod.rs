@@ -61,6 +61,8 @@ struct LoginSide {
 pub enum RefreshAnswer {
     #[default]
     Renew,
+    /// Renewed, without a new ID token (OAuth2 §6; OIDC Core §12.2 makes it optional).
+    RenewWithoutIdToken,
     /// `400 invalid_grant`: the refresh token was revoked.
     Revoked,
     /// `503`: the IdP is down.
@@ -240,7 +242,7 @@ fn token_endpoint(
         "refresh_token" => {
             login.refreshes += 1;
             match login.refresh {
-                RefreshAnswer::Renew => {}
+                RefreshAnswer::Renew | RefreshAnswer::RenewWithoutIdToken => {}
                 RefreshAnswer::Revoked => {
                     return (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"})));
                 }
@@ -270,7 +272,7 @@ fn token_endpoint(
         "iss": url, "sub": sub, "aud": CLIENT_ID, "iat": now, "nbf": now, "exp": now + ttl,
         "email": format!("{sub}@example.com"), "groups": ["dev", "ops"],
     });
-    if let Some(n) = nonce {
+    if let Some(n) = &nonce {
         claims["nonce"] = json!(n);
     }
     if let Some(g) = &login.id_token_groups {
@@ -279,6 +281,17 @@ fn token_endpoint(
     let refresh_token = format!("rt-{}", rand::random::<u64>());
     login.refresh_tokens.insert(refresh_token.clone(), sub);
     let id_token = sign(keys, Algorithm::RS256, &claims);
+    if nonce.is_none() && matches!(login.refresh, RefreshAnswer::RenewWithoutIdToken) {
+        return (
+            StatusCode::OK,
+            Json(json!({
+                "access_token": format!("at-{}", rand::random::<u64>()),
+                "token_type": "Bearer",
+                "expires_in": ttl,
+                "refresh_token": refresh_token,
+            })),
+        );
+    }
     (
         StatusCode::OK,
         Json(json!({
