@@ -20,21 +20,19 @@
 //! which the SDK keeps in the span, only up to 512 bytes): those are
 //! Envoy's span's to show, under Envoy's own redaction.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
-use opentelemetry_sdk::Resource;
-
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter};
+use opentelemetry_sdk::Resource;
 
 use crate::check::{Checker, Outcome};
 use crate::config::TracingConfig;
@@ -321,5 +319,48 @@ impl Extractor for RequestHeaders<'_> {
 
     fn keys(&self) -> Vec<&str> {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    fn http(headers: &[(&str, &str)]) -> HttpRequest {
+        HttpRequest {
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..HttpRequest::default()
+        }
+    }
+
+    #[test]
+    fn trace_context_longer_than_it_needs_to_be_is_not_read() {
+        let long_parent = format!("{PARENT}-{}", "0".repeat(256 - PARENT.len()));
+        let state = |n: usize| format!("k={}", "v".repeat(n - 2));
+        let (state_512, state_513) = (state(512), state(513));
+        let req = http(&[
+            ("traceparent", PARENT),
+            ("tracestate", &state_512),
+            ("authorization", "Bearer x"),
+        ]);
+        let headers = RequestHeaders(&req);
+        assert_eq!(headers.get("traceparent"), Some(PARENT));
+        assert_eq!(headers.get("tracestate"), Some(state_512.as_str()));
+        // Only trace context is read from the request, never another header.
+        assert_eq!(headers.get("authorization"), None);
+        let req = http(&[("traceparent", &long_parent), ("tracestate", &state_513)]);
+        let headers = RequestHeaders(&req);
+        assert_eq!((headers.get("traceparent"), headers.get("tracestate")), (None, None));
+
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert("traceparent", PARENT.parse().unwrap());
+        md.insert("tracestate", state_513.parse().unwrap());
+        let call = Metadata(&md);
+        assert_eq!((call.get("traceparent"), call.get("tracestate")), (Some(PARENT), None));
+        // Sent twice: neither is the parent.
+        md.append("traceparent", PARENT.parse().unwrap());
+        assert_eq!(Metadata(&md).get("traceparent"), None);
     }
 }
