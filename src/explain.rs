@@ -416,8 +416,31 @@ fn step(steps: &mut Vec<Step>, step: &'static str, result: &'static str, detail:
     steps.push(Step {
         step,
         result,
-        detail: detail.into(),
+        detail: printable(detail.into()),
     });
+}
+
+/// A step's text with control characters (ANSI escapes, line breaks) and
+/// bidirectional overrides escaped: a warrant's tool names and constraint
+/// keys, Tenuo's messages and the debug header are the sender's bytes, and
+/// must not redraw the terminal or print a line of their own (`=> ALLOW`).
+fn printable(text: String) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return text;
+    }
+    text.chars()
+        .map(|c| {
+            if unsafe_char(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Builds the app as `serve` does, with the keys asked for, and explains `req`.
@@ -497,7 +520,10 @@ pub async fn explain(config: Config, req: &CheckRequest, opts: &Options) -> Resu
         }
     }
     let response = app.checker.check(req).await;
-    Ok(conclude(&config, req, &response, rule, source, steps))
+    let secrets = RequestView::new(req)
+        .map(|view| warrant::credential_values(warrant, &view, api_key_header(&config)))
+        .unwrap_or_default();
+    Ok(conclude(&config, req, &response, rule, source, &secrets, steps))
 }
 
 /// The informational steps before the decision: path, rule, credentials,
@@ -615,9 +641,9 @@ fn describe_request(
     if !principals.is_empty() {
         let (result, detail) = match (view.principal, rule.admits_principal(view.principal)) {
             (Some(p), Ok(())) => ("ok", format!("mTLS peer {p:?} is listed")),
-            (Some(p), Err(d)) => ("fail", format!("mTLS peer {p:?} is not listed: {}", d.reason())),
+            (Some(p), Err(d)) => ("refused", format!("mTLS peer {p:?} is not listed: {}", d.reason())),
             (None, _) => (
-                "fail",
+                "refused",
                 format!("no mTLS peer principal: {}", Deny::MissingPrincipal.reason()),
             ),
         };
@@ -671,7 +697,7 @@ fn describe_credentials(
         Err(deny) => step(steps, "credential", "refused", deny.reason()),
     }
     if let Some(w) = warrant {
-        warrant::describe(w, view, clock::unix_i64(now), steps);
+        warrant::describe(w, view, api_key_header(config), clock::unix_i64(now), steps);
     }
     token
 }
@@ -802,6 +828,7 @@ fn conclude(
     response: &CheckResponse,
     rule: Option<RuleRef>,
     bearer_source: Option<&'static str>,
+    secrets: &[&str],
     mut steps: Vec<Step>,
 ) -> Explanation {
     let mut edits = EditsOut::default();
@@ -839,7 +866,12 @@ fn conclude(
                     .find(|h| h.key == TENUO_DEBUG_HEADER);
                 let detail = match debug {
                     // Tenuo's debug mode names the failing constraint and value.
-                    Some(h) => format!("{}; {TENUO_DEBUG_HEADER}: {}", warrant_denial(w), h.value),
+                    // Its value names the argument's value, which may be a credential header's.
+                    Some(h) => format!(
+                        "{}; {TENUO_DEBUG_HEADER}: {}",
+                        warrant_denial(w),
+                        warrant::redact(&h.value, secrets)
+                    ),
                     None => warrant_denial(w),
                 };
                 step(&mut steps, "warrant", "refused", detail);
@@ -971,6 +1003,11 @@ fn scheme_name(value: &str) -> String {
         Some(k) => format!("scheme {k:?}"),
         None => format!("no known scheme (a {}-byte value, not shown)", value.len()),
     }
+}
+
+/// The header the config lets an API key be sent in, besides `Authorization`.
+fn api_key_header(config: &Config) -> Option<&str> {
+    config.api_keys.as_ref().and_then(|k| k.header.as_deref())
 }
 
 /// Where the config lets an API key be presented, as the checker reads it.
@@ -1148,5 +1185,34 @@ mod tests {
         }
         assert!(!is_secret_header("x-user-id"));
         assert!(!is_secret_header("x-tenuo-warrant-id"));
+    }
+
+    /// A warrant's tool name or constraint key is the sender's text: it
+    /// cannot redraw the terminal or print a step or verdict of its own.
+    #[test]
+    fn a_step_s_text_cannot_forge_output() {
+        let mut steps = Vec::new();
+        step(
+            &mut steps,
+            "chain",
+            "info",
+            "tools: t\n=> ALLOW 200 allowed\u{1b}[8m \u{202e}x",
+        );
+        let e = Explanation {
+            decision: "deny",
+            status: 403,
+            reason: "x".into(),
+            rule: None,
+            identity: None,
+            edits: EditsOut::default(),
+            steps,
+        };
+        let text = to_text(&e);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{202e}'), "{text}");
+        assert!(
+            text.contains(r"t\u{a}=> ALLOW 200 allowed\u{1b}[8m \u{202e}x"),
+            "{text}"
+        );
     }
 }

@@ -1029,7 +1029,7 @@ fn explain_names_the_workloads_a_rule_admits_and_judges_the_peer() {
         (Some(403), Some("principal_not_allowed")),
         "{out}"
     );
-    assert_eq!(the_step(&e, "principal", &out).0, "fail");
+    assert_eq!(the_step(&e, "principal", &out).0, "refused");
     let (_, e, out) = explain(config, &["--path", "/hooks/x"]);
     assert_eq!(
         (e["status"].as_u64(), e["reason"].as_str()),
@@ -1038,7 +1038,7 @@ fn explain_names_the_workloads_a_rule_admits_and_judges_the_peer() {
     );
     assert_eq!(
         the_step(&e, "principal", &out),
-        ("fail".into(), "no mTLS peer principal: missing_principal".into())
+        ("refused".into(), "no mTLS peer principal: missing_principal".into())
     );
     let (_, e, out) = explain(config, &["--path", "/other", "--principal", deployer]);
     assert_eq!(

@@ -70,17 +70,14 @@ fn check_endpoint(endpoint: &str, errs: &mut Errors) {
     const PATH: &str = "tracing.otlp_endpoint";
     // The exporter parses it as an `http::Uri`, which takes no spaces,
     // tabs or non-ASCII host (`url` would strip or encode them).
+    // The endpoint is not echoed: one that does not parse may still hold
+    // credentials (`user:pass@`), and config errors are logged.
     if endpoint.parse::<tonic::codegen::http::Uri>().is_err() {
-        return errs.push(PATH, format!("{endpoint:?} is not a URL like http://127.0.0.1:4317"));
+        return errs.push(PATH, "is not a URL like http://127.0.0.1:4317");
     }
     let url = match url::Url::parse(endpoint) {
         Ok(url) => url,
-        Err(e) => {
-            return errs.push(
-                PATH,
-                format!("{endpoint:?} is not a URL like http://127.0.0.1:4317 ({e})"),
-            )
-        }
+        Err(e) => return errs.push(PATH, format!("is not a URL like http://127.0.0.1:4317 ({e})")),
     };
     match url.scheme() {
         "http" => {}
@@ -172,8 +169,15 @@ mod tests {
             "\"http://coll\\tector:4317\"",
             "\"http://collé:4317\"",
         ] {
-            assert_eq!(problems(&format!("otlp_endpoint: {endpoint}")).len(), 1, "{endpoint}");
+            assert_eq!(
+                problems(&format!("otlp_endpoint: {endpoint}")),
+                ["tracing.otlp_endpoint: is not a URL like http://127.0.0.1:4317"],
+                "{endpoint}"
+            );
         }
+        // Unparsable, and with credentials: the error does not repeat them.
+        let p = problems("otlp_endpoint: \"http://user:s3cret@coll ector:4317\"");
+        assert!(p.len() == 1 && !p[0].contains("s3cret"), "{p:?}");
         assert_eq!(
             problems("sample_ratio: .nan"),
             ["tracing.sample_ratio: must be between 0 and 1"]

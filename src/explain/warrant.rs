@@ -24,7 +24,13 @@ const MAX_POP_SEARCH: usize = 2881;
 /// against the trust set), `tool` (route, tool, arguments), one `chain`
 /// step per link, `pop` (its window) and `constraints` (the leaf's, against
 /// the arguments).
-pub(super) fn describe(verifier: &WarrantVerifier, view: &RequestView<'_>, now: i64, steps: &mut Vec<Step>) {
+pub(super) fn describe(
+    verifier: &WarrantVerifier,
+    view: &RequestView<'_>,
+    api_key_header: Option<&str>,
+    now: i64,
+    steps: &mut Vec<Step>,
+) {
     let trust = verifier.trust();
     let call = verifier.tool_call(view);
     let header = match view.single(&trust.names.warrant) {
@@ -37,12 +43,12 @@ pub(super) fn describe(verifier: &WarrantVerifier, view: &RequestView<'_>, now: 
             step(steps, "warrant", result, detail);
             // The tool a warrant would need, on a tool route only.
             if !matches!(&call, Err(d) if d.deny == Deny::NoRoute) {
-                describe_tool(&call, view, &secrets(view, &trust), steps);
+                describe_tool(&call, view, &secrets(view, &trust, api_key_header), steps);
             }
             return;
         }
     };
-    let secrets = secrets(view, &trust);
+    let secrets = secrets(view, &trust, api_key_header);
     let chain = describe_header(&trust, header, steps);
     let args = describe_tool(&call, view, &secrets, steps);
     for (i, link) in chain.iter().enumerate() {
@@ -133,14 +139,36 @@ fn describe_tool<'c>(
     }
 }
 
-/// Values of the request's credential headers: an argument equal to one is
-/// shown by its length (a gateway may extract a header that is a secret).
-fn secrets<'a>(view: &RequestView<'a>, trust: &Trust) -> Vec<&'a str> {
+/// Values of the request's credential headers (the API key's header
+/// included): an argument equal to one is shown by its length (a gateway
+/// may extract a header that is a secret).
+fn secrets<'a>(view: &RequestView<'a>, trust: &Trust, api_key_header: Option<&str>) -> Vec<&'a str> {
     let n = &trust.names;
     view.header_names()
-        .filter(|h| is_secret_header(h) || [&n.warrant, &n.pop, &n.approvals].iter().any(|s| s.as_str() == *h))
+        .filter(|h| {
+            is_secret_header(h)
+                || api_key_header.is_some_and(|k| k.eq_ignore_ascii_case(h))
+                || [&n.warrant, &n.pop, &n.approvals].iter().any(|s| s.as_str() == *h)
+        })
         .filter_map(|h| view.header(h))
+        .filter(|v| !v.is_empty())
         .collect()
+}
+
+/// The request's credential header values, for [`redact`] (none without Tenuo).
+pub(super) fn credential_values<'a>(
+    verifier: Option<&WarrantVerifier>,
+    view: &RequestView<'a>,
+    api_key_header: Option<&str>,
+) -> Vec<&'a str> {
+    verifier.map_or_else(Vec::new, |v| secrets(view, &v.trust(), api_key_header))
+}
+
+/// `text` with every credential header value in it shown by its length.
+pub(super) fn redact(text: &str, secrets: &[&str]) -> String {
+    secrets
+        .iter()
+        .fold(text.to_string(), |t, s| t.replace(s, &format!("<{} bytes>", s.len())))
 }
 
 /// `name=value, …` sorted by name, values as JSON.
@@ -478,6 +506,81 @@ mod tests {
             "auth=<19 bytes>, n=3, tenant=\"acme\""
         );
         assert_eq!(arguments(&Args::new(), &[]), "none");
+        // Tenuo's debug header names the failing argument's value.
+        assert_eq!(
+            redact("constraint_violation: key=\"sk_live_1\" exceeds x", &["sk_live_1"]),
+            "constraint_violation: key=\"<9 bytes>\" exceeds x"
+        );
+    }
+
+    /// A warrant anyone can sign (its root untrusted) names tools and
+    /// constraint keys that are escape sequences and lines of their own; a
+    /// gateway extracts the API key's header as an argument. Neither reaches
+    /// the output as sent.
+    #[test]
+    fn a_hostile_warrant_and_an_api_key_argument_are_shown_safely() {
+        use crate::config::{GatewaySource, TenuoConfig};
+        use crate::explain::Input;
+        const GATEWAY: &str = r#"
+version: "1"
+settings: {}
+tools:
+  read_file:
+    description: A tool
+    constraints:
+      path: { from: query, path: path, required: true }
+      key: { from: header, path: X-Api-Key }
+routes:
+  - { pattern: "/files", method: [GET], tool: read_file }
+"#;
+        let (trusted, attacker) = (SigningKey::generate(), SigningKey::generate());
+        let trust = Trust::load(&TenuoConfig {
+            trusted_issuers: vec![hex::encode(trusted.public_key().to_bytes())],
+            gateway: GatewaySource::Inline(GATEWAY.into()),
+            clock_tolerance: None,
+            debug: None,
+            remove_credential_headers: false,
+            revocation_list: None,
+            reload_interval: Duration::from_secs(10),
+            max_warrant_bytes: 64 * 1024,
+            max_chain_length: 8,
+            cache_max_bytes: 1 << 20,
+        })
+        .unwrap();
+        let mut set = ConstraintSet::new();
+        set.insert("k\u{1b}[2J\n=> ALLOW 200 allowed", Pattern::new("/x/*").unwrap());
+        let w = Warrant::builder()
+            .holder(attacker.public_key())
+            .capability("read_file", set)
+            .capability("t\n=> ALLOW 200 allowed\u{1b}[8m", ConstraintSet::new())
+            .ttl(Duration::from_secs(600))
+            .build(&attacker)
+            .unwrap();
+        let input = Input {
+            method: "GET".into(),
+            path: "/files?path=%2Fetc%2Fpasswd".into(),
+            headers: vec![
+                ("x-tenuo-warrant".into(), tenuo::wire::encode_base64(&w).unwrap()),
+                ("x-api-key".into(), "sk_live_SUPERSECRET".into()),
+            ],
+            ..Default::default()
+        };
+        let req = input.to_check_request();
+        let view = RequestView::new(&req).unwrap();
+        let mut steps = Vec::new();
+        describe(
+            &WarrantVerifier::new(trust),
+            &view,
+            Some("X-Api-Key"),
+            chrono::Utc::now().timestamp(),
+            &mut steps,
+        );
+        for s in &steps {
+            assert!(!s.detail.contains(['\n', '\u{1b}']), "{}", s.detail);
+            assert!(!s.detail.contains("SUPERSECRET"), "{}", s.detail);
+        }
+        let tool = steps.iter().find(|s| s.step == "tool").unwrap();
+        assert!(tool.detail.contains("key=<19 bytes>"), "{}", tool.detail);
     }
 
     /// A PoP is dated however far from the clock it was signed (within the
