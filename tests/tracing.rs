@@ -405,8 +405,8 @@ fn a_client_s_large_tracestate_neither_fails_the_check_nor_rides_in_the_span() {
     let port = collector.port;
     s.start_envoy_edited(|r| with_envoy_tracing(r, port));
     let alice = s.token_for("alice", &["users"]);
-    // 80 members of 254 bytes: ~20 KiB, over the 16 KiB a gRPC server
-    // commonly takes as a header block.
+    // 80 members of 254 bytes: ~20 KiB, over the 16 KiB portcullis took as
+    // a call's header block before (and many gRPC servers still do).
     let large: String = (0..80)
         .map(|i| format!("k{i:02}={}", "v".repeat(250)))
         .collect::<Vec<_>>()

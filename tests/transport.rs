@@ -157,7 +157,8 @@ fn oversized_check_requests_are_refused_and_the_server_keeps_serving() {
 }
 
 /// The HTTP/2 settings portcullis announces: a bounded number of concurrent
-/// streams (tonic's default is unlimited) and a 16 KiB header list.
+/// streams (tonic's default is unlimited) and a 64 KiB header list (room
+/// for a client's `tracestate` that a tracing Envoy copies into the call).
 #[test]
 fn grpc_listener_announces_bounded_http2_settings() {
     use std::io::{Read, Write};
@@ -186,10 +187,10 @@ fn grpc_listener_announces_bounded_http2_settings() {
     const MAX_CONCURRENT_STREAMS: u16 = 0x3;
     const MAX_HEADER_LIST_SIZE: u16 = 0x6;
     assert_eq!(settings.get(&MAX_CONCURRENT_STREAMS), Some(&256), "{settings:?}");
-    assert_eq!(settings.get(&MAX_HEADER_LIST_SIZE), Some(&16384), "{settings:?}");
+    assert_eq!(settings.get(&MAX_HEADER_LIST_SIZE), Some(&65536), "{settings:?}");
 }
 
-/// gRPC metadata (the HTTP/2 header block) over the 16 KiB list size is
+/// gRPC metadata (the HTTP/2 header block) over the 64 KiB list size is
 /// refused; the server survives.
 #[test]
 fn oversized_grpc_metadata_is_refused() {
@@ -206,9 +207,9 @@ fn oversized_grpc_metadata_is_refused() {
                 .expect("connect"),
         );
         let mut req = tonic::Request::new(check_request("/transport", &[("authorization", &auth)]));
-        let pad = "b".repeat(64 * 1024);
+        let pad = "b".repeat(80 * 1024);
         req.metadata_mut().insert("x-pad", pad.parse().expect("metadata value"));
-        let err = c.check(req).await.expect_err("64 KiB of gRPC metadata must be refused");
+        let err = c.check(req).await.expect_err("80 KiB of gRPC metadata must be refused");
         assert_ne!(err.code(), tonic::Code::Ok, "{err:?}");
         let mut fresh = AuthorizationClient::new(
             Channel::from_shared(url)
