@@ -84,8 +84,8 @@ impl PrincipalPattern {
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
-    /// Used when no rules are configured: every path, any configured credential.
-    /// Decides every path when there are no path rules; none in a config
+    /// Decides every path when there are no path rules (any configured
+    /// credential); none in a config
     /// without a credential source (see [`Policy::without_fallback`]).
     fallback: Option<Rule>,
     /// Named policies, chosen by the proxy's route instead of by the path.

@@ -519,7 +519,6 @@ mod tests {
     /// the output as sent.
     #[test]
     fn a_hostile_warrant_and_an_api_key_argument_are_shown_safely() {
-        use crate::config::{GatewaySource, TenuoConfig};
         use crate::explain::Input;
         const GATEWAY: &str = r#"
 version: "1"
@@ -534,19 +533,7 @@ routes:
   - { pattern: "/files", method: [GET], tool: read_file }
 "#;
         let (trusted, attacker) = (SigningKey::generate(), SigningKey::generate());
-        let trust = Trust::load(&TenuoConfig {
-            trusted_issuers: vec![hex::encode(trusted.public_key().to_bytes())],
-            gateway: GatewaySource::Inline(GATEWAY.into()),
-            clock_tolerance: None,
-            debug: None,
-            remove_credential_headers: false,
-            revocation_list: None,
-            reload_interval: Duration::from_secs(10),
-            max_warrant_bytes: 64 * 1024,
-            max_chain_length: 8,
-            cache_max_bytes: 1 << 20,
-        })
-        .unwrap();
+        let trust = Trust::for_tests(&trusted, GATEWAY);
         let mut set = ConstraintSet::new();
         set.insert("k\u{1b}[2J\n=> ALLOW 200 allowed", Pattern::new("/x/*").unwrap());
         let w = Warrant::builder()

@@ -139,7 +139,8 @@ impl Sessions {
         // Providers that rotate refresh tokens send a new one.
         next.rt = tokens.refresh_token.or_else(|| d.rt.clone());
         // Without a new ID token the groups are the ones sealed at login:
-        // they pass the provider's filter as configured now, as on open.
+        // they pass the provider's filter as configured now, as on open
+        // (a new ID token's were filtered already; again, to no effect).
         let identity = self.identity_of(&next, oidc).map_err(Failure::Refused)?;
         next.groups = identity.groups_header().to_string();
         let set_cookie = self.seal_session(&mut next, now).map_err(Failure::Refused)?;

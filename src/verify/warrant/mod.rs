@@ -686,7 +686,6 @@ mod tests {
     use tenuo::{ConstraintSet, SigningKey};
 
     use super::*;
-    use crate::config::{GatewaySource, TenuoConfig};
 
     const GATEWAY: &str = r#"
 version: "1"
@@ -700,19 +699,7 @@ routes:
 "#;
 
     fn trust(issuer: &SigningKey) -> Trust {
-        Trust::load(&TenuoConfig {
-            trusted_issuers: vec![hex::encode(issuer.public_key().to_bytes())],
-            gateway: GatewaySource::Inline(GATEWAY.into()),
-            clock_tolerance: None,
-            debug: None,
-            remove_credential_headers: false,
-            revocation_list: None,
-            reload_interval: Duration::from_secs(10),
-            max_warrant_bytes: 64 * 1024,
-            max_chain_length: 8,
-            cache_max_bytes: 1 << 20,
-        })
-        .expect("trust")
+        Trust::for_tests(issuer, GATEWAY)
     }
 
     /// A root and its child, every signature replaced by garbage, as a header.

@@ -115,6 +115,25 @@ pub struct Trust {
 }
 
 impl Trust {
+    /// For unit tests: `issuer` trusted, the gateway config inline, the
+    /// defaults of a `tenuo:` section otherwise.
+    #[cfg(test)]
+    pub(crate) fn for_tests(issuer: &tenuo::SigningKey, gateway: &str) -> Self {
+        Self::load(&TenuoConfig {
+            trusted_issuers: vec![hex::encode(issuer.public_key().to_bytes())],
+            gateway: GatewaySource::Inline(gateway.into()),
+            clock_tolerance: None,
+            debug: None,
+            remove_credential_headers: false,
+            revocation_list: None,
+            reload_interval: Duration::from_secs(10),
+            max_warrant_bytes: 64 * 1024,
+            max_chain_length: 8,
+            cache_max_bytes: 1 << 20,
+        })
+        .expect("trust")
+    }
+
     /// Reads the files the config names and builds the verifier state.
     pub fn load(cfg: &TenuoConfig) -> Result<Self, LoadError> {
         let (gateway_text, origin) = match &cfg.gateway {
